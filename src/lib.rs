@@ -1,1 +1,20 @@
+//! wavault: run many WhatsApp bots from one binary, with every credential
+//! and all Signal state in an encrypted embedded vault.
+//!
+//! Layers, bottom up: [`codec`] (bytes), [`vault`] (keys, sealed records,
+//! sled), [`store`] (the whatsapp-rust backend over a vault view), and
+//! [`cli`] (the command line, a thin shell).
+#![forbid(unsafe_code)]
 
+pub mod botid;
+pub mod cli;
+pub mod codec;
+pub mod error;
+pub mod fuzzing;
+pub mod passphrase;
+pub mod store;
+pub mod vault;
+
+pub use botid::BotId;
+pub use error::{Error, Result};
+pub use vault::Vault;

@@ -1,0 +1,193 @@
+//! The command line: clap definitions, and dispatch to one function per command.
+//!
+//! Arguments become a validated plan here; the work happens in the library.
+//! Secrets are never taken from argv: only file paths that hold them.
+
+mod bot;
+mod vaultcmd;
+
+use crate::error::{Error, Result};
+use crate::passphrase::{Passphrase, Source};
+use crate::vault::crypto::KdfParams;
+use crate::vault::Vault;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Run WhatsApp bots from one binary, with every credential in an encrypted vault.
+#[derive(Debug, Parser)]
+#[command(name = "wavault", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Vault folder [default: $WAVAULT_DIR, else $XDG_DATA_HOME/wavault, else ~/.local/share/wavault]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub vault: Option<PathBuf>,
+    /// Read the vault passphrase from FILE [else $WAVAULT_PASSPHRASE, else
+    /// $CREDENTIALS_DIRECTORY/wavault-passphrase, else a terminal prompt]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new vault
+    Init(InitArgs),
+    /// Add, list and remove bots
+    #[command(subcommand)]
+    Bot(bot::BotCommand),
+    /// Check every key slot, term and record; exit 0 only when all is sound
+    Validate {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the passphrase, or rotate the data key
+    #[command(subcommand)]
+    Rotate(RotateCommand),
+}
+
+/// Argon2id cost options.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KdfArgs {
+    /// Argon2id memory in MiB [default: 64]
+    #[arg(long, value_name = "MIB")]
+    pub kdf_memory_mib: Option<u32>,
+    /// Argon2id iterations [default: 3]
+    #[arg(long, value_name = "N")]
+    pub kdf_iterations: Option<u32>,
+    /// Argon2id lanes [default: 4]
+    #[arg(long, value_name = "N")]
+    pub kdf_parallelism: Option<u32>,
+}
+
+impl KdfArgs {
+    /// The parameters asked for, or `None` when none was given.
+    pub fn params(&self) -> Result<Option<KdfParams>> {
+        if self.kdf_memory_mib.is_none()
+            && self.kdf_iterations.is_none()
+            && self.kdf_parallelism.is_none()
+        {
+            return Ok(None);
+        }
+        let d = KdfParams::DEFAULT;
+        let p = KdfParams {
+            memory_kib: self
+                .kdf_memory_mib
+                .map_or(d.memory_kib, |m| m.saturating_mul(1024)),
+            iterations: self.kdf_iterations.unwrap_or(d.iterations),
+            parallelism: self.kdf_parallelism.unwrap_or(d.parallelism),
+        };
+        if p.exceeds_cap() || p.iterations == 0 || p.parallelism == 0 || p.memory_kib == 0 {
+            return Err(Error::Usage(format!(
+                "Argon2id parameters out of range: memory 1..={} MiB, iterations 1..={}, parallelism 1..={}",
+                KdfParams::MAX.memory_kib / 1024,
+                KdfParams::MAX.iterations,
+                KdfParams::MAX.parallelism
+            )));
+        }
+        if p.below_default() {
+            tracing::warn!(
+                "Argon2id parameters below the default (m=64 MiB, t=3, p=4): the passphrase is cheaper to guess"
+            );
+        }
+        Ok(Some(p))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotateCommand {
+    /// Change the vault passphrase (rewrites one key slot)
+    Passphrase {
+        /// Read the new passphrase from FILE [else $WAVAULT_NEW_PASSPHRASE, else a prompt]
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Rotate the data key: new term, re-seal every record, retire the old term
+    Key,
+}
+
+/// The vault folder from the flag, the environment, or the per-user default.
+pub fn vault_dir(flag: Option<&PathBuf>) -> Result<PathBuf> {
+    if let Some(d) = flag {
+        return Ok(d.clone());
+    }
+    if let Some(d) = std::env::var_os("WAVAULT_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("wavault"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/wavault")),
+        None => Err(Error::Usage(
+            "no vault folder: pass --vault DIR or set WAVAULT_DIR".into(),
+        )),
+    }
+}
+
+impl Global {
+    /// The vault passphrase sources.
+    pub fn passphrase_source(&self, confirm: bool) -> Source {
+        Source {
+            label: "vault passphrase",
+            file: self.passphrase_file.clone(),
+            env: "WAVAULT_PASSPHRASE",
+            credential: Some("wavault-passphrase"),
+            confirm,
+        }
+    }
+
+    /// The vault folder.
+    pub fn dir(&self) -> Result<PathBuf> {
+        vault_dir(self.vault.as_ref())
+    }
+
+    /// Opens the vault, asking for the passphrase only if a vault is there.
+    pub fn open(&self) -> Result<Vault> {
+        let dir = self.dir()?;
+        if !Vault::exists(&dir) {
+            return Err(Error::NotFound(format!(
+                "no vault at {} (create one with `wavault init`, or point --vault / WAVAULT_DIR at it)",
+                dir.display()
+            )));
+        }
+        let pass: Passphrase = self.passphrase_source(false).resolve()?;
+        Vault::open(&dir, pass.expose())
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init(args) => vaultcmd::init(&cli.global, &args),
+        Command::Bot(cmd) => bot::run(&cli.global, cmd),
+        Command::Validate { json } => vaultcmd::validate(&cli.global, json),
+        Command::Rotate(RotateCommand::Passphrase {
+            new_passphrase_file,
+            kdf,
+        }) => vaultcmd::rotate_passphrase(&cli.global, new_passphrase_file, &kdf),
+        Command::Rotate(RotateCommand::Key) => vaultcmd::rotate_key(&cli.global),
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Other(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! All access to sled lives here: nothing else in wavault names a sled type.
+//!
+//! sled 0.34 can panic on corrupt files; [`Db::open`] catches that and reports
+//! it as damaged data. Writes are only durable after [`Db::flush`]; callers
+//! that need durability go through the vault's group commit.
+
+use crate::error::{Error, Result};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+/// The vault's trees. Few trees, prefixed keys (many trees cost space in sled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeId {
+    /// One entry per bot: blind bot tag -> sealed bot entry.
+    Bots,
+    /// Every other record: bot tag ++ kind ++ blind name -> sealed record.
+    Records,
+}
+
+impl TreeId {
+    /// The tree's name, also bound into each record's associated data.
+    pub fn name(self) -> &'static [u8] {
+        match self {
+            TreeId::Bots => b"bots",
+            TreeId::Records => b"records",
+        }
+    }
+}
+
+/// One write of a batch: `None` deletes.
+pub type Op = (Vec<u8>, Option<Vec<u8>>);
+
+/// An open sled database with the vault's trees.
+pub struct Db {
+    db: sled::Db,
+    bots: sled::Tree,
+    records: sled::Tree,
+}
+
+fn sled_err(e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io) => Error::io("vault database I/O", io),
+        sled::Error::Corruption { .. } => {
+            Error::damaged(format!("vault database is corrupt ({e})"))
+        }
+        other => Error::Other(format!("vault database error: {other}")),
+    }
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs (once) a panic hook that stays silent while a guarded sled call
+/// runs on this thread, and otherwise defers to the previous hook.
+fn install_quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs a sled call that may panic on corrupt files, turning a panic into an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    install_quiet_hook();
+    let was = QUIET.with(|q| q.replace(true));
+    let out = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    match out {
+        Ok(r) => r,
+        Err(_) => Err(Error::damaged(format!(
+            "{what}: the database files are corrupt"
+        ))),
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Db> {
+        let dir = dir.to_path_buf();
+        guarded("opening the vault database", move || {
+            let db = sled::Config::new()
+                .path(&dir)
+                .mode(sled::Mode::LowSpace)
+                .cache_capacity(64 * 1024 * 1024)
+                .open()
+                .map_err(sled_err)?;
+            let bots = db.open_tree(TreeId::Bots.name()).map_err(sled_err)?;
+            let records = db.open_tree(TreeId::Records.name()).map_err(sled_err)?;
+            Ok(Db { db, bots, records })
+        })
+    }
+
+    fn tree(&self, t: TreeId) -> &sled::Tree {
+        match t {
+            TreeId::Bots => &self.bots,
+            TreeId::Records => &self.records,
+        }
+    }
+
+    /// The stored value under `key`.
+    pub fn get(&self, t: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree(t).get(key).map_err(sled_err)?.map(|v| v.to_vec()))
+    }
+
+    /// Stores `value` under `key`.
+    pub fn insert(&self, t: TreeId, key: &[u8], value: Vec<u8>) -> Result<()> {
+        self.tree(t).insert(key, value).map_err(sled_err)?;
+        Ok(())
+    }
+
+    /// Removes `key`, returning what was there.
+    pub fn remove(&self, t: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .tree(t)
+            .remove(key)
+            .map_err(sled_err)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Replaces `old` by `new` only if `old` is still what is stored. True on success.
+    pub fn compare_and_swap(
+        &self,
+        t: TreeId,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool> {
+        let r = self
+            .tree(t)
+            .compare_and_swap(key, old, new)
+            .map_err(sled_err)?;
+        Ok(r.is_ok())
+    }
+
+    /// Applies every op of `ops` atomically (all or nothing).
+    pub fn apply(&self, t: TreeId, ops: Vec<Op>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.tree(t).apply_batch(batch).map_err(sled_err)
+    }
+
+    /// Applies ops to both trees in one transaction (all or nothing across trees).
+    pub fn apply_both(&self, bots: Vec<Op>, records: Vec<Op>) -> Result<()> {
+        use sled::Transactional;
+        let res: std::result::Result<(), sled::transaction::TransactionError<()>> =
+            (&self.bots, &self.records).transaction(|(b, r)| {
+                for (k, v) in &bots {
+                    match v {
+                        Some(v) => b.insert(k.as_slice(), v.as_slice())?,
+                        None => b.remove(k.as_slice())?,
+                    };
+                }
+                for (k, v) in &records {
+                    match v {
+                        Some(v) => r.insert(k.as_slice(), v.as_slice())?,
+                        None => r.remove(k.as_slice())?,
+                    };
+                }
+                Ok(())
+            });
+        res.map_err(|e| match e {
+            sled::transaction::TransactionError::Storage(s) => sled_err(s),
+            sled::transaction::TransactionError::Abort(()) => {
+                Error::Other("transaction aborted".into())
+            }
+        })
+    }
+
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, t: TreeId, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree(t)
+            .scan_prefix(prefix)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(sled_err))
+            .collect()
+    }
+
+    /// Every key starting with `prefix` (values are not copied).
+    pub fn keys_with_prefix(&self, t: TreeId, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.tree(t)
+            .scan_prefix(prefix)
+            .keys()
+            .map(|r| r.map(|k| k.to_vec()).map_err(sled_err))
+            .collect()
+    }
+
+    /// Visits every entry of a tree; a sled panic on a corrupt page becomes an error.
+    pub fn for_each(&self, t: TreeId, mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        guarded("reading the vault database", || {
+            for item in self.tree(t).iter() {
+                let (k, v) = item.map_err(sled_err)?;
+                f(&k, &v);
+            }
+            Ok(())
+        })
+    }
+
+    /// Number of entries in a tree.
+    pub fn len(&self, t: TreeId) -> usize {
+        self.tree(t).len()
+    }
+
+    /// Writes everything to disk (fsync). Returns once durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(sled_err)?;
+        Ok(())
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}

@@ -1,0 +1,771 @@
+//! The encrypted vault: one folder, one key file, one sled database.
+//!
+//! ```text
+//! <vault>/vault.keys    key slots + data-key terms (header.rs), replaced atomically
+//! <vault>/db/           sled: trees `bots` and `records`, every value sealed
+//! <vault>/wavault.lock  the process lock (lock.rs)
+//! ```
+//! A random master key is wrapped in key slots (one per passphrase). From it
+//! come, by HKDF, the blind-index key, the header MAC key and the key that
+//! wraps the data-key terms. Records are sealed with the active term's key.
+//! See docs/DESIGN.md for the why and docs/FORMAT.md for the bytes.
+
+pub mod crypto;
+pub(crate) mod db;
+pub mod header;
+mod lock;
+pub mod record;
+mod rotate;
+pub mod validate;
+mod view;
+
+pub use db::TreeId;
+pub use rotate::RotateReport;
+pub use view::{BatchOp, BotView, Kind};
+
+use crate::botid::BotId;
+use crate::codec;
+use crate::error::{Error, Result};
+use crypto::{KdfParams, SecretKey, BLIND_LEN};
+use db::Db;
+use header::{Header, HeaderError, Slot, Term, TermState};
+use lock::VaultLock;
+use record::{record_ad, Envelope, RecordBody, RECORD_VERSION};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use zeroize::Zeroizing;
+
+/// File name of the key file inside the vault folder.
+pub const KEY_FILE: &str = "vault.keys";
+/// Folder of the sled database inside the vault folder.
+pub const DB_DIR: &str = "db";
+
+/// Configuration of one bot, sealed in the `bots` tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BotConfig {
+    /// The bot's id.
+    pub id: BotId,
+    /// Unix seconds when the bot was added.
+    pub created_at: i64,
+    /// Disabled bots are not started by `run` (e.g. after `export --move`).
+    pub enabled: bool,
+    /// Phone number for pair-code pairing, if given.
+    pub phone: Option<String>,
+    /// Per-bot webhook URL for inbound messages.
+    pub webhook: Option<String>,
+    /// Free-form settings for later features (kept across versions).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl BotConfig {
+    /// A new, enabled bot with nothing else set.
+    pub fn new(id: BotId) -> Self {
+        BotConfig {
+            id,
+            created_at: now(),
+            enabled: true,
+            phone: None,
+            webhook: None,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Keys derived after a successful unlock.
+struct Keys {
+    master: SecretKey,
+    blind: SecretKey,
+    header_mac: SecretKey,
+    term_wrap: SecretKey,
+}
+
+/// The data-key terms currently usable.
+struct Terms {
+    active: u32,
+    keys: HashMap<u32, SecretKey>,
+}
+
+/// Group commit: concurrent callers of [`Vault::durable`] share one fsync.
+#[derive(Default)]
+struct GroupCommit {
+    requested: AtomicU64,
+    completed: AtomicU64,
+    running: AtomicBool,
+    generation: tokio::sync::Notify,
+    flushes: AtomicU64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    vault_id: [u8; header::VAULT_ID_LEN],
+    keys: Keys,
+    terms: RwLock<Terms>,
+    header: Mutex<Header>,
+    opened_slot: u8,
+    db: Db,
+    commit: GroupCommit,
+    _lock: VaultLock,
+}
+
+/// An open vault. Cheap to clone; every clone shares the same database.
+#[derive(Clone)]
+pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `remove_bot` deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoveReport {
+    pub records: usize,
+}
+
+impl Vault {
+    /// True when `dir` holds a vault key file.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(KEY_FILE).exists()
+    }
+
+    /// Creates a new vault in `dir` (created 0700 if missing). Refuses to
+    /// touch an existing vault.
+    pub fn create(dir: &Path, passphrase: &[u8], params: KdfParams) -> Result<Vault> {
+        if Vault::exists(dir) {
+            return Err(Error::AlreadyExists(format!(
+                "a vault already exists at {}; choose another --vault folder or remove it yourself",
+                dir.display()
+            )));
+        }
+        if params.exceeds_cap() {
+            return Err(Error::Usage(format!(
+                "KDF parameters above the cap (m <= {} MiB, t <= {}, p <= {})",
+                KdfParams::MAX.memory_kib / 1024,
+                KdfParams::MAX.iterations,
+                KdfParams::MAX.parallelism
+            )));
+        }
+        fsutil::create_private_dir(dir)?;
+        let lock = VaultLock::acquire(dir)?;
+        if Vault::exists(dir) {
+            return Err(Error::AlreadyExists(format!(
+                "a vault already exists at {}",
+                dir.display()
+            )));
+        }
+        let master = SecretKey::random();
+        let mut vault_id = [0u8; header::VAULT_ID_LEN];
+        crypto::fill_random(&mut vault_id);
+        let keys = derive_keys(master);
+        let mut h = Header {
+            vault_id,
+            created_at: now() as u64,
+            slots: Vec::new(),
+            terms: Vec::new(),
+            mac: [0; header::MAC_LEN],
+        };
+        h.slots
+            .push(make_slot(&h, 0, &keys.master, passphrase, params)?);
+        let term_key = SecretKey::random();
+        h.terms.push(wrap_term(
+            &h,
+            &keys.term_wrap,
+            1,
+            TermState::Active,
+            &term_key,
+        ));
+        // The database first, the key file last: a vault "exists" only once complete.
+        let db = Db::open(&dir.join(DB_DIR))?;
+        fsutil::restrict_tree(&dir.join(DB_DIR))?;
+        write_header(dir, &keys.header_mac, &mut h)?;
+        let terms = Terms {
+            active: 1,
+            keys: HashMap::from([(1, term_key)]),
+        };
+        Ok(Vault::assemble(dir, keys, terms, h, 0, db, lock))
+    }
+
+    /// Opens the vault in `dir` with `passphrase`. A wrong passphrase changes nothing.
+    pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Vault> {
+        if !Vault::exists(dir) {
+            return Err(Error::NotFound(format!(
+                "no vault at {} (create one with `wavault init`, or point --vault / WAVAULT_DIR at it)",
+                dir.display()
+            )));
+        }
+        let lock = VaultLock::acquire(dir)?;
+        let h = read_header(dir)?;
+        let (slot_id, master) = unlock(&h, passphrase, dir)?;
+        let keys = derive_keys(master);
+        if !crypto::verify_mac(&keys.header_mac, &[&h.body_bytes()], &h.mac) {
+            return Err(Error::damaged(format!(
+                "{} failed its integrity check (edited or corrupted)",
+                dir.join(KEY_FILE).display()
+            )));
+        }
+        let terms = unwrap_terms(&h, &keys.term_wrap)?;
+        let db = Db::open(&dir.join(DB_DIR))?;
+        Ok(Vault::assemble(dir, keys, terms, h, slot_id, db, lock))
+    }
+
+    fn assemble(
+        dir: &Path,
+        keys: Keys,
+        terms: Terms,
+        h: Header,
+        opened_slot: u8,
+        db: Db,
+        lock: VaultLock,
+    ) -> Vault {
+        Vault {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                vault_id: h.vault_id,
+                keys,
+                terms: RwLock::new(terms),
+                header: Mutex::new(h),
+                opened_slot,
+                db,
+                commit: GroupCommit::default(),
+                _lock: lock,
+            }),
+        }
+    }
+
+    /// The vault folder.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The random id of this vault (bound into every record).
+    pub fn id(&self) -> [u8; header::VAULT_ID_LEN] {
+        self.inner.vault_id
+    }
+
+    /// The Argon2id parameters of the slot this vault was opened with.
+    pub fn kdf_params(&self) -> KdfParams {
+        let h = self.header();
+        h.slots
+            .iter()
+            .find(|s| s.id == self.inner.opened_slot)
+            .map(|s| s.params)
+            .unwrap_or(KdfParams::DEFAULT)
+    }
+
+    fn header(&self) -> std::sync::MutexGuard<'_, Header> {
+        // A poisoned lock means a panic mid-update of the in-memory copy; the
+        // file on disk is only ever replaced atomically, so reading on is safe.
+        self.inner.header.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// A key derived from the master key for `purpose` (e.g. backups).
+    pub fn purpose_key(&self, purpose: &str) -> SecretKey {
+        crypto::subkey(
+            &self.inner.keys.master,
+            format!("purpose:{purpose}").as_bytes(),
+        )
+    }
+
+    // ----- blind indexes -----
+
+    /// The blind tag of a bot: the prefix of all its record keys.
+    pub fn bot_tag(&self, bot: &BotId) -> [u8; BLIND_LEN] {
+        crypto::blind(&self.inner.keys.blind, &[b"bot", bot.as_str().as_bytes()])
+    }
+
+    pub(crate) fn name_tag(&self, bot_tag: &[u8], kind: Kind, name: &[u8]) -> [u8; BLIND_LEN] {
+        crypto::blind(&self.inner.keys.blind, &[b"name", bot_tag, &[kind.0], name])
+    }
+
+    // ----- sealing -----
+
+    /// Seals `body` for `key` in `tree` with the active term and stores it
+    /// through `store`, all under the terms read lock so a key rotation never
+    /// misses a value sealed with a retiring term.
+    pub(crate) fn seal_with<T>(
+        &self,
+        tree: TreeId,
+        key: &[u8],
+        body: &RecordBody,
+        store: impl FnOnce(Vec<u8>) -> Result<T>,
+    ) -> Result<T> {
+        let terms = self.inner.terms.read().unwrap_or_else(|e| e.into_inner());
+        let sealed = self.seal_under(&terms, terms.active, tree, key, body);
+        store(sealed)
+    }
+
+    /// Runs `f` with a sealing function bound to the active term, all under
+    /// one read lock of the terms (for batches).
+    pub(crate) fn seal_many<T>(
+        &self,
+        f: impl FnOnce(&dyn Fn(TreeId, &[u8], &RecordBody) -> Vec<u8>) -> Result<T>,
+    ) -> Result<T> {
+        let terms = self.inner.terms.read().unwrap_or_else(|e| e.into_inner());
+        let seal = |tree: TreeId, key: &[u8], body: &RecordBody| {
+            self.seal_under(&terms, terms.active, tree, key, body)
+        };
+        f(&seal)
+    }
+
+    fn seal_under(
+        &self,
+        terms: &Terms,
+        term: u32,
+        tree: TreeId,
+        key: &[u8],
+        body: &RecordBody,
+    ) -> Vec<u8> {
+        let plain = Zeroizing::new(codec::encode(body));
+        let nonce = crypto::random_nonce();
+        let ad = record_ad(&self.inner.vault_id, tree.name(), key, term, RECORD_VERSION);
+        // Invariant: `term` is a key of `terms.keys` (active or read from an envelope we just opened).
+        let k = terms.keys.get(&term).expect("sealing with a known term");
+        Envelope::write(term, &nonce, &crypto::seal(k, &nonce, &ad, &plain))
+    }
+
+    /// Opens a stored value, checking its binding to `tree` and `key`.
+    pub(crate) fn open_value(
+        &self,
+        tree: TreeId,
+        key: &[u8],
+        stored: &[u8],
+    ) -> Result<RecordBody, OpenError> {
+        let env = Envelope::parse(stored).map_err(|e| OpenError::Envelope(e.to_string()))?;
+        let terms = self.inner.terms.read().unwrap_or_else(|e| e.into_inner());
+        let k = terms
+            .keys
+            .get(&env.term)
+            .ok_or(OpenError::UnknownTerm(env.term))?;
+        let ad = record_ad(
+            &self.inner.vault_id,
+            tree.name(),
+            key,
+            env.term,
+            env.version,
+        );
+        let plain =
+            crypto::open(k, &env.nonce, &ad, env.ciphertext).map_err(|_| OpenError::Auth)?;
+        codec::decode(&plain).map_err(|e| OpenError::Codec(e.to_string()))
+    }
+
+    /// Opens a stored value or reports it as damaged, naming where it is.
+    pub(crate) fn open_or_damaged(
+        &self,
+        tree: TreeId,
+        key: &[u8],
+        stored: &[u8],
+    ) -> Result<RecordBody> {
+        self.open_value(tree, key, stored).map_err(|e| {
+            Error::damaged(format!(
+                "record {} in tree `{}` cannot be read: {e}",
+                hex(key),
+                String::from_utf8_lossy(tree.name())
+            ))
+        })
+    }
+
+    // ----- bots -----
+
+    /// Registers a new bot. Fails if the id is taken.
+    pub fn add_bot(&self, config: &BotConfig) -> Result<()> {
+        let tag = self.bot_tag(&config.id);
+        let body = RecordBody {
+            name: config.id.as_str().as_bytes().to_vec(),
+            data: codec::encode(config),
+            written_at: now(),
+        };
+        let inserted = self.seal_with(TreeId::Bots, &tag, &body, |sealed| {
+            self.db()
+                .compare_and_swap(TreeId::Bots, &tag, None, Some(sealed))
+        })?;
+        if !inserted {
+            return Err(Error::AlreadyExists(format!(
+                "bot {} is already in the vault",
+                config.id
+            )));
+        }
+        self.flush()
+    }
+
+    /// Rewrites a bot's configuration (the bot must exist).
+    pub fn set_bot(&self, config: &BotConfig) -> Result<()> {
+        self.bot_config(&config.id)?;
+        let tag = self.bot_tag(&config.id);
+        let body = RecordBody {
+            name: config.id.as_str().as_bytes().to_vec(),
+            data: codec::encode(config),
+            written_at: now(),
+        };
+        self.seal_with(TreeId::Bots, &tag, &body, |sealed| {
+            self.db().insert(TreeId::Bots, &tag, sealed)
+        })?;
+        self.flush()
+    }
+
+    /// The configuration of `bot`, or `NotFound`.
+    pub fn bot_config(&self, bot: &BotId) -> Result<BotConfig> {
+        let tag = self.bot_tag(bot);
+        let stored = self.db().get(TreeId::Bots, &tag)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "bot {bot} is not in this vault (see `wavault bot list`)"
+            ))
+        })?;
+        self.decode_bot(&tag, &stored)
+    }
+
+    fn decode_bot(&self, tag: &[u8], stored: &[u8]) -> Result<BotConfig> {
+        let body = self.open_or_damaged(TreeId::Bots, tag, stored)?;
+        let cfg: BotConfig = codec::decode(&body.data)
+            .map_err(|e| Error::damaged(format!("bot entry {} is malformed: {e}", hex(tag))))?;
+        if self.bot_tag(&cfg.id).as_slice() != tag {
+            return Err(Error::damaged(format!(
+                "bot entry {} is stored under the wrong key",
+                hex(tag)
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// Every bot, sorted by id.
+    pub fn list_bots(&self) -> Result<Vec<BotConfig>> {
+        let mut bots = self
+            .db()
+            .scan_prefix(TreeId::Bots, &[])?
+            .into_iter()
+            .map(|(k, v)| self.decode_bot(&k, &v))
+            .collect::<Result<Vec<_>>>()?;
+        bots.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(bots)
+    }
+
+    /// A view of one bot's records, after checking the bot exists.
+    pub fn bot(&self, bot: &BotId) -> Result<BotView> {
+        self.bot_config(bot)?;
+        Ok(self.view(bot))
+    }
+
+    /// A view of one bot's records (no existence check).
+    pub fn view(&self, bot: &BotId) -> BotView {
+        BotView::new(self.clone(), bot.clone(), self.bot_tag(bot))
+    }
+
+    /// Removes a bot and every record it has, atomically, then flushes.
+    pub fn remove_bot(&self, bot: &BotId) -> Result<RemoveReport> {
+        self.bot_config(bot)?;
+        let tag = self.bot_tag(bot);
+        let keys = self.db().keys_with_prefix(TreeId::Records, &tag)?;
+        let records = keys.len();
+        let ops = keys.into_iter().map(|k| (k, None)).collect();
+        self.db().apply_both(vec![(tag.to_vec(), None)], ops)?;
+        self.flush()?;
+        Ok(RemoveReport { records })
+    }
+
+    // ----- durability -----
+
+    /// Makes every write so far durable (fsync), synchronously.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.commit.flushes.fetch_add(1, Ordering::Relaxed);
+        self.db().flush()
+    }
+
+    /// Makes every write made before this call durable. Concurrent callers
+    /// share one fsync (group commit): a caller waits for a flush that
+    /// started after its write, or runs one itself.
+    pub async fn durable(&self) -> Result<()> {
+        let c = &self.inner.commit;
+        let ticket = c.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        loop {
+            let notified = c.generation.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if c.completed.load(Ordering::SeqCst) >= ticket {
+                return Ok(());
+            }
+            if c.running
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let target = c.requested.load(Ordering::SeqCst);
+                let me = self.clone();
+                let r = tokio::task::spawn_blocking(move || me.flush())
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Other(format!("flush task failed: {e}"))));
+                if r.is_ok() {
+                    c.completed.fetch_max(target, Ordering::SeqCst);
+                }
+                c.running.store(false, Ordering::SeqCst);
+                c.generation.notify_waiters();
+                r?;
+                continue;
+            }
+            notified.await;
+        }
+    }
+
+    /// How many fsyncs this handle has run (for group-commit tests and metrics).
+    pub fn flush_count(&self) -> u64 {
+        self.inner.commit.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db().size_on_disk()
+    }
+
+    // ----- passphrase -----
+
+    /// Replaces the passphrase of the slot this vault was opened with. Rewrites
+    /// the key file only (constant cost, whatever the vault's size) and
+    /// returns once the new file is durable; the old passphrase no longer opens.
+    pub fn rotate_passphrase(
+        &self,
+        new_passphrase: &[u8],
+        params: Option<KdfParams>,
+    ) -> Result<()> {
+        let mut h = self.header();
+        let id = self.inner.opened_slot;
+        let params = params.unwrap_or_else(|| {
+            h.slots
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.params)
+                .unwrap_or(KdfParams::DEFAULT)
+        });
+        let slot = make_slot(&h, id, &self.inner.keys.master, new_passphrase, params)?;
+        let mut next = h.clone();
+        next.slots.retain(|s| s.id != id);
+        next.slots.push(slot);
+        next.slots.sort_by_key(|s| s.id);
+        write_header(&self.inner.dir, &self.inner.keys.header_mac, &mut next)?;
+        *h = next;
+        Ok(())
+    }
+}
+
+/// Why a stored value did not open.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OpenError {
+    #[error("bad envelope: {0}")]
+    Envelope(String),
+    #[error("sealed with unknown key term {0}")]
+    UnknownTerm(u32),
+    #[error("authentication failed (tampered, corrupted, or moved from another key)")]
+    Auth,
+    #[error("malformed contents: {0}")]
+    Codec(String),
+}
+
+fn derive_keys(master: SecretKey) -> Keys {
+    Keys {
+        blind: crypto::subkey(&master, b"blind-index v1"),
+        header_mac: crypto::subkey(&master, b"header-mac v1"),
+        term_wrap: crypto::subkey(&master, b"term-wrap v1"),
+        master,
+    }
+}
+
+fn make_slot(
+    h: &Header,
+    id: u8,
+    master: &SecretKey,
+    passphrase: &[u8],
+    params: KdfParams,
+) -> Result<Slot> {
+    let mut salt = [0u8; header::SALT_LEN];
+    crypto::fill_random(&mut salt);
+    let mut slot = Slot {
+        id,
+        kdf: header::KDF_ARGON2ID,
+        params,
+        salt,
+        nonce: crypto::random_nonce(),
+        wrapped: [0; header::WRAPPED_LEN],
+    };
+    let kek =
+        crypto::derive_kek(passphrase, &salt, params).map_err(|e| Error::Usage(e.to_string()))?;
+    let ct = crypto::seal(&kek, &slot.nonce, &h.slot_ad(&slot), master.expose());
+    slot.wrapped.copy_from_slice(&ct);
+    Ok(slot)
+}
+
+fn wrap_term(h: &Header, wrap: &SecretKey, number: u32, state: TermState, key: &SecretKey) -> Term {
+    let nonce = crypto::random_nonce();
+    let ct = crypto::seal(wrap, &nonce, &h.term_ad(number), key.expose());
+    let mut wrapped = [0u8; header::WRAPPED_LEN];
+    wrapped.copy_from_slice(&ct);
+    Term {
+        number,
+        state,
+        nonce,
+        wrapped,
+    }
+}
+
+fn unlock(h: &Header, passphrase: &[u8], dir: &Path) -> Result<(u8, SecretKey)> {
+    for slot in &h.slots {
+        if slot.kdf != header::KDF_ARGON2ID {
+            continue;
+        }
+        if slot.params.exceeds_cap() {
+            return Err(Error::damaged(format!(
+                "key slot {} asks for Argon2 parameters above the cap (m={} KiB, t={}, p={}); refusing to run them",
+                slot.id, slot.params.memory_kib, slot.params.iterations, slot.params.parallelism
+            )));
+        }
+        let kek = crypto::derive_kek(passphrase, &slot.salt, slot.params)
+            .map_err(|e| Error::damaged(format!("key slot {}: {e}", slot.id)))?;
+        if let Ok(plain) = crypto::open(&kek, &slot.nonce, &h.slot_ad(slot), &slot.wrapped) {
+            let mut k = [0u8; 32];
+            if plain.len() == 32 {
+                k.copy_from_slice(&plain);
+                return Ok((slot.id, SecretKey::from_bytes(k)));
+            }
+        }
+    }
+    Err(Error::WrongPassphrase(dir.to_path_buf()))
+}
+
+fn unwrap_terms(h: &Header, wrap: &SecretKey) -> Result<Terms> {
+    let mut keys = HashMap::new();
+    for t in &h.terms {
+        let plain = crypto::open(wrap, &t.nonce, &h.term_ad(t.number), &t.wrapped)
+            .map_err(|_| Error::damaged(format!("data-key term {} does not unwrap", t.number)))?;
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&plain[..32]);
+        keys.insert(t.number, SecretKey::from_bytes(k));
+    }
+    Ok(Terms {
+        active: h.active_term().number,
+        keys,
+    })
+}
+
+/// Reads and parses the key file.
+fn read_header(dir: &Path) -> Result<Header> {
+    let path = dir.join(KEY_FILE);
+    let bytes =
+        std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Header::parse(&bytes).map_err(|e| match e {
+        HeaderError::FutureVersion(_) => Error::Other(format!("{}: {e}", path.display())),
+        _ => Error::damaged(format!("{}: {e}", path.display())),
+    })
+}
+
+/// MACs `h` and replaces the key file atomically and durably.
+fn write_header(dir: &Path, mac_key: &SecretKey, h: &mut Header) -> Result<()> {
+    h.mac = crypto::mac(mac_key, &[&h.body_bytes()]);
+    fsutil::write_atomic(&dir.join(KEY_FILE), &h.to_bytes())
+}
+
+/// Lower-case hex of `b` (for naming records in reports).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub mod fsutil {
+    //! Private files and folders, and atomic durable file replacement.
+    use crate::error::{Error, Result};
+    use std::io::Write;
+    use std::path::Path;
+
+    /// Creates `dir` (and parents) with mode 0700.
+    pub fn create_private_dir(dir: &Path) -> Result<()> {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        b.create(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        set_mode(dir, 0o700)
+    }
+
+    /// Sets unix permission bits (no-op elsewhere).
+    pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(format!("setting permissions of {}", path.display()), e))?;
+        }
+        let _ = (path, mode);
+        Ok(())
+    }
+
+    /// Folders 0700, files 0600, for everything under `root`.
+    pub fn restrict_tree(root: &Path) -> Result<()> {
+        set_mode(root, 0o700)?;
+        let entries = std::fs::read_dir(root)
+            .map_err(|e| Error::io(format!("listing {}", root.display()), e))?;
+        for e in entries {
+            let e = e.map_err(|e| Error::io(format!("listing {}", root.display()), e))?;
+            let p = e.path();
+            if p.is_dir() {
+                restrict_tree(&p)?;
+            } else {
+                set_mode(&p, 0o600)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` to `path` atomically: temp file (0600), fsync, rename, fsync folder.
+    pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        let ctx = |what: &str| format!("{what} {}", tmp.display());
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(|e| Error::io(ctx("creating"), e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io(ctx("writing"), e))?;
+        f.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs a folder so a rename in it is durable.
+    pub fn sync_dir(dir: &Path) -> Result<()> {
+        #[cfg(unix)]
+        {
+            let d = std::fs::File::open(dir)
+                .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+            d.sync_all()
+                .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+        }
+        let _ = dir;
+        Ok(())
+    }
+}

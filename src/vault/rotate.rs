@@ -1,0 +1,166 @@
+//! Data-key rotation: a new term, every record re-sealed, the old term retired.
+//!
+//! Crash safety comes from ordering, each step durable before the next:
+//! 1. the key file gains a new active term; the old one becomes "retiring"
+//!    (both still open records);
+//! 2. every record sealed with a retiring term is re-sealed with the active
+//!    one (compare-and-swap, so a concurrent writer is never overwritten);
+//! 3. the database is flushed;
+//! 4. the key file drops the retiring terms.
+//!
+//! Killed anywhere, the vault opens and every record reads; running the
+//! rotation again sees the retiring term and finishes the job instead of
+//! starting another.
+
+use super::db::TreeId;
+use super::header::{TermState, MAX_TERMS};
+use super::record::Envelope;
+use super::{crypto, write_header, Vault};
+use crate::error::{Error, Result};
+use std::time::Instant;
+
+/// What a key rotation did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RotateReport {
+    /// The term records are now sealed with.
+    pub new_term: u32,
+    /// Terms retired by this run.
+    pub retired: Vec<u32>,
+    /// True when this run finished an interrupted rotation.
+    pub resumed: bool,
+    /// Records re-sealed.
+    pub resealed: u64,
+    /// Bytes of sealed values re-sealed.
+    pub bytes: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+impl Vault {
+    /// Rotates the data key (see the module docs). `progress(done, total)` is
+    /// called as records are re-sealed.
+    pub fn rotate_key(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<RotateReport> {
+        let start = Instant::now();
+        let resumed = self.begin_term()?;
+        let (resealed, bytes) = self.reseal_all(progress)?;
+        self.flush()?;
+        let retired = self.retire_terms()?;
+        let new_term = self.active_term();
+        Ok(RotateReport {
+            new_term,
+            retired,
+            resumed,
+            resealed,
+            bytes,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The term new records are sealed with.
+    pub fn active_term(&self) -> u32 {
+        self.inner
+            .terms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .active
+    }
+
+    /// Term numbers known to the vault, with whether each is retiring.
+    pub fn terms(&self) -> Vec<(u32, bool)> {
+        self.header()
+            .terms
+            .iter()
+            .map(|t| (t.number, t.state == TermState::Retiring))
+            .collect()
+    }
+
+    /// Step 1. Returns true when a previous rotation was left unfinished.
+    fn begin_term(&self) -> Result<bool> {
+        let mut h = self.header();
+        if h.terms.iter().any(|t| t.state == TermState::Retiring) {
+            return Ok(true);
+        }
+        if h.terms.len() >= MAX_TERMS {
+            return Err(Error::damaged("the key file holds too many data-key terms"));
+        }
+        let number = h.terms.iter().map(|t| t.number).max().unwrap_or(0) + 1;
+        let key = crypto::SecretKey::random();
+        let mut next = h.clone();
+        for t in &mut next.terms {
+            t.state = TermState::Retiring;
+        }
+        let term = super::wrap_term(
+            &next,
+            &self.inner.keys.term_wrap,
+            number,
+            TermState::Active,
+            &key,
+        );
+        next.terms.push(term);
+        write_header(&self.inner.dir, &self.inner.keys.header_mac, &mut next)?;
+        // Switch writers to the new term only once the key file holding it is durable.
+        let mut terms = self.inner.terms.write().unwrap_or_else(|e| e.into_inner());
+        terms.keys.insert(number, key);
+        terms.active = number;
+        *h = next;
+        Ok(false)
+    }
+
+    /// Step 2: re-seals every record not sealed with the active term.
+    fn reseal_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64)> {
+        let active = self.active_term();
+        let total = (self.db().len(TreeId::Bots) + self.db().len(TreeId::Records)) as u64;
+        let (mut done, mut resealed, mut bytes) = (0u64, 0u64, 0u64);
+        for tree in [TreeId::Bots, TreeId::Records] {
+            for (key, stored) in self.db().scan_prefix(tree, &[])? {
+                done += 1;
+                if Envelope::parse(&stored)
+                    .map(|e| e.term == active)
+                    .unwrap_or(false)
+                {
+                    continue;
+                }
+                bytes += stored.len() as u64;
+                resealed += u64::from(self.reseal_one(tree, &key, stored)?);
+                if done % 256 == 0 {
+                    progress(done, total);
+                }
+            }
+        }
+        progress(total, total);
+        Ok((resealed, bytes))
+    }
+
+    /// Re-seals one record with the active term unless a writer replaced it meanwhile.
+    fn reseal_one(&self, tree: TreeId, key: &[u8], stored: Vec<u8>) -> Result<bool> {
+        let body = self.open_or_damaged(tree, key, &stored)?;
+        self.seal_with(tree, key, &body, |sealed| {
+            // A failed swap means a concurrent write, already sealed with the active term.
+            self.db()
+                .compare_and_swap(tree, key, Some(&stored), Some(sealed))
+        })
+    }
+
+    /// Step 4: drops retiring terms from the key file and from memory.
+    fn retire_terms(&self) -> Result<Vec<u32>> {
+        let mut h = self.header();
+        let retired: Vec<u32> = h
+            .terms
+            .iter()
+            .filter(|t| t.state == TermState::Retiring)
+            .map(|t| t.number)
+            .collect();
+        if retired.is_empty() {
+            return Ok(retired);
+        }
+        let mut next = h.clone();
+        next.terms.retain(|t| t.state == TermState::Active);
+        write_header(&self.inner.dir, &self.inner.keys.header_mac, &mut next)?;
+        let mut terms = self.inner.terms.write().unwrap_or_else(|e| e.into_inner());
+        for n in &retired {
+            terms.keys.remove(n);
+        }
+        *h = next;
+        Ok(retired)
+    }
+}

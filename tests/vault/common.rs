@@ -1,0 +1,151 @@
+//! Shared helpers: cheap KDF parameters (explicitly), vault setup, the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use wavault::vault::crypto::KdfParams;
+use wavault::vault::{BotConfig, Kind};
+use wavault::{BotId, Vault};
+
+pub const PASS: &[u8] = b"correct horse battery staple";
+/// Deliberately cheap Argon2 parameters: tests only, never a default.
+pub const CHEAP: KdfParams = KdfParams::INSECURE_FOR_TESTS;
+
+pub fn bot(id: &str) -> BotId {
+    BotId::parse(id).expect("valid test bot id")
+}
+
+pub fn new_vault(dir: &Path) -> Vault {
+    Vault::create(dir, PASS, CHEAP).expect("create vault")
+}
+
+pub fn add_bot(v: &Vault, id: &str) -> BotId {
+    let b = bot(id);
+    v.add_bot(&BotConfig::new(b.clone())).expect("add bot");
+    b
+}
+
+/// Fills `bots` bots with `per_bot` records each; returns the expected contents.
+pub fn fill(v: &Vault, bots: usize, per_bot: usize) -> Vec<(BotId, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for b in 0..bots {
+        let id = add_bot(v, &format!("bot-{b}"));
+        let view = v.view(&id);
+        for r in 0..per_bot {
+            let name = format!("rec-{r}").into_bytes();
+            let data = format!("value {b}/{r} {}", "x".repeat(r % 50)).into_bytes();
+            view.put(Kind::TEST, &name, &data).expect("put");
+            out.push((id.clone(), name, data));
+        }
+    }
+    v.flush().expect("flush");
+    out
+}
+
+/// Asserts every expected record reads back.
+pub fn check(v: &Vault, expected: &[(BotId, Vec<u8>, Vec<u8>)]) {
+    for (id, name, data) in expected {
+        let got = v.view(id).get(Kind::TEST, name).expect("read record");
+        assert_eq!(
+            got.as_deref(),
+            Some(data.as_slice()),
+            "record {id}/{}",
+            String::from_utf8_lossy(name)
+        );
+    }
+}
+
+/// The wavault binary with cheap KDF flags available and a passphrase in the environment.
+pub fn wavault(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wavault"));
+    c.arg("--vault").arg(dir);
+    c.env(
+        "WAVAULT_PASSPHRASE",
+        std::str::from_utf8(PASS).expect("utf8"),
+    );
+    c.env_remove("CREDENTIALS_DIRECTORY");
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+pub fn cheap_init_args() -> [&'static str; 7] {
+    [
+        "init",
+        "--kdf-memory-mib",
+        "1",
+        "--kdf-iterations",
+        "1",
+        "--kdf-parallelism",
+        "1",
+    ]
+}
+
+pub fn run(c: &mut Command) -> Output {
+    c.output().expect("spawn wavault")
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every regular file under `root`.
+pub fn files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).expect("read dir") {
+        let p = e.expect("dir entry").path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Copies a folder tree.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let p = e.expect("entry").path();
+        let dest = to.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            copy_tree(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
+
+/// A tiny deterministic PRNG for test schedules (seed printed by callers).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+pub fn seed() -> u64 {
+    std::env::var("WAVAULT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(0x9e37_79b9)
+        })
+}

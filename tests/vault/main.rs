@@ -1,0 +1,11 @@
+//! Integration tests of the encrypted vault and its command line.
+//! One binary with modules, so the whole stack links once.
+
+mod cli;
+mod common;
+mod fuzz_corpus;
+mod golden;
+mod grep;
+mod kill;
+mod roundtrip;
+mod tamper;
