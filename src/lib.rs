@@ -12,6 +12,7 @@ pub mod codec;
 pub mod error;
 pub mod fuzzing;
 pub mod passphrase;
+pub mod sessions;
 pub mod store;
 pub mod vault;
 
