@@ -148,6 +148,31 @@ async fn restart_over_same_backend_logs_in_without_qr() {
     assert_eq!(log.pairings.len(), 1);
     assert!(log.errors.is_empty(), "{:?}", log.errors);
     bot.stop().await;
+
+    // A server whose static key changed since the chain was cached cannot
+    // open the IK hello; it answers XXfallback and the login still works.
+    let rotated = Peer::new();
+    let bot = rotated
+        .start_bot(backend, BotOptions::default())
+        .await
+        .expect("bot builds");
+    bot.events
+        .wait_for("Connected via XXfallback", LOGIN_DEADLINE, is_connected)
+        .await
+        .expect("stored credentials survive a server key change");
+    let log = rotated.seen();
+    let first = log.connections.first().expect("a connection");
+    assert_eq!(first.handshake, HandshakeKind::XxFallback);
+    assert_eq!(
+        first.client,
+        ClientKind::Login {
+            phone: pairing.phone.clone(),
+            device: pairing.device
+        }
+    );
+    assert_eq!(bot.events.count(is_qr), 0);
+    assert!(log.errors.is_empty(), "{:?}", log.errors);
+    bot.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
