@@ -345,6 +345,13 @@ impl Peer {
             bail!("phone number must be digits, got {phone:?}");
         }
         let qr = QrCode::parse(qr_code)?;
+        let commands = lock(&self.shared.live)
+            .values()
+            .find(|c| {
+                c.client == Some(ClientKind::Registration) && c.client_static == Some(qr.noise_pub)
+            })
+            .map(|c| c.commands.clone())
+            .ok_or_else(|| anyhow!("no registering connection shows this QR code"))?;
         let (account_key, device) = {
             let mut accounts = lock(&self.shared.accounts);
             let account = accounts
@@ -355,33 +362,23 @@ impl Peer {
                     logged_out: false,
                 });
             account.devices += 1;
+            // Pairing again is how a logged-out number comes back.
             account.logged_out = false;
             (account.key.clone(), account.devices)
         };
         let signed = pairing::sign_device_identity(&account_key, &qr, u32::from(device))?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        let command = Command::Pair(Box::new(connection::PairRequest {
-            iq_id: self.shared.iq_id("pair-success"),
-            qr: qr.clone(),
-            signed,
-            phone: phone.to_string(),
-            device,
-            lid: Shared::lid_for(phone),
-            reply: reply_tx,
-        }));
-        {
-            let live = lock(&self.shared.live);
-            let conn = live
-                .values()
-                .find(|c| {
-                    c.client == Some(ClientKind::Registration)
-                        && c.client_static == Some(qr.noise_pub)
-                })
-                .ok_or_else(|| anyhow!("no registering connection shows this QR code"))?;
-            conn.commands
-                .send(command)
-                .map_err(|_| anyhow!("registering connection is gone"))?;
-        }
+        commands
+            .send(Command::Pair(Box::new(connection::PairRequest {
+                iq_id: self.shared.iq_id("pair-success"),
+                qr,
+                signed,
+                phone: phone.to_string(),
+                device,
+                lid: Shared::lid_for(phone),
+                reply: reply_tx,
+            })))
+            .map_err(|_| anyhow!("registering connection is gone"))?;
         match tokio::time::timeout(LOGIN_DEADLINE, reply_rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => bail!("connection closed before the companion answered pair-success"),
