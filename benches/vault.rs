@@ -24,7 +24,8 @@ fn vault_with(bots: usize, records_per_bot: usize, size: usize) -> (tempfile::Te
         v.add_bot(&BotConfig::new(id.clone())).expect("add");
         let view = v.view(&id);
         for r in 0..records_per_bot {
-            view.put(Kind::TEST, format!("r{r}").as_bytes(), &data).expect("put");
+            view.put(Kind::TEST, format!("r{r}").as_bytes(), &data)
+                .expect("put");
         }
     }
     v.flush().expect("flush");
@@ -41,17 +42,30 @@ fn seal_open(c: &mut Criterion) {
         let msg = vec![0u8; size];
         g.bench_function("raw_xchacha20poly1305_seal", |b| {
             b.iter(|| {
-                raw.encrypt(&[3u8; 24].into(), Payload { msg: black_box(&msg), aad: b"ad" })
-                    .expect("seal")
+                raw.encrypt(
+                    &[3u8; 24].into(),
+                    Payload {
+                        msg: black_box(&msg),
+                        aad: b"ad",
+                    },
+                )
+                .expect("seal")
             })
         });
-        let body = RecordBody { name: b"name".to_vec(), data: msg.clone(), written_at: 0 };
+        let body = RecordBody {
+            name: b"name".to_vec(),
+            data: msg.clone(),
+            written_at: 0,
+        };
         g.bench_function("record_seal", |b| {
             b.iter(|| v.seal_value(TreeId::Records, &key, black_box(&body)))
         });
         let sealed = v.seal_value(TreeId::Records, &key, &body);
         g.bench_function("record_open", |b| {
-            b.iter(|| v.open_value(TreeId::Records, &key, black_box(&sealed)).expect("open"))
+            b.iter(|| {
+                v.open_value(TreeId::Records, &key, black_box(&sealed))
+                    .expect("open")
+            })
         });
         g.finish();
     }
@@ -77,7 +91,11 @@ fn rotate_key(c: &mut Criterion) {
     let records = (bots * per_bot + bots) as u64;
     g.throughput(Throughput::Elements(records));
     g.bench_function(format!("{records}_records_of_{size}B"), |b| {
-        b.iter_batched(|| (), |_| v.rotate_key(&mut |_, _| {}).expect("rotate"), BatchSize::PerIteration)
+        b.iter_batched(
+            || (),
+            |_| v.rotate_key(&mut |_, _| {}).expect("rotate"),
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
     let r = v.rotate_key(&mut |_, _| {}).expect("rotate");

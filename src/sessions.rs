@@ -126,7 +126,12 @@ impl Sessions {
 
     /// Applies `f` to the metadata and stores it; when the status changes, a
     /// history entry is appended in the same atomic batch.
-    pub fn update(&self, now: i64, reason: Option<&str>, f: impl FnOnce(&mut SessionMeta)) -> Result<SessionMeta> {
+    pub fn update(
+        &self,
+        now: i64,
+        reason: Option<&str>,
+        f: impl FnOnce(&mut SessionMeta),
+    ) -> Result<SessionMeta> {
         let mut meta = self.load(now)?;
         let before = meta.status;
         f(&mut meta);
@@ -157,7 +162,12 @@ impl Sessions {
     }
 
     /// Sets the status (recording the transition with its reason).
-    pub fn set_status(&self, now: i64, status: Status, reason: Option<&str>) -> Result<SessionMeta> {
+    pub fn set_status(
+        &self,
+        now: i64,
+        status: Status,
+        reason: Option<&str>,
+    ) -> Result<SessionMeta> {
         self.update(now, reason, |m| {
             m.status = status;
             m.last_activity = Some(now);
@@ -225,12 +235,18 @@ mod tests {
         s.set_status(102, Status::Connected, Some("login")).unwrap();
         s.set_status(103, Status::Connected, None).unwrap(); // no transition
         let m = s.load(0).unwrap();
-        assert_eq!((m.status, m.connection_attempts, m.history_seq), (Status::Connected, 1, 2));
+        assert_eq!(
+            (m.status, m.connection_attempts, m.history_seq),
+            (Status::Connected, 1, 2)
+        );
         assert_eq!(m.last_connection_error.as_deref(), Some("refused"));
         assert_eq!((m.created_at, m.updated_at), (100, 103));
         let h = s.history().unwrap();
         assert_eq!(h.len(), 2);
-        assert_eq!((h[1].from, h[1].to, h[1].at), (Status::Connecting, Status::Connected, 102));
+        assert_eq!(
+            (h[1].from, h[1].to, h[1].at),
+            (Status::Connecting, Status::Connected, 102)
+        );
         assert_eq!(s.prune_history(101).unwrap(), 1);
         assert_eq!(s.history().unwrap().len(), 1);
     }

@@ -12,3 +12,15 @@ pub fn kind_name(_kind: Kind) -> Option<&'static str> {
 pub fn credentials_state(_view: &BotView) -> Option<String> {
     None
 }
+
+// TEMPORARY until the vault backend lands: an in-memory backend per call.
+impl crate::vault::Vault {
+    /// The whatsapp-rust backend of one bot.
+    pub fn bot_backend(
+        &self,
+        bot: &crate::BotId,
+    ) -> crate::Result<std::sync::Arc<wacore::store::InMemoryBackend>> {
+        self.bot_config(bot)?;
+        Ok(std::sync::Arc::new(wacore::store::InMemoryBackend::new()))
+    }
+}

@@ -347,7 +347,8 @@ impl Vault {
     /// Seals `body` as it would be stored under `key` in `tree` (benchmarks, tools).
     #[doc(hidden)]
     pub fn seal_value(&self, tree: TreeId, key: &[u8], body: &RecordBody) -> Vec<u8> {
-        self.seal_with(tree, key, body, Ok).expect("sealing itself cannot fail")
+        self.seal_with(tree, key, body, Ok)
+            .expect("sealing itself cannot fail")
     }
 
     /// Opens a stored value, checking its binding to `tree` and `key`.

@@ -10,3 +10,4 @@
 mod fault_tests;
 mod pairing_tests;
 mod peer;
+mod runner_tests;
