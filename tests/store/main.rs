@@ -1,0 +1,6 @@
+//! Integration tests of the whatsapp-rust backend over the vault.
+//! One binary with modules, so the whole stack links once.
+
+mod common;
+mod isolation;
+mod semantics;
