@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wavault::store::VaultBackend;
 use wavault::vault::crypto::KdfParams;
 use wavault::vault::BotConfig;
@@ -25,8 +26,25 @@ pub fn new_vault(dir: &Path, ids: &[&str]) -> Vault {
     v
 }
 
+/// Opens the vault in `dir`, e.g. right after this process closed it.
+///
+/// sled's background I/O jobs keep the database file (and its lock) for a
+/// moment after the last handle is dropped, and sled offers nothing to wait
+/// on, so an in-process reopen polls, for the lock only, with a deadline.
 pub fn open(dir: &Path) -> Vault {
-    Vault::open(dir, PASS).expect("open vault")
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Vault::open(dir, PASS) {
+            Ok(v) => return v,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("open vault: {e}"),
+        }
+    }
 }
 
 pub fn backend(v: &Vault, id: &str) -> Arc<VaultBackend> {

@@ -2,5 +2,6 @@
 //! One binary with modules, so the whole stack links once.
 
 mod common;
+mod differential;
 mod isolation;
 mod semantics;
