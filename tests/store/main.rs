@@ -2,6 +2,7 @@
 //! One binary with modules, so the whole stack links once.
 
 mod common;
+mod crash;
 mod differential;
 mod isolation;
 mod semantics;
