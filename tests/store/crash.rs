@@ -179,6 +179,16 @@ async fn check(dir: &std::path::Path, exp: &Expected, upto: u64, round: usize) {
     assert!(report.is_sound(), "{:?}", report.problems);
 }
 
+/// A child process that is killed and reaped however the test ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Reads the child's lines on a thread so every wait can have a deadline.
 fn line_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -218,20 +228,22 @@ fn acknowledged_writes_survive_sigkill_at_random_points() {
     let mut start = 0u64;
     let mut total_acks = 0usize;
     for round in 0..KILLS {
-        let mut child = Command::new(&exe)
-            .args([
-                "crash::crash_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_ENV, dir.path())
-            .env(START_ENV, start.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let lines = line_reader(child.stdout.take().expect("piped stdout"));
+        let mut child = Reaped(
+            Command::new(&exe)
+                .args([
+                    "crash::crash_child",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(DIR_ENV, dir.path())
+                .env(START_ENV, start.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn child"),
+        );
+        let lines = line_reader(child.0.stdout.take().expect("piped stdout"));
         // Kill after a random number of protocol lines (DO or ACK), so the
         // child dies anywhere: before a write, inside it, or inside its fsync.
         let kill_after = 1 + next(60);
@@ -241,8 +253,8 @@ fn acknowledged_writes_survive_sigkill_at_random_points() {
         let mut highest = start;
         loop {
             if !killed && seen >= kill_after {
-                child.kill().expect("SIGKILL the child");
-                child.wait().expect("reap the child");
+                child.0.kill().expect("SIGKILL the child");
+                child.0.wait().expect("reap the child");
                 killed = true;
             }
             // After the kill, the lines the child printed before it died are
