@@ -6,3 +6,4 @@ mod crash;
 mod differential;
 mod isolation;
 mod semantics;
+mod signal_roundtrip;
