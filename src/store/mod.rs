@@ -1,26 +1,74 @@
-//! The whatsapp-rust storage backend over the vault (one bot = one view).
+//! The whatsapp-rust storage backend over the vault: one bot = one view.
+//!
+//! [`VaultBackend`] implements whatsapp-rust 0.7's storage traits for one bot
+//! over its [`BotView`]; [`Vault::bot_backend`](crate::Vault::bot_backend)
+//! is the entry point. Every record is one vault record of a kind from
+//! [`kinds`] (0x10..=0x7f), so names (JIDs, LIDs, phone numbers, message ids)
+//! are blind-indexed on disk and values are sealed.
+//!
+//! Durability: writes the client relies on before putting ciphertext on the
+//! wire or acknowledging the server return only once on disk: session,
+//! identity and sender-key puts and deletes, pre-key and signed pre-key
+//! writes and removals, the pending-inbound buffer, and the device
+//! (`save`, `create`). They share fsyncs through the vault's group commit.
+//! Other writes (app-state, LID mappings, tokens, sent messages, message
+//! secrets...) are made durable by the next such write or by sled's own
+//! periodic flush (500 ms); sled recovers a prefix of the writes, so a crash
+//! loses at most the last moments of those, never the order.
+//!
+//! Atomicity: each batch method is one `BotView::apply` (all rows or none);
+//! read-modify-write paths are atomic as described in `backend.rs`.
 
+mod appsync;
+mod backend;
+mod device;
+pub mod kinds;
+mod protocol;
+mod rows;
+mod secrets;
+mod signal;
+
+pub use backend::VaultBackend;
+pub use device::{decode_device, encode_device, DEVICE_LAYOUT_WACORE_0_7};
+
+use crate::error::Result;
 use crate::vault::{BotView, Kind};
 
 /// The name of a record kind owned by the backend, if it is one.
-pub fn kind_name(_kind: Kind) -> Option<&'static str> {
-    None
+pub fn kind_name(kind: Kind) -> Option<&'static str> {
+    kinds::ALL
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, name)| *name)
 }
 
-/// Whether a bot's stored credentials are complete: `paired`, `unpaired` or
-/// `incomplete`. `None` when the backend layer cannot tell.
-pub fn credentials_state(_view: &BotView) -> Option<String> {
-    None
-}
-
-// TEMPORARY until the vault backend lands: an in-memory backend per call.
-impl crate::vault::Vault {
-    /// The whatsapp-rust backend of one bot.
-    pub fn bot_backend(
-        &self,
-        bot: &crate::BotId,
-    ) -> crate::Result<std::sync::Arc<wacore::store::InMemoryBackend>> {
-        self.bot_config(bot)?;
-        Ok(std::sync::Arc::new(wacore::store::InMemoryBackend::new()))
+/// Whether a bot's stored credentials are complete: `paired` (a readable
+/// device with `pn`, noise key, identity key and signed pre-key), `unpaired`
+/// (nothing of this backend stored), or `incomplete` (something stored but the
+/// device is missing, unreadable or has no `pn`: it will need a QR; a device
+/// created but never paired reports this too). `None` when the vault itself
+/// cannot be read.
+pub fn credentials_state(view: &BotView) -> Option<String> {
+    let present = view.kinds().ok()?;
+    let ours = present
+        .iter()
+        .any(|(k, n)| *n > 0 && kind_name(*k).is_some());
+    if !ours {
+        return Some("unpaired".into());
     }
+    let paired = matches!(
+        view.get(kinds::DEVICE, device::DEVICE_NAME),
+        Ok(Some(bytes)) if decode_device(&bytes).is_ok_and(|d| d.pn.is_some())
+    );
+    Some(if paired { "paired" } else { "incomplete" }.into())
+}
+
+/// Deletes every credential and Signal record of the bot behind `view` (every
+/// kind of [`kinds`]) in one atomic batch and flushes, keeping the vault's own
+/// records (configuration, session metadata). For logout and re-pairing:
+/// afterwards the bot pairs again with a QR. Returns how many were deleted.
+pub fn clear_credentials(view: &BotView) -> Result<usize> {
+    let n = view.clear(&kinds::all())?;
+    view.vault().flush()?;
+    Ok(n)
 }
