@@ -319,7 +319,8 @@ async fn child_runner_for_sigkill() {
     let vault = Vault::open(std::path::Path::new(&dir), PASS).expect("child opens vault");
     let peer = Peer::new();
     let (_runner, phone) = run_and_pair(&peer, &vault, "killme", config(&peer)).await;
-    println!("CONNECTED {phone}");
+    // libtest has printed "test <name> ... " without a newline: start a fresh line.
+    println!("\nCONNECTED {phone}");
     std::future::pending::<()>().await;
 }
 
@@ -341,18 +342,23 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
         .spawn()
         .expect("spawn child runner");
     let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout)
+    // A plain thread (not spawn_blocking): if the child never answers, the
+    // test fails at the deadline instead of the runtime waiting on the read.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let found = std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .find(|l| l.starts_with("CONNECTED "))
+            .find_map(|l| l.split("CONNECTED ").nth(1).map(|p| p.trim().to_owned()));
+        let _ = tx.send(found);
     });
-    let line = tokio::time::timeout(PAIRING_LOGIN_DEADLINE + LOGIN_DEADLINE, line)
-        .await
-        .expect("child connects in time")
-        .unwrap()
-        .expect("child printed CONNECTED");
-    let phone = line.trim_start_matches("CONNECTED ").to_owned();
+    let line = tokio::time::timeout(PAIRING_LOGIN_DEADLINE + LOGIN_DEADLINE, rx).await;
+    let Ok(Ok(Some(line))) = line else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the child runner did not report CONNECTED in time: {line:?}");
+    };
+    let phone = line;
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
 
