@@ -12,9 +12,16 @@ pub mod codec;
 pub mod error;
 pub mod fuzzing;
 pub mod passphrase;
+pub mod runner;
+pub mod sessions;
 pub mod store;
 pub mod vault;
 
 pub use botid::BotId;
 pub use error::{Error, Result};
 pub use vault::Vault;
+
+/// The README's code examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -31,56 +31,86 @@ pub enum BotCommand {
     Remove { id: BotId },
 }
 
-#[derive(serde::Serialize)]
-struct BotRow {
-    id: String,
-    enabled: bool,
-    created_at: i64,
-    records: usize,
+/// One row of `bot list`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct BotRow {
+    pub id: String,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub records: usize,
+}
+
+/// The rows of `bot list` for an open vault.
+pub fn bot_rows(v: &crate::vault::Vault) -> Result<Vec<BotRow>> {
+    v.list_bots()?
+        .into_iter()
+        .map(|c| {
+            let records = v.view(&c.id).kinds()?.values().sum();
+            Ok(BotRow {
+                id: c.id.to_string(),
+                enabled: c.enabled,
+                created_at: c.created_at,
+                records,
+            })
+        })
+        .collect()
+}
+
+fn print_rows(rows: &[BotRow], json: bool) -> Result<()> {
+    if json {
+        return print_json(&rows);
+    }
+    for r in rows {
+        println!(
+            "{:<24} {:<8} {:>6} records",
+            r.id,
+            if r.enabled { "enabled" } else { "disabled" },
+            r.records
+        );
+    }
+    Ok(())
 }
 
 pub fn run(g: &Global, cmd: BotCommand) -> Result<()> {
-    let v = g.open()?;
-    match cmd {
-        BotCommand::Add {
-            id,
-            phone,
-            webhook,
-            disabled,
-        } => {
-            let mut cfg = BotConfig::new(id);
-            cfg.phone = phone;
-            cfg.webhook = webhook;
-            cfg.enabled = !disabled;
-            v.add_bot(&cfg)?;
+    if let BotCommand::List { json } = cmd {
+        let via_runner =
+            crate::runner::control::request(&g.dir()?, &serde_json::json!({"op": "bots"}))?;
+        if let Some(v) = via_runner {
+            let rows: Vec<BotRow> = serde_json::from_value(v).map_err(|e| {
+                crate::error::Error::Other(format!("bad answer from the runner: {e}"))
+            })?;
+            return print_rows(&rows, json);
+        }
+    }
+    if let BotCommand::Add {
+        id,
+        phone,
+        webhook,
+        disabled,
+    } = cmd
+    {
+        let mut cfg = BotConfig::new(id);
+        cfg.phone = phone;
+        cfg.webhook = webhook;
+        cfg.enabled = !disabled;
+        let req = serde_json::json!({"op": "bot_add", "config": cfg});
+        if crate::runner::control::request(&g.dir()?, &req)?.is_some() {
+            println!(
+                "added bot {} to the running wavault (it starts now)",
+                cfg.id
+            );
+        } else {
+            g.open()?.add_bot(&cfg)?;
             println!("added bot {}", cfg.id);
         }
+        return Ok(());
+    }
+    let v = g.open()?;
+    match cmd {
+        BotCommand::Add { .. } => unreachable!("handled above"),
         BotCommand::List { json } => {
-            let rows = v
-                .list_bots()?
-                .into_iter()
-                .map(|c| {
-                    let records = v.view(&c.id).kinds()?.values().sum();
-                    Ok(BotRow {
-                        id: c.id.to_string(),
-                        enabled: c.enabled,
-                        created_at: c.created_at,
-                        records,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            if json {
-                print_json(&rows)?;
-            } else {
-                for r in rows {
-                    println!(
-                        "{:<24} {:<8} {:>6} records",
-                        r.id,
-                        if r.enabled { "enabled" } else { "disabled" },
-                        r.records
-                    );
-                }
-            }
+            let rows = bot_rows(&v)?;
+            print_rows(&rows, json)?;
         }
         BotCommand::Remove { id } => {
             let r = v.remove_bot(&id)?;

@@ -4,7 +4,11 @@
 //! Secrets are never taken from argv: only file paths that hold them.
 
 mod bot;
+mod run;
 mod vaultcmd;
+
+pub use bot::bot_rows;
+pub use run::parse_duration;
 
 use crate::error::{Error, Result};
 use crate::passphrase::{Passphrase, Source};
@@ -37,6 +41,10 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run every enabled bot (the main job); Ctrl-C or SIGTERM stops cleanly
+    Run(run::RunArgs),
+    /// One row per bot: status, phone (masked), last activity, attempts, last error
+    Status(run::StatusArgs),
     /// Create a new vault
     Init(InitArgs),
     /// Add, list and remove bots
@@ -174,6 +182,8 @@ impl Global {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run(args) => run::run(&cli.global, args),
+        Command::Status(args) => run::status(&cli.global, args),
         Command::Init(args) => vaultcmd::init(&cli.global, &args),
         Command::Bot(cmd) => bot::run(&cli.global, cmd),
         Command::Validate { json } => vaultcmd::validate(&cli.global, json),

@@ -89,7 +89,10 @@ impl Db {
                 .mode(sled::Mode::LowSpace)
                 .cache_capacity(64 * 1024 * 1024)
                 .open()
-                .map_err(sled_err)?;
+                .map_err(|e| match e {
+                    sled::Error::Io(io) => Error::io("opening the vault database", io),
+                    other => Error::damaged(format!("the vault database does not open ({other})")),
+                })?;
             let bots = db.open_tree(TreeId::Bots.name()).map_err(sled_err)?;
             let records = db.open_tree(TreeId::Records.name()).map_err(sled_err)?;
             Ok(Db { db, bots, records })

@@ -221,6 +221,7 @@ impl Vault {
         }
         let terms = unwrap_terms(&h, &keys.term_wrap)?;
         let db = Db::open(&dir.join(DB_DIR))?;
+        fsutil::restrict_tree(&dir.join(DB_DIR))?;
         Ok(Vault::assemble(dir, keys, terms, h, slot_id, db, lock))
     }
 
@@ -343,8 +344,15 @@ impl Vault {
         Envelope::write(term, &nonce, &crypto::seal(k, &nonce, &ad, &plain))
     }
 
+    /// Seals `body` as it would be stored under `key` in `tree` (benchmarks, tools).
+    #[doc(hidden)]
+    pub fn seal_value(&self, tree: TreeId, key: &[u8], body: &RecordBody) -> Vec<u8> {
+        self.seal_with(tree, key, body, Ok)
+            .expect("sealing itself cannot fail")
+    }
+
     /// Opens a stored value, checking its binding to `tree` and `key`.
-    pub(crate) fn open_value(
+    pub fn open_value(
         &self,
         tree: TreeId,
         key: &[u8],

@@ -176,7 +176,7 @@ async fn concurrent_durable_calls_share_fsyncs() {
     }
     let used = v.flush_count() - before;
     assert!(
-        used >= 1 && used < 64,
+        (1..64).contains(&used),
         "64 concurrent durable writes used {used} fsyncs"
     );
 }

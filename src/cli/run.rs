@@ -1,0 +1,164 @@
+//! `wavault run` and `wavault status`.
+
+use super::Global;
+use crate::botid::BotId;
+use crate::error::{Error, Result};
+use crate::runner::net::Net;
+use crate::runner::{control, status, RunConfig, Runner};
+use crate::vault::crypto::KdfParams;
+use crate::vault::Vault;
+use clap::Args;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run only this bot (repeatable); default: every enabled bot
+    #[arg(long = "bot", value_name = "ID")]
+    pub bots: Vec<BotId>,
+    /// Delay between two bot starts
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub stagger: Duration,
+    /// Command run (via sh -c) with one JSON alert on stdin for each permanent failure
+    #[arg(long, value_name = "CMD")]
+    pub alert_command: Option<String>,
+    /// Default webhook URL for inbound messages (a bot's own --webhook wins)
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Retention sweep period
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub sweep_every: Duration,
+    /// How long session history is kept
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Rotate the data key on this period (off by default)
+    #[arg(long, value_parser = parse_duration)]
+    pub rotate_key_every: Option<Duration>,
+    /// Name the bots show in WhatsApp
+    #[arg(long, default_value = "wavault")]
+    pub push_name: String,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `30d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 30s, 5m, 1h, 30d"))?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m, h or d")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+fn open_or_create(g: &Global) -> Result<Vault> {
+    let dir = g.dir()?;
+    if Vault::exists(&dir) || std::fs::File::open("/dev/tty").is_err() {
+        return g.open();
+    }
+    println!(
+        "no vault at {}: creating one (choose a passphrase)",
+        dir.display()
+    );
+    let pass = g.passphrase_source(true).resolve()?;
+    Vault::create(&dir, pass.expose(), KdfParams::DEFAULT)
+}
+
+pub fn run(g: &Global, args: RunArgs) -> Result<()> {
+    let vault = open_or_create(g)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    rt.block_on(async move {
+        let mut cfg = RunConfig::new(Net::production());
+        cfg.bots = args.bots;
+        cfg.stagger = args.stagger;
+        cfg.alert_command = args.alert_command;
+        cfg.webhook = args.webhook;
+        cfg.sweep_every = args.sweep_every;
+        cfg.retention = args.retention;
+        cfg.rotate_key_every = args.rotate_key_every;
+        cfg.push_name = args.push_name;
+        let bots = vault.list_bots()?.len();
+        let runner = Runner::start(vault, cfg)?;
+        if bots == 0 {
+            println!("no bots yet: add one from another terminal with `wavault bot add ID`");
+        }
+        tracing::info!("running; Ctrl-C or SIGTERM stops every bot cleanly");
+        wait_for_signal().await;
+        tokio::spawn(async {
+            wait_for_signal().await;
+            eprintln!("second signal: exiting at once");
+            std::process::exit(130);
+        });
+        println!("stopping: disconnecting every bot");
+        runner.shutdown().await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+    /// Show phone numbers in full
+    #[arg(long)]
+    pub show_phone: bool,
+}
+
+pub fn status(g: &Global, args: StatusArgs) -> Result<()> {
+    let rows: Vec<status::StatusRow> =
+        match control::request(&g.dir()?, &serde_json::json!({"op": "status"}))? {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::Other(format!("bad status from the runner: {e}")))?,
+            None => status::collect(&g.open()?)?,
+        };
+    let rows = if args.show_phone {
+        rows
+    } else {
+        status::masked(rows)
+    };
+    if args.json {
+        super::print_json(&rows)
+    } else {
+        print!("{}", status::table(&rows));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("3w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,314 @@
+//! One bot's supervisor: builds the whatsapp-rust bot over its vault
+//! backend, turns events into session metadata, stops for good on permanent
+//! failures (with an alert), and on shutdown disconnects cleanly.
+
+use super::alert::{self, Alert};
+use super::net::{AttemptSink, CountingFactory, SharedHttp};
+use super::{webhook, RunnerEvent, Shared, StartCase};
+use crate::botid::BotId;
+use crate::error::{Error, Result};
+use crate::sessions::{SessionMeta, Sessions, Status};
+use crate::vault::{now, BotConfig};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wacore::types::events::Event;
+use whatsapp_rust::bot::Bot;
+
+/// Serialises the metadata writes of one bot (event handler and transport
+/// wrapper write concurrently) and announces status changes.
+pub(crate) struct Meta {
+    shared: Arc<Shared>,
+    bot: BotId,
+    sessions: Mutex<Sessions>,
+}
+
+impl Meta {
+    fn update(
+        &self,
+        reason: Option<&str>,
+        f: impl FnOnce(&mut SessionMeta),
+    ) -> Result<SessionMeta> {
+        let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let before = s.load(now())?.status;
+        let after = s.update(now(), reason, f)?;
+        drop(s);
+        if after.status != before {
+            self.shared.emit(RunnerEvent::Status {
+                bot: self.bot.clone(),
+                status: after.status,
+                reason: reason.map(str::to_owned),
+            });
+        }
+        Ok(after)
+    }
+
+    fn status(&self, status: Status, reason: Option<&str>) {
+        let t = now();
+        if let Err(e) = self.update(reason, |m| {
+            m.status = status;
+            m.last_activity = Some(t);
+        }) {
+            tracing::error!("could not record a status change: {e}");
+        }
+    }
+
+    fn error(&self, text: String) {
+        if let Err(e) = self.update(None, |m| m.last_connection_error = Some(text)) {
+            tracing::error!("could not record a connection error: {e}");
+        }
+    }
+
+    fn current(&self) -> Status {
+        let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        s.load(now()).map(|m| m.status).unwrap_or_default()
+    }
+}
+
+impl AttemptSink for Meta {
+    fn attempt(&self, outcome: std::result::Result<(), String>) {
+        let r = self.update(None, |m| {
+            m.connection_attempts += 1;
+            if let Err(e) = &outcome {
+                m.last_connection_error = Some(e.clone());
+            }
+        });
+        match r {
+            Ok(m) => self.shared.emit(RunnerEvent::Attempt {
+                bot: self.bot.clone(),
+                attempts: m.connection_attempts,
+                error: outcome.err(),
+            }),
+            Err(e) => tracing::error!("could not record a connection attempt: {e}"),
+        }
+    }
+}
+
+/// What an event means for the supervisor.
+enum Flow {
+    Continue,
+    /// A permanent failure: stop this bot and alert.
+    Stop {
+        status: Status,
+        kind: &'static str,
+        reason: String,
+    },
+}
+
+/// Runs one bot until shutdown or a permanent failure.
+pub(crate) async fn supervise(shared: Arc<Shared>, cfg: BotConfig, delay: Duration) {
+    let mut stop = shared.stop.subscribe();
+    let bot = cfg.id.clone();
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stop.changed() => true,
+    };
+    if !stopped {
+        if let Err(e) = run(&shared, &cfg, &mut stop).await {
+            tracing::error!("a bot failed to start: {e}");
+            let meta = Meta {
+                shared: shared.clone(),
+                bot: bot.clone(),
+                sessions: Mutex::new(Sessions::new(shared.vault.view(&bot))),
+            };
+            meta.error(e.to_string());
+            meta.status(Status::Error, Some("failed to start"));
+            raise(&shared, &bot, "start_failed", e.to_string()).await;
+        }
+    }
+    shared.emit(RunnerEvent::Stopped { bot });
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    cfg: &BotConfig,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let id = &cfg.id;
+    let view = shared.vault.view(id);
+    let case = match crate::store::credentials_state(&view).as_deref() {
+        Some("paired") => StartCase::Reusing,
+        Some("incomplete") => StartCase::Incomplete,
+        _ => StartCase::NeedsPairing,
+    };
+    shared.emit(RunnerEvent::Started {
+        bot: id.clone(),
+        case,
+    });
+    let meta = Arc::new(Meta {
+        shared: shared.clone(),
+        bot: id.clone(),
+        sessions: Mutex::new(Sessions::new(view.clone())),
+    });
+    meta.status(Status::Connecting, Some("start"));
+    let backend = shared.vault.bot_backend(id)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Event>>();
+    let net = &shared.cfg.net;
+    let mut builder = Bot::builder()
+        .with_backend_arc(backend)
+        .with_transport_factory(CountingFactory {
+            inner: net.transport.clone(),
+            sink: meta.clone(),
+        })
+        .with_http_client(SharedHttp(net.http.clone()))
+        .with_push_name(shared.cfg.push_name.clone())
+        .on_event(move |ev, _client| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(ev);
+            }
+        });
+    if let Some(v) = net.version {
+        builder = builder.with_version(v);
+    }
+    if let (Some(phone), false) = (&cfg.phone, case == StartCase::Reusing) {
+        builder = builder.with_pair_code(wacore::pair_code::PairCodeOptions {
+            phone_number: phone.clone(),
+            ..Default::default()
+        });
+    }
+    let built = builder
+        .build()
+        .await
+        .map_err(|e| Error::Other(format!("building the WhatsApp client: {e}")))?;
+    let mut handle = built.spawn();
+    let hook = cfg.webhook.clone().or_else(|| shared.cfg.webhook.clone());
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                let grace = shared.cfg.shutdown_grace;
+                if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
+                    tracing::warn!("a bot did not disconnect within {grace:?}");
+                }
+                meta.status(Status::Disconnected, Some("shutdown"));
+                return Ok(());
+            }
+            ev = rx.recv() => {
+                let Some(ev) = ev else { continue };
+                if let Flow::Stop { status, kind, reason } = on_event(shared, &meta, &ev, hook.as_deref()) {
+                    meta.status(status, Some(&reason));
+                    raise(shared, id, kind, reason).await;
+                    let grace = shared.cfg.shutdown_grace;
+                    if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
+                        tracing::warn!("a stopped bot did not disconnect within {grace:?}");
+                    }
+                    return Ok(());
+                }
+            }
+            _ = &mut handle => {
+                // The client ended by itself (it does after a logout): the
+                // event that says why may still be on its way (handlers run on
+                // their own tasks), so take what arrives within a short deadline.
+                while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+                    if let Flow::Stop { status, kind, reason } = on_event(shared, &meta, &ev, hook.as_deref()) {
+                        meta.status(status, Some(&reason));
+                        raise(shared, id, kind, reason).await;
+                        return Ok(());
+                    }
+                }
+                if !meta.current().is_permanent() {
+                    meta.status(Status::Disconnected, Some("client stopped"));
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event, hook: Option<&str>) -> Flow {
+    let bot = &meta.bot;
+    match ev {
+        Event::PairingQrCode(q) => {
+            shared.emit(RunnerEvent::Qr {
+                bot: bot.clone(),
+                code: q.code.clone(),
+                timeout: q.timeout,
+            });
+        }
+        Event::PairingCode(c) => shared.emit(RunnerEvent::PairCode {
+            bot: bot.clone(),
+            code: c.code.clone(),
+        }),
+        Event::PairSuccess(p) => {
+            // The backend's DeviceStore::save is durable before the client emits PairSuccess.
+            let phone = p.id.user.to_string();
+            let t = now();
+            let _ = meta.update(Some("paired"), |m| {
+                m.phone = Some(phone);
+                m.authenticated_at = Some(t);
+                m.last_activity = Some(t);
+            });
+            shared.emit(RunnerEvent::Paired { bot: bot.clone() });
+        }
+        Event::PairError(e) => meta.error(format!("pairing failed: {}", e.error)),
+        Event::Connected(_) => meta.status(Status::Connected, Some("logged in")),
+        Event::Disconnected(d) => {
+            if meta.current() != Status::Disconnected {
+                meta.error(format!("disconnected: {}", d.reason));
+                meta.status(Status::Reconnecting, Some("connection lost"));
+            }
+        }
+        Event::LoggedOut(l) => {
+            return Flow::Stop {
+                status: Status::LoggedOut,
+                kind: "logged_out",
+                reason: format!("logged out by the server ({:?}); pair again", l.reason),
+            }
+        }
+        Event::StreamReplaced(_) => {
+            return Flow::Stop {
+                status: Status::Replaced,
+                kind: "replaced",
+                reason: "another client took over this session".into(),
+            }
+        }
+        Event::TemporaryBan(b) => {
+            return Flow::Stop {
+                status: Status::Error,
+                kind: "banned",
+                reason: format!("temporarily banned ({:?})", b.code),
+            }
+        }
+        Event::ClientOutdated(_) => {
+            return Flow::Stop {
+                status: Status::Error,
+                kind: "client_outdated",
+                reason: "WhatsApp rejects this client version; upgrade wavault".into(),
+            }
+        }
+        Event::PairingQrCodesExhausted(_) => {
+            return Flow::Stop {
+                status: Status::Error,
+                kind: "qr_exhausted",
+                reason: "no QR code was scanned in time; restart the bot to try again".into(),
+            }
+        }
+        Event::ConnectFailure(f) => meta.error(format!("connect failure: {:?}", f.reason)),
+        Event::StreamError(e) => meta.error(format!("stream error {}", e.code)),
+        Event::Messages(batch) => {
+            let t = now();
+            let _ = meta.update(None, |m| m.last_activity = Some(t));
+            if let Some(url) = hook {
+                for m in batch.messages.iter() {
+                    webhook::spawn_post(url.to_owned(), webhook::summary(bot, m));
+                }
+            }
+        }
+        _ => {}
+    }
+    Flow::Continue
+}
+
+async fn raise(shared: &Arc<Shared>, bot: &BotId, kind: &str, reason: String) {
+    let a = Alert {
+        bot: bot.to_string(),
+        kind: kind.to_owned(),
+        reason,
+        time: now(),
+    };
+    tracing::error!(kind = %a.kind, "bot alert: {}", a.reason);
+    shared.emit(RunnerEvent::Alert(a.clone()));
+    if let Some(cmd) = &shared.cfg.alert_command {
+        alert::deliver(cmd, &a).await;
+    }
+}

@@ -1,0 +1,138 @@
+//! The control socket: while `run` holds the vault, other `wavault`
+//! processes of the same user ask it for status and bot lists here.
+//!
+//! `<vault>/control.sock`, mode 0600 in a 0700 folder; connections from
+//! another uid are refused (peer credentials). Protocol: one JSON request
+//! line, one JSON response line: `{"op":"status"}` →
+//! `{"ok":true,"data":...}` or `{"ok":false,"error":"...","code":N}`.
+
+use super::Shared;
+use crate::error::{Error, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// File name of the socket inside the vault folder.
+pub const SOCKET: &str = "control.sock";
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(SOCKET)
+}
+
+/// Binds the socket (a leftover from a crashed runner is replaced: we hold the vault lock).
+pub fn bind(dir: &Path) -> Result<UnixListener> {
+    let p = path(dir);
+    let _ = std::fs::remove_file(&p);
+    let l = UnixListener::bind(&p).map_err(|e| Error::io(format!("binding {}", p.display()), e))?;
+    crate::vault::fsutil::set_mode(&p, 0o600)?;
+    Ok(l)
+}
+
+/// Removes the socket file.
+pub fn unbind(dir: &Path) {
+    let _ = std::fs::remove_file(path(dir));
+}
+
+fn owner_uid(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| m.uid())
+}
+
+pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
+    let mut stop = shared.stop.subscribe();
+    let uid = owner_uid(shared.vault.dir());
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _)) = conn else { continue };
+        let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
+        if uid.is_none() || peer_uid != uid {
+            tracing::warn!("control socket: refused a connection from another user");
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = handle(shared, stream).await;
+        });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, stream: UnixStream) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r)
+        .take(64 * 1024)
+        .read_line(&mut line)
+        .await?;
+    let resp = match serde_json::from_str::<Value>(&line) {
+        Ok(req) => respond(&shared, &req).await,
+        Err(e) => Err(Error::Usage(format!("bad control request: {e}"))),
+    };
+    let out = match resp {
+        Ok(data) => json!({"ok": true, "data": data}),
+        Err(e) => json!({"ok": false, "error": e.to_string(), "code": e.exit_code()}),
+    };
+    w.write_all(format!("{out}\n").as_bytes()).await?;
+    w.shutdown().await
+}
+
+async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
+    let s = shared.clone();
+    let req = req.clone();
+    tokio::task::spawn_blocking(move || {
+        let v = &s.vault;
+        match req["op"].as_str().unwrap_or_default() {
+            "status" => to_value(&super::status::collect(v)?),
+            "bots" => to_value(&crate::cli::bot_rows(v)?),
+            "bot_add" => {
+                let cfg: crate::vault::BotConfig = serde_json::from_value(req["config"].clone())
+                    .map_err(|e| Error::Usage(format!("bad bot config: {e}")))?;
+                v.add_bot(&cfg)?;
+                if cfg.enabled {
+                    s.start_bot(cfg.clone(), std::time::Duration::ZERO);
+                }
+                to_value(&cfg.id)
+            }
+            other => Err(Error::Usage(format!("unknown control operation {other:?}"))),
+        }
+    })
+    .await
+    .map_err(|e| Error::Other(format!("control task: {e}")))?
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::Other(e.to_string()))
+}
+
+/// Client side: sends `req` to a running runner. `Ok(None)` when no runner
+/// listens (no socket, or nobody accepting).
+pub fn request(dir: &Path, req: &Value) -> Result<Option<Value>> {
+    use std::io::{BufRead, Write};
+    let p = path(dir);
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&p) else {
+        return Ok(None);
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| Error::io("control socket", e))?;
+    writeln!(s, "{req}").map_err(|e| Error::io("writing to the control socket", e))?;
+    let mut line = String::new();
+    std::io::BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(|e| Error::io("reading from the control socket", e))?;
+    let resp: Value = serde_json::from_str(&line)
+        .map_err(|e| Error::Other(format!("bad answer from the running wavault: {e}")))?;
+    if resp["ok"].as_bool() == Some(true) {
+        return Ok(Some(resp["data"].clone()));
+    }
+    let msg = resp["error"].as_str().unwrap_or("unknown error").to_owned();
+    Err(match resp["code"].as_u64() {
+        Some(6) => Error::NotFound(msg),
+        Some(2) => Error::Usage(msg),
+        Some(5) => Error::damaged(msg),
+        _ => Error::Other(msg),
+    })
+}

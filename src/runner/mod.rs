@@ -1,0 +1,389 @@
+//! `wavault run`: one process runs every enabled bot of the vault.
+//!
+//! One supervisor task per bot ([`bot`]), started with a stagger so a restart
+//! of hundreds of bots is not a storm. Each turns whatsapp-rust events into
+//! session metadata (sealed in the vault) and into [`RunnerEvent`]s that the
+//! console, the control socket and tests subscribe to. Permanent failures
+//! stop that bot's retries and raise an [`alert::Alert`]. Timers run
+//! retention sweeps and data-key rotation without stopping the bots.
+
+pub mod alert;
+mod bot;
+pub mod control;
+pub mod net;
+pub mod qr;
+pub mod status;
+mod webhook;
+
+use crate::botid::BotId;
+use crate::error::{Error, Result};
+use crate::sessions::{Sessions, Status};
+use crate::vault::Vault;
+use net::Net;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+
+/// How `run` behaves.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Bots to run; empty means every enabled bot.
+    pub bots: Vec<BotId>,
+    /// Delay between two bot starts.
+    pub stagger: Duration,
+    /// Command that receives alerts as JSON on stdin.
+    pub alert_command: Option<String>,
+    /// Default webhook for inbound messages (a bot's own webhook wins).
+    pub webhook: Option<String>,
+    /// Retention sweep period.
+    pub sweep_every: Duration,
+    /// History older than this is removed by the sweep.
+    pub retention: Duration,
+    /// Scheduled data-key rotation period (off when `None`).
+    pub rotate_key_every: Option<Duration>,
+    /// Network pieces (production or a test peer).
+    pub net: Net,
+    /// Push name the bots present.
+    pub push_name: String,
+    /// Print QR codes and lifecycle lines on stdout.
+    pub console: bool,
+    /// Serve the control socket in the vault folder.
+    pub control_socket: bool,
+    /// How long a graceful shutdown may take before bots are aborted.
+    pub shutdown_grace: Duration,
+}
+
+impl RunConfig {
+    /// Defaults for production, with the given network.
+    pub fn new(net: Net) -> Self {
+        RunConfig {
+            bots: Vec::new(),
+            stagger: Duration::from_millis(200),
+            alert_command: None,
+            webhook: None,
+            sweep_every: Duration::from_secs(3600),
+            retention: Duration::from_secs(30 * 86_400),
+            rotate_key_every: None,
+            net,
+            push_name: "wavault".into(),
+            console: true,
+            control_socket: true,
+            shutdown_grace: Duration::from_secs(8),
+        }
+    }
+}
+
+/// What happened, for subscribers (console, tests, dashboards).
+#[derive(Debug, Clone)]
+pub enum RunnerEvent {
+    /// A bot started: which case it is.
+    Started { bot: BotId, case: StartCase },
+    /// A pairing QR code to show.
+    Qr {
+        bot: BotId,
+        code: String,
+        timeout: Duration,
+    },
+    /// A pairing code to type on the phone.
+    PairCode { bot: BotId, code: String },
+    /// Pairing completed and the credentials are durable.
+    Paired { bot: BotId },
+    /// Status changed.
+    Status {
+        bot: BotId,
+        status: Status,
+        reason: Option<String>,
+    },
+    /// A connection attempt (whatsapp-rust has no event for these).
+    Attempt {
+        bot: BotId,
+        attempts: u64,
+        error: Option<String>,
+    },
+    /// A permanent failure.
+    Alert(alert::Alert),
+    /// The bot's supervisor ended.
+    Stopped { bot: BotId },
+    /// A timer job finished (`sweep`, `rotate_key`).
+    Job {
+        name: &'static str,
+        ok: bool,
+        detail: String,
+    },
+}
+
+/// The three start cases of the original design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartCase {
+    /// Valid credentials found: reusing the previous session, no QR.
+    Reusing,
+    /// No credentials: a QR scan (or pair code) is needed.
+    NeedsPairing,
+    /// Some credentials missing or unreadable: a QR will be needed.
+    Incomplete,
+}
+
+pub(crate) struct Shared {
+    pub vault: Vault,
+    pub cfg: RunConfig,
+    pub events: broadcast::Sender<RunnerEvent>,
+    pub stop: watch::Sender<bool>,
+    /// Bot supervisors, including bots added while running.
+    pub bots: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Shared {
+    /// Starts a supervisor for `cfg` after `delay` (ignored once stopping).
+    pub fn start_bot(self: &Arc<Self>, cfg: crate::vault::BotConfig, delay: Duration) {
+        if *self.stop.borrow() {
+            return;
+        }
+        let h = tokio::spawn(bot::supervise(self.clone(), cfg, delay));
+        self.bots.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    }
+
+    pub fn emit(&self, e: RunnerEvent) {
+        let _ = self.events.send(e);
+    }
+}
+
+/// A running set of bots.
+pub struct Runner {
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+impl Runner {
+    /// Starts every selected bot (staggered), the timers and the control
+    /// socket. Must be called inside a tokio runtime.
+    pub fn start(vault: Vault, cfg: RunConfig) -> Result<Runner> {
+        let bots = select_bots(&vault, &cfg.bots)?;
+        let (events, _) = broadcast::channel(4096);
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            vault,
+            cfg,
+            events,
+            stop,
+            bots: Default::default(),
+        });
+        let mut tasks = JoinSet::new();
+        if shared.cfg.console {
+            tasks.spawn(console(shared.events.subscribe(), shared.stop.subscribe()));
+        }
+        if shared.cfg.control_socket {
+            let listener = control::bind(shared.vault.dir())?;
+            tasks.spawn(control::serve(shared.clone(), listener));
+        }
+        for (i, cfg) in bots.into_iter().enumerate() {
+            shared.start_bot(cfg, shared.cfg.stagger * i as u32);
+        }
+        tasks.spawn(timers(shared.clone()));
+        Ok(Runner { shared, tasks })
+    }
+
+    /// Subscribes to runner events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunnerEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The vault the runner holds.
+    pub fn vault(&self) -> &Vault {
+        &self.shared.vault
+    }
+
+    /// Current dashboard rows.
+    pub fn status(&self) -> Result<Vec<status::StatusRow>> {
+        status::collect(&self.shared.vault)
+    }
+
+    /// Waits until `pred` holds for the status rows, re-checking on every
+    /// runner event, up to `deadline`.
+    pub async fn wait_until(
+        &self,
+        deadline: Duration,
+        pred: impl Fn(&[status::StatusRow]) -> bool,
+    ) -> Result<Vec<status::StatusRow>> {
+        let mut rx = self.subscribe();
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let rows = self.status()?;
+            if pred(&rows) {
+                return Ok(rows);
+            }
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Err(_) => {
+                    return Err(Error::Other(format!(
+                        "condition not met within {deadline:?}; last rows: {rows:?}"
+                    )))
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return Err(Error::Other("runner stopped".into()))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Stops every bot (marked disconnected, reason shutdown), flushes the
+    /// vault and returns. Bots that do not stop within the grace are aborted.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let _ = self.shared.stop.send(true);
+        let grace = self.shared.cfg.shutdown_grace + Duration::from_secs(1);
+        let bots = std::mem::take(&mut *self.shared.bots.lock().unwrap_or_else(|e| e.into_inner()));
+        let aborts: Vec<_> = bots.iter().map(|h| h.abort_handle()).collect();
+        let drained = tokio::time::timeout(grace, async {
+            for h in bots {
+                let _ = h.await;
+            }
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some bots did not stop within {grace:?}; aborting them");
+            aborts.iter().for_each(|a| a.abort());
+            self.tasks.abort_all();
+        }
+        control::unbind(self.shared.vault.dir());
+        let v = self.shared.vault.clone();
+        tokio::task::spawn_blocking(move || v.flush())
+            .await
+            .map_err(|e| Error::Other(format!("flush task: {e}")))?
+    }
+}
+
+/// The bots to start: the named ones (which must exist), else every enabled one.
+fn select_bots(vault: &Vault, named: &[BotId]) -> Result<Vec<crate::vault::BotConfig>> {
+    if named.is_empty() {
+        return Ok(vault
+            .list_bots()?
+            .into_iter()
+            .filter(|c| c.enabled)
+            .collect());
+    }
+    named.iter().map(|id| vault.bot_config(id)).collect()
+}
+
+/// Prints lifecycle lines and QR codes on stdout, as the original design's console did.
+async fn console(mut rx: broadcast::Receiver<RunnerEvent>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let e = tokio::select! {
+            e = rx.recv() => e,
+            _ = stop.changed() => return,
+        };
+        let e = match e {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        match e {
+            RunnerEvent::Started { bot, case } => println!(
+                "[{bot}] {}",
+                match case {
+                    StartCase::Reusing =>
+                        "valid credentials found: reusing the previous session (no QR needed)",
+                    StartCase::NeedsPairing =>
+                        "no stored credentials: scan the QR code below to pair",
+                    StartCase::Incomplete =>
+                        "credentials incomplete: the next connection will need a QR scan",
+                }
+            ),
+            RunnerEvent::Qr { bot, code, timeout } => {
+                println!(
+                    "[{bot}] scan this QR code in WhatsApp > Linked devices (valid {}s):",
+                    timeout.as_secs()
+                );
+                if let Some(q) = qr::render(&code) {
+                    println!("{q}");
+                }
+            }
+            RunnerEvent::PairCode { bot, code } => {
+                println!("[{bot}] enter this code in WhatsApp > Linked devices > Link with phone number: {code}")
+            }
+            RunnerEvent::Paired { bot } => println!("[{bot}] paired; credentials saved"),
+            RunnerEvent::Status {
+                bot,
+                status,
+                reason,
+            } => println!(
+                "[{bot}] {}{}",
+                match status {
+                    Status::Connected => "WhatsApp connected!",
+                    other => other.as_str(),
+                },
+                reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+            RunnerEvent::Alert(a) => println!("[{}] ALERT {}: {}", a.bot, a.kind, a.reason),
+            RunnerEvent::Attempt {
+                bot,
+                attempts,
+                error: Some(e),
+            } => {
+                println!("[{bot}] connection attempt {attempts} failed: {e}")
+            }
+            RunnerEvent::Stopped { .. } | RunnerEvent::Attempt { .. } => {}
+            RunnerEvent::Job { name, ok, detail } => {
+                println!("[{name}] {} {detail}", if ok { "done:" } else { "FAILED:" })
+            }
+        }
+    }
+}
+
+/// Retention sweeps and scheduled key rotation.
+async fn timers(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    let mut sweep = tokio::time::interval(shared.cfg.sweep_every);
+    sweep.tick().await; // the first tick is immediate; sweep after one period
+    let rotate_every = shared
+        .cfg
+        .rotate_key_every
+        .unwrap_or(Duration::from_secs(u32::MAX as u64));
+    let mut rotate = tokio::time::interval(rotate_every);
+    rotate.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = sweep.tick() => run_job(&shared, "sweep", sweep_history).await,
+            _ = rotate.tick(), if shared.cfg.rotate_key_every.is_some() => {
+                run_job(&shared, "rotate_key", |v, _| {
+                    v.rotate_key(&mut |_, _| {}).map(|r| format!("term {}, {} records re-sealed", r.new_term, r.resealed))
+                })
+                .await
+            }
+        }
+    }
+}
+
+async fn run_job(
+    shared: &Arc<Shared>,
+    name: &'static str,
+    f: fn(&Vault, Duration) -> Result<String>,
+) {
+    let v = shared.vault.clone();
+    let retention = shared.cfg.retention;
+    let r = tokio::task::spawn_blocking(move || f(&v, retention))
+        .await
+        .unwrap_or_else(|e| Err(Error::Other(format!("job panicked: {e}"))));
+    match &r {
+        Ok(d) => tracing::info!("{name}: {d}"),
+        Err(e) => tracing::error!("{name} failed: {e}"),
+    }
+    shared.emit(RunnerEvent::Job {
+        name,
+        ok: r.is_ok(),
+        detail: r.unwrap_or_else(|e| e.to_string()),
+    });
+}
+
+/// Removes session history older than the retention for every bot.
+fn sweep_history(v: &Vault, retention: Duration) -> Result<String> {
+    let cutoff = crate::vault::now() - retention.as_secs() as i64;
+    let mut removed = 0;
+    for cfg in v.list_bots()? {
+        removed += Sessions::new(v.view(&cfg.id)).prune_history(cutoff)?;
+    }
+    Ok(format!(
+        "{removed} history entries older than the retention removed"
+    ))
+}

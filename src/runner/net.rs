@@ -1,0 +1,80 @@
+//! The network pieces a bot is built with, and the wrappers that count
+//! connection attempts (whatsapp-rust emits no event for a failed attempt).
+//!
+//! Production uses whatsapp-rust's tokio WebSocket transport and ureq HTTP
+//! client; tests inject an in-process peer through [`Net`].
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use wacore::net::{
+    HttpClient, HttpRequest, HttpResponse, Transport, TransportEvent, TransportFactory,
+};
+
+/// Transport, HTTP client and optional pinned client version for every bot.
+#[derive(Clone)]
+pub struct Net {
+    pub transport: Arc<dyn TransportFactory>,
+    pub http: Arc<dyn HttpClient>,
+    pub version: Option<(u32, u32, u32)>,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Net {
+    /// The real WhatsApp endpoints.
+    pub fn production() -> Net {
+        Net {
+            transport: Arc::new(whatsapp_rust::transport::TokioWebSocketTransportFactory::new()),
+            http: Arc::new(whatsapp_rust::http::UreqHttpClient::new()),
+            version: None,
+        }
+    }
+}
+
+/// Receives one call per connection attempt: `Ok` or the error text.
+pub trait AttemptSink: Send + Sync {
+    fn attempt(&self, outcome: Result<(), String>);
+}
+
+/// A transport factory that reports every attempt to an [`AttemptSink`].
+pub struct CountingFactory {
+    pub inner: Arc<dyn TransportFactory>,
+    pub sink: Arc<dyn AttemptSink>,
+}
+
+#[async_trait]
+impl TransportFactory for CountingFactory {
+    async fn create_transport(
+        &self,
+    ) -> Result<
+        (
+            Arc<dyn Transport>,
+            whatsapp_rust::async_channel::Receiver<TransportEvent>,
+        ),
+        whatsapp_rust::anyhow::Error,
+    > {
+        let r = self.inner.create_transport().await;
+        self.sink.attempt(
+            r.as_ref()
+                .map(|_| ())
+                .map_err(|e| format!("connect failed: {e}")),
+        );
+        r
+    }
+}
+
+/// Shares one HTTP client among bots.
+pub struct SharedHttp(pub Arc<dyn HttpClient>);
+
+#[async_trait]
+impl HttpClient for SharedHttp {
+    async fn execute(&self, request: HttpRequest) -> whatsapp_rust::anyhow::Result<HttpResponse> {
+        self.0.execute(request).await
+    }
+}

@@ -1,0 +1,131 @@
+//! The dashboard rows of `wavault status` (and of the control socket).
+
+use crate::error::Result;
+use crate::sessions::{Sessions, Status};
+use crate::vault::Vault;
+use serde::{Deserialize, Serialize};
+
+/// One bot as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRow {
+    pub bot: String,
+    pub enabled: bool,
+    pub status: Status,
+    /// The paired phone number (masked unless asked otherwise).
+    pub phone: Option<String>,
+    pub last_activity: Option<i64>,
+    pub authenticated_at: Option<i64>,
+    pub connection_attempts: u64,
+    pub last_connection_error: Option<String>,
+    /// `paired`, `unpaired` or `incomplete`.
+    pub credentials: Option<String>,
+}
+
+/// Reads every bot's row from the vault.
+pub fn collect(vault: &Vault) -> Result<Vec<StatusRow>> {
+    let now = crate::vault::now();
+    vault
+        .list_bots()?
+        .into_iter()
+        .map(|cfg| {
+            let view = vault.view(&cfg.id);
+            let m = Sessions::new(view.clone()).load(now)?;
+            Ok(StatusRow {
+                bot: cfg.id.to_string(),
+                enabled: cfg.enabled,
+                status: m.status,
+                phone: m.phone,
+                last_activity: m.last_activity,
+                authenticated_at: m.authenticated_at,
+                connection_attempts: m.connection_attempts,
+                last_connection_error: m.last_connection_error,
+                credentials: crate::store::credentials_state(&view),
+            })
+        })
+        .collect()
+}
+
+/// Masks all but the last four digits: `52*******5678`.
+pub fn mask_phone(p: &str) -> String {
+    let n = p.chars().count();
+    p.chars()
+        .enumerate()
+        .map(|(i, c)| if i < 2 || i + 4 >= n { c } else { '*' })
+        .collect()
+}
+
+/// Masks the phone of every row.
+pub fn masked(rows: Vec<StatusRow>) -> Vec<StatusRow> {
+    rows.into_iter()
+        .map(|mut r| {
+            r.phone = r.phone.as_deref().map(mask_phone);
+            r
+        })
+        .collect()
+}
+
+/// Human time: `2026-11-29 04:31:07Z` from unix seconds.
+pub fn fmt_time(t: Option<i64>) -> String {
+    let Some(t) = t else { return "-".into() };
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The table `wavault status` prints.
+pub fn table(rows: &[StatusRow]) -> String {
+    let mut out = format!(
+        "{:<20} {:<13} {:<16} {:<21} {:<21} {:>8}  {}\n",
+        "BOT", "STATUS", "PHONE", "LAST ACTIVITY", "AUTHENTICATED", "ATTEMPTS", "LAST ERROR"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<20} {:<13} {:<16} {:<21} {:<21} {:>8}  {}\n",
+            r.bot,
+            if r.enabled {
+                r.status.as_str().to_string()
+            } else {
+                format!("{} (off)", r.status)
+            },
+            r.phone.as_deref().unwrap_or("-"),
+            fmt_time(r.last_activity),
+            fmt_time(r.authenticated_at),
+            r.connection_attempts,
+            r.last_connection_error.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_formats() {
+        assert_eq!(mask_phone("5215512345678"), "52*******5678");
+        assert_eq!(mask_phone("123"), "123");
+        assert_eq!(fmt_time(Some(0)), "1970-01-01 00:00:00Z");
+        assert_eq!(fmt_time(Some(1_795_000_000)), "2026-11-18 11:06:40Z");
+        assert_eq!(fmt_time(None), "-");
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the real whatsapp-rust 0.7 client against an
+//! in-process WhatsApp server peer, entirely in memory.
+//!
+//! Why it exists: pairing, login with stored credentials, reconnects and
+//! forced logouts are the behaviours wavault is built on, and none of them
+//! can be exercised against the real service in CI. One test binary keeps
+//! the expensive whatsapp-rust stack linked once; `peer` is the reusable
+//! server (see `tests/README.md`), the other modules are the tests.
+
+mod fault_tests;
+mod pairing_tests;
+mod peer;
+mod runner_tests;

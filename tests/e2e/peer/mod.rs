@@ -1,0 +1,443 @@
+//! An in-process WhatsApp server (and primary phone) for end-to-end tests.
+//!
+//! Why it exists: the real whatsapp-rust 0.7 client must be exercised
+//! without the internet: pair through a QR code, log in with stored
+//! credentials, report `Connected`, reconnect after faults, and be logged
+//! out or replaced. [`Peer`] is that counterpart. It speaks the Noise
+//! handshake (XX, IK, XXfallback), answers the start-up stanzas a login
+//! needs (see `/work/shared/docs/peer-notes.md`), plays the phone for
+//! pairing, injects faults, and records what it saw so tests can assert on
+//! it. It is generic over the storage backend: the bot under test is any
+//! `Arc<dyn Backend>`.
+//!
+//! ```ignore
+//! let peer = Peer::new();
+//! let backend: Arc<dyn Backend> = Arc::new(InMemoryBackend::new());
+//! let bot = peer.start_bot(backend.clone(), BotOptions::default()).await?;
+//! bot.events.wait_for("Connected", PAIRING_LOGIN_DEADLINE, is_connected).await?;
+//! let phone = peer.seen().pairings[0].phone.clone();
+//! peer.drop_connections();
+//! peer.wait_for("second login", DEADLINE, |log| log.logins(&phone).count() >= 2).await?;
+//! ```
+//!
+//! Pieces the wavault runner needs on their own: [`Peer::transport_factory`],
+//! [`Peer::http_client`], [`PINNED_VERSION`] (or [`Peer::configure`] to
+//! apply all three to a `BotBuilder`).
+
+mod bot;
+mod connection;
+mod login;
+mod noise;
+mod pairing;
+mod stanza;
+mod transport;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use whatsapp_rust::anyhow::{self, anyhow, bail};
+use whatsapp_rust::bot::{BotBuilder, Provided};
+use whatsapp_rust::wacore::libsignal::protocol::KeyPair;
+use whatsapp_rust::wacore_binary::Node;
+
+pub use bot::{is_connected, is_logged_out, is_qr, is_stream_replaced};
+pub use bot::{BotOptions, RunningBot};
+pub use noise::HandshakeKind;
+pub use pairing::QrCode;
+pub use stanza::{attr, child};
+pub use transport::{PeerHttpClient, PeerTransportFactory, PINNED_VERSION};
+
+use connection::Command;
+use noise::ServerIdentity;
+
+/// What a client declared in its handshake payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKind {
+    /// No credentials: the client will show QR codes.
+    Registration,
+    /// Stored credentials for this phone number (PN user) and device id.
+    Login { phone: String, device: u16 },
+}
+
+/// One connection that completed its Noise handshake.
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    pub id: u64,
+    pub handshake: HandshakeKind,
+    pub client: ClientKind,
+    /// Push name from the registration payload, if the client set one.
+    pub push_name: Option<String>,
+    /// `<success>` was sent (a login the peer accepted).
+    pub accepted: bool,
+    /// `<failure>` was sent (login refused, e.g. after a logout).
+    pub refused: bool,
+    pub open: bool,
+}
+
+/// A stanza the peer received (or sent) on connection `conn`.
+#[derive(Debug, Clone)]
+pub struct Stanza {
+    pub conn: u64,
+    pub node: Node,
+}
+
+/// A completed QR pairing: the phone signed, the companion countersigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pairing {
+    pub conn: u64,
+    pub phone: String,
+    pub device: u16,
+    /// The account's LID user.
+    pub lid: String,
+}
+
+/// Everything the peer observed, in order. Cloned out by [`Peer::seen`].
+#[derive(Debug, Clone, Default)]
+pub struct PeerLog {
+    /// `create_transport` calls, refused ones included.
+    pub attempts: usize,
+    /// Connection attempts refused while [`Peer::refuse_connections`] was on.
+    pub refusals: usize,
+    /// Connections that finished the handshake, in order.
+    pub connections: Vec<ConnectionRecord>,
+    /// Stanzas received from clients.
+    pub received: Vec<Stanza>,
+    /// Stanzas the peer sent.
+    pub sent: Vec<Stanza>,
+    pub pairings: Vec<Pairing>,
+    /// `METHOD url` of every HTTP request made through [`Peer::http_client`].
+    pub http_requests: Vec<String>,
+    /// Protocol errors the peer hit (bad handshake, failed signature, …).
+    pub errors: Vec<String>,
+}
+
+impl PeerLog {
+    /// Connections that logged in as `phone`.
+    pub fn logins<'a>(&'a self, phone: &'a str) -> impl Iterator<Item = &'a ConnectionRecord> {
+        self.connections
+            .iter()
+            .filter(move |c| matches!(&c.client, ClientKind::Login { phone: p, .. } if p == phone))
+    }
+
+    /// Connections that logged in, whatever the phone.
+    pub fn logins_total(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|c| matches!(c.client, ClientKind::Login { .. }))
+            .count()
+    }
+
+    /// Connections that came without credentials.
+    pub fn registrations(&self) -> impl Iterator<Item = &ConnectionRecord> {
+        self.connections
+            .iter()
+            .filter(|c| c.client == ClientKind::Registration)
+    }
+
+    /// Received stanzas with this tag.
+    pub fn received_tagged<'a>(&'a self, tag: &'a str) -> impl Iterator<Item = &'a Stanza> {
+        self.received.iter().filter(move |s| s.node.tag == tag)
+    }
+
+    /// Received `<iq>` stanzas in namespace `xmlns`.
+    pub fn received_iqs<'a>(&'a self, xmlns: &'a str) -> impl Iterator<Item = &'a Stanza> {
+        self.received_tagged("iq")
+            .filter(move |s| attr(&s.node, "xmlns").as_deref() == Some(xmlns))
+    }
+
+    /// Connections still open.
+    pub fn open_connections(&self) -> usize {
+        self.connections.iter().filter(|c| c.open).count()
+    }
+
+    fn summary(&self) -> String {
+        let conns: Vec<String> = self
+            .connections
+            .iter()
+            .map(|c| format!("#{} {:?} {:?} open={}", c.id, c.handshake, c.client, c.open))
+            .collect();
+        format!(
+            "attempts={} refusals={} connections=[{}] pairings={} errors={:?}",
+            self.attempts,
+            self.refusals,
+            conns.join("; "),
+            self.pairings.len(),
+            self.errors
+        )
+    }
+}
+
+/// A phone account known to the peer.
+struct Account {
+    key: KeyPair,
+    devices: u16,
+    logged_out: bool,
+}
+
+/// A connection's server task, reachable for commands.
+struct LiveConn {
+    /// `None` while the handshake runs.
+    client: Option<ClientKind>,
+    client_static: Option<[u8; 32]>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// State shared by the peer handle and its connection tasks.
+pub(crate) struct Shared {
+    identity: ServerIdentity,
+    log: watch::Sender<PeerLog>,
+    live: Mutex<HashMap<u64, LiveConn>>,
+    accounts: Mutex<HashMap<String, Account>>,
+    refusing: AtomicBool,
+    next_conn: AtomicU64,
+    next_phone: AtomicU64,
+    next_iq: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not hide the peer's state from the others.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn modify_log(&self, f: impl FnOnce(&mut PeerLog)) {
+        self.log.send_modify(f);
+    }
+
+    fn iq_id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.next_iq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// LID user the peer assigns to a phone number (stable, 15 digits).
+    fn lid_for(phone: &str) -> String {
+        let n: u64 = phone.bytes().fold(0u64, |acc, b| {
+            acc.wrapping_mul(31).wrapping_add(u64::from(b))
+        });
+        (100_000_000_000_000 + n % 900_000_000_000_000).to_string()
+    }
+
+    fn is_logged_out(&self, phone: &str) -> bool {
+        lock(&self.accounts)
+            .get(phone)
+            .is_some_and(|a| a.logged_out)
+    }
+
+    fn send_to(&self, pred: impl Fn(&LiveConn) -> bool, make: impl Fn() -> Command) -> usize {
+        lock(&self.live)
+            .values()
+            .filter(|c| pred(c))
+            .filter(|c| c.commands.send(make()).is_ok())
+            .count()
+    }
+}
+
+/// Default deadline for a login that is not the first after pairing.
+pub const LOGIN_DEADLINE: Duration = Duration::from_secs(15);
+/// Deadline for the first `Connected` after pairing: the client waits up to
+/// 10 s for an app-state key share the peer never sends.
+pub const PAIRING_LOGIN_DEADLINE: Duration = Duration::from_secs(40);
+
+/// Handle to the in-process server. Cheap to clone.
+#[derive(Clone)]
+pub struct Peer {
+    shared: Arc<Shared>,
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Peer {
+    /// A peer with a fresh server static key, accepting connections.
+    pub fn new() -> Self {
+        let identity = ServerIdentity::generate().expect("X25519 public keys are 32 bytes");
+        Self {
+            shared: Arc::new(Shared {
+                identity,
+                log: watch::Sender::new(PeerLog::default()),
+                live: Mutex::new(HashMap::new()),
+                accounts: Mutex::new(HashMap::new()),
+                refusing: AtomicBool::new(false),
+                next_conn: AtomicU64::new(1),
+                next_phone: AtomicU64::new(15_550_100_001),
+                next_iq: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// `TransportFactory` for `BotBuilder::with_transport_factory` (or the
+    /// runner): every connection it opens ends in this peer.
+    pub fn transport_factory(&self) -> PeerTransportFactory {
+        PeerTransportFactory {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// `HttpClient` stub that records requests and fails them.
+    pub fn http_client(&self) -> PeerHttpClient {
+        PeerHttpClient {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Points a bot builder at this peer: transport, HTTP stub, pinned
+    /// version. The push name, backend and handlers stay the caller's.
+    pub fn configure<B, T, H, R>(
+        &self,
+        builder: BotBuilder<B, T, H, R>,
+    ) -> BotBuilder<B, Provided, Provided, R> {
+        builder
+            .with_transport_factory(self.transport_factory())
+            .with_http_client(self.http_client())
+            .with_version(PINNED_VERSION)
+    }
+
+    /// A copy of everything observed so far.
+    pub fn seen(&self) -> PeerLog {
+        self.shared.log.borrow().clone()
+    }
+
+    /// Waits until `pred` holds for the peer's log, at most `timeout`.
+    /// Wakes on every change; no polling. The error names `what` and
+    /// summarises the log.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&PeerLog) -> bool,
+    ) -> anyhow::Result<PeerLog> {
+        let mut rx = self.shared.log.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|log| pred(log)))
+            .await
+            .map(|found| found.map(|log| log.clone()));
+        match waited {
+            Ok(Ok(log)) => Ok(log),
+            Ok(Err(_)) => bail!("peer log closed while waiting for {what}"),
+            Err(_) => bail!(
+                "timed out after {timeout:?} waiting for {what}; peer saw: {}",
+                self.seen().summary()
+            ),
+        }
+    }
+
+    /// Acts as the phone scanning `qr_code` (as emitted in a
+    /// `PairingQrCode` event): signs a device identity for a new account,
+    /// sends `pair-success` on the registering connection, checks the
+    /// companion's `pair-device-sign`, then sends stream error 515 so the
+    /// client reconnects and logs in. Returns once the companion signed.
+    pub async fn phone_scan(&self, qr_code: &str) -> anyhow::Result<Pairing> {
+        let phone = self
+            .shared
+            .next_phone
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
+        self.phone_scan_as(qr_code, &phone).await
+    }
+
+    /// [`Peer::phone_scan`] for a chosen phone number (digits only).
+    pub async fn phone_scan_as(&self, qr_code: &str, phone: &str) -> anyhow::Result<Pairing> {
+        if phone.is_empty() || !phone.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("phone number must be digits, got {phone:?}");
+        }
+        let qr = QrCode::parse(qr_code)?;
+        let commands = lock(&self.shared.live)
+            .values()
+            .find(|c| {
+                c.client == Some(ClientKind::Registration) && c.client_static == Some(qr.noise_pub)
+            })
+            .map(|c| c.commands.clone())
+            .ok_or_else(|| anyhow!("no registering connection shows this QR code"))?;
+        let (account_key, device) = {
+            let mut accounts = lock(&self.shared.accounts);
+            let account = accounts
+                .entry(phone.to_string())
+                .or_insert_with(|| Account {
+                    key: KeyPair::generate(&mut rand::rng()),
+                    devices: 0,
+                    logged_out: false,
+                });
+            account.devices += 1;
+            // Pairing again is how a logged-out number comes back.
+            account.logged_out = false;
+            (account.key.clone(), account.devices)
+        };
+        let signed = pairing::sign_device_identity(&account_key, &qr, u32::from(device))?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        commands
+            .send(Command::Pair(Box::new(connection::PairRequest {
+                iq_id: self.shared.iq_id("pair-success"),
+                qr,
+                signed,
+                phone: phone.to_string(),
+                device,
+                lid: Shared::lid_for(phone),
+                reply: reply_tx,
+            })))
+            .map_err(|_| anyhow!("registering connection is gone"))?;
+        match tokio::time::timeout(LOGIN_DEADLINE, reply_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => bail!("connection closed before the companion answered pair-success"),
+            Err(_) => bail!("companion did not answer pair-success within {LOGIN_DEADLINE:?}"),
+        }
+    }
+
+    /// Closes every open connection from the server side (the client sees
+    /// its socket end and reconnects with backoff). Returns how many.
+    pub fn drop_connections(&self) -> usize {
+        self.shared.send_to(|_| true, || Command::Close)
+    }
+
+    /// While `true`, `create_transport` fails (recorded as refusals), like
+    /// a server that is down. Open connections are not touched.
+    pub fn refuse_connections(&self, refuse: bool) {
+        self.shared.refusing.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Logs `phone` out: open connections get
+    /// `<stream:error code="401"><conflict type="device_removed"/>` (the
+    /// client emits `LoggedOut`), and later logins as `phone` are refused
+    /// with `<failure reason="401"/>` until it pairs again. Returns how many
+    /// connections were told.
+    pub fn log_out(&self, phone: &str) -> usize {
+        lock(&self.shared.accounts)
+            .entry(phone.to_string())
+            .or_insert_with(|| Account {
+                key: KeyPair::generate(&mut rand::rng()),
+                devices: 0,
+                logged_out: false,
+            })
+            .logged_out = true;
+        self.shared.send_to(
+            |c| is_login_of(c, phone),
+            || Command::Send(stanza::stream_error_logged_out()),
+        )
+    }
+
+    /// Tells `phone`'s open connections another client took the session:
+    /// `<stream:error><conflict type="replaced"/>` (the client emits
+    /// `StreamReplaced` and stops reconnecting). Returns how many.
+    pub fn replace(&self, phone: &str) -> usize {
+        self.shared.send_to(
+            |c| is_login_of(c, phone),
+            || Command::Send(stanza::stream_error_conflict("replaced")),
+        )
+    }
+
+    /// Sends `<stream:error code=…/>` to `phone`'s open connections (e.g.
+    /// 515 restart, 503 unavailable, 409 replaced). Returns how many.
+    pub fn stream_error(&self, phone: &str, code: u16) -> usize {
+        self.shared.send_to(
+            |c| is_login_of(c, phone),
+            || Command::Send(stanza::stream_error_code(code)),
+        )
+    }
+}
+
+fn is_login_of(conn: &LiveConn, phone: &str) -> bool {
+    matches!(&conn.client, Some(ClientKind::Login { phone: p, .. }) if p == phone)
+}

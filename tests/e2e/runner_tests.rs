@@ -1,0 +1,386 @@
+//! `wavault run` end to end: the runner over a real vault and its backend,
+//! against the in-process peer.
+//!
+//! Why it exists: these pin the product's promise (pair once, then every
+//! restart logs in with no QR) and the bookkeeping around it (bot_sessions
+//! metadata, attempts, alerts, the control socket).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use wavault::runner::net::Net;
+use wavault::runner::status::StatusRow;
+use wavault::runner::{RunConfig, Runner, RunnerEvent, StartCase};
+use wavault::sessions::Status;
+use wavault::vault::crypto::KdfParams;
+use wavault::vault::BotConfig;
+use wavault::{BotId, Vault};
+
+use crate::peer::{Peer, LOGIN_DEADLINE, PAIRING_LOGIN_DEADLINE, PINNED_VERSION};
+
+pub const PASS: &[u8] = b"runner test passphrase";
+
+pub fn new_vault(dir: &std::path::Path, bots: &[&str]) -> Vault {
+    // Cheap Argon2 on purpose: tests only.
+    let v = Vault::create(dir, PASS, KdfParams::INSECURE_FOR_TESTS).expect("vault");
+    for b in bots {
+        v.add_bot(&BotConfig::new(bot(b))).expect("add bot");
+    }
+    v
+}
+
+pub fn bot(id: &str) -> BotId {
+    BotId::parse(id).expect("bot id")
+}
+
+pub fn config(peer: &Peer) -> RunConfig {
+    let mut cfg = RunConfig::new(Net {
+        transport: Arc::new(peer.transport_factory()),
+        http: Arc::new(peer.http_client()),
+        version: Some(PINNED_VERSION),
+    });
+    cfg.console = false;
+    cfg.stagger = Duration::ZERO;
+    cfg.shutdown_grace = Duration::from_secs(5);
+    cfg.push_name = "wavault-test".into();
+    cfg
+}
+
+/// Waits for the first event matching `f`, with a deadline.
+pub async fn next_event<T>(
+    rx: &mut broadcast::Receiver<RunnerEvent>,
+    deadline: Duration,
+    what: &str,
+    mut f: impl FnMut(&RunnerEvent) -> Option<T>,
+) -> T {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Err(_) => panic!("timed out after {deadline:?} waiting for {what}"),
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(e)) => panic!("runner events closed while waiting for {what}: {e}"),
+            Ok(Ok(e)) => {
+                if std::env::var_os("WAVAULT_E2E_TRACE").is_some() {
+                    eprintln!("runner event: {e:?}");
+                }
+                if let Some(t) = f(&e) {
+                    return t;
+                }
+            }
+        }
+    }
+}
+
+fn row<'a>(rows: &'a [StatusRow], id: &str) -> &'a StatusRow {
+    rows.iter().find(|r| r.bot == id).expect("row for bot")
+}
+
+/// Starts a runner and pairs `id` through its QR code; returns once connected.
+pub async fn run_and_pair(
+    peer: &Peer,
+    vault: &Vault,
+    id: &str,
+    cfg: RunConfig,
+) -> (Runner, String) {
+    let runner = Runner::start(vault.clone(), cfg).expect("runner starts");
+    let mut rx = runner.subscribe();
+    let case = next_event(&mut rx, LOGIN_DEADLINE, "start case", |e| match e {
+        RunnerEvent::Started { bot, case } if bot.as_str() == id => Some(*case),
+        _ => None,
+    })
+    .await;
+    assert_eq!(case, StartCase::NeedsPairing);
+    let code = next_event(&mut rx, LOGIN_DEADLINE, "QR code", |e| match e {
+        RunnerEvent::Qr { bot, code, .. } if bot.as_str() == id => Some(code.clone()),
+        _ => None,
+    })
+    .await;
+    let pairing = peer.phone_scan(&code).await.expect("phone scans the QR");
+    runner
+        .wait_until(PAIRING_LOGIN_DEADLINE, |rows| {
+            row(rows, id).status == Status::Connected
+        })
+        .await
+        .expect("connected after pairing");
+    (runner, pairing.phone)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_pairs_and_a_restart_reuses_the_session_without_qr() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["ventas"]);
+    let peer = Peer::new();
+    let (runner, phone) = run_and_pair(&peer, &vault, "ventas", config(&peer)).await;
+    let rows = runner.status().unwrap();
+    let r = row(&rows, "ventas");
+    assert!(
+        r.authenticated_at.is_some(),
+        "authenticated_at set after pairing"
+    );
+    assert_eq!(r.phone.as_deref(), Some(phone.as_str()));
+    assert_eq!(r.credentials.as_deref(), Some("paired"));
+    runner.shutdown().await.unwrap();
+    let rows = wavault::runner::status::collect(&vault).unwrap();
+    assert_eq!(row(&rows, "ventas").status, Status::Disconnected);
+
+    let registrations = peer.seen().registrations().count();
+    let logins = peer.seen().logins(&phone).count();
+    let runner = Runner::start(vault.clone(), config(&peer)).expect("restart");
+    let mut rx = runner.subscribe();
+    let case = next_event(&mut rx, LOGIN_DEADLINE, "start case", |e| match e {
+        RunnerEvent::Started { case, .. } => Some(*case),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        case,
+        StartCase::Reusing,
+        "the log says the previous session is reused"
+    );
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            row(rows, "ventas").status == Status::Connected
+        })
+        .await
+        .expect("connected again");
+    let seen = peer.seen();
+    assert_eq!(
+        seen.registrations().count(),
+        registrations,
+        "no new registration"
+    );
+    assert_eq!(
+        seen.logins(&phone).count(),
+        logins + 1,
+        "one more login with the paired phone"
+    );
+    let history = wavault::sessions::Sessions::new(vault.view(&bot("ventas")))
+        .history()
+        .unwrap();
+    assert!(history
+        .iter()
+        .any(|h| h.reason.as_deref() == Some("shutdown")));
+    runner.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_goes_reconnecting_then_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["soporte"]);
+    let peer = Peer::new();
+    let (runner, _) = run_and_pair(&peer, &vault, "soporte", config(&peer)).await;
+    let before = row(&runner.status().unwrap(), "soporte").connection_attempts;
+    let mut rx = runner.subscribe();
+    assert!(peer.drop_connections() > 0);
+    next_event(&mut rx, LOGIN_DEADLINE, "reconnecting", |e| match e {
+        RunnerEvent::Status {
+            status: Status::Reconnecting,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
+    let rows = runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            row(rows, "soporte").status == Status::Connected
+        })
+        .await
+        .expect("connected again");
+    assert!(
+        row(&rows, "soporte").connection_attempts > before,
+        "the reconnect is counted"
+    );
+    runner.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_sets_logged_out_runs_the_alert_command_and_stops_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["alertas"]);
+    let peer = Peer::new();
+    let alert_file = dir.path().join("alert.json");
+    let mut cfg = config(&peer);
+    cfg.alert_command = Some(format!("cat > '{}'", alert_file.display()));
+    let (runner, phone) = run_and_pair(&peer, &vault, "alertas", cfg).await;
+    let mut rx = runner.subscribe();
+    assert!(peer.log_out(&phone) > 0);
+    let alert = next_event(&mut rx, LOGIN_DEADLINE, "alert", |e| match e {
+        RunnerEvent::Alert(a) => Some(a.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (alert.bot.as_str(), alert.kind.as_str()),
+        ("alertas", "logged_out")
+    );
+    // The supervisor ends: no retry loop is left behind.
+    next_event(&mut rx, LOGIN_DEADLINE, "supervisor stop", |e| match e {
+        RunnerEvent::Stopped { bot } if bot.as_str() == "alertas" => Some(()),
+        _ => None,
+    })
+    .await;
+    let rows = runner.status().unwrap();
+    assert_eq!(row(&rows, "alertas").status, Status::LoggedOut);
+    let delivered: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&alert_file).expect("alert command ran"))
+            .unwrap();
+    assert_eq!(delivered["bot"], "alertas");
+    assert_eq!(delivered["kind"], "logged_out");
+    assert!(delivered["time"].as_i64().unwrap() > 0);
+    let attempts = peer.seen().attempts;
+    runner.shutdown().await.unwrap();
+    assert_eq!(
+        peer.seen().attempts,
+        attempts,
+        "no connection attempt after the logout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_bot_counts_attempts_while_others_stay_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["online"]);
+    let peer = Peer::new();
+    let (runner, _) = run_and_pair(&peer, &vault, "online", config(&peer)).await;
+    peer.refuse_connections(true);
+    // Added while running, through the same path `wavault bot add` uses.
+    let out = wavault::runner::control::request(
+        vault.dir(),
+        &serde_json::json!({"op": "bot_add", "config": BotConfig::new(bot("offline"))}),
+    )
+    .expect("control request")
+    .expect("runner answers on the control socket");
+    assert_eq!(out, "offline");
+    let rows = runner
+        .wait_until(Duration::from_secs(20), |rows| {
+            rows.iter().any(|r| {
+                r.bot == "offline"
+                    && r.connection_attempts >= 2
+                    && r.last_connection_error.is_some()
+            })
+        })
+        .await
+        .expect("attempts and the last error are recorded");
+    assert_eq!(
+        row(&rows, "online").status,
+        Status::Connected,
+        "the other bot is unaffected"
+    );
+    assert!(row(&rows, "offline")
+        .last_connection_error
+        .as_deref()
+        .unwrap()
+        .contains("connect failed"));
+    peer.refuse_connections(false);
+    runner.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_bot_list_work_from_a_second_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["panel"]);
+    let peer = Peer::new();
+    let (runner, phone) = run_and_pair(&peer, &vault, "panel", config(&peer)).await;
+    let vault_dir = dir.path().to_path_buf();
+    let run = move |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wavault"))
+            .arg("--vault")
+            .arg(&vault_dir)
+            .args(args)
+            .env_remove("WAVAULT_PASSPHRASE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("spawn wavault")
+    };
+    let out = tokio::task::spawn_blocking(move || run(&["status", "--json"]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<StatusRow> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, Status::Connected);
+    let masked = rows[0].phone.clone().unwrap();
+    assert_ne!(masked, phone, "phone is masked by default");
+    assert!(masked.contains('*') || phone.len() <= 6);
+    runner.shutdown().await.unwrap();
+}
+
+/// Child half of the SIGKILL test: pairs a bot, prints CONNECTED, then waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_runner_for_sigkill() {
+    let Some(dir) = std::env::var_os("WAVAULT_E2E_CHILD_DIR") else {
+        return; // only meaningful when started by the parent test
+    };
+    let vault = Vault::open(std::path::Path::new(&dir), PASS).expect("child opens vault");
+    let peer = Peer::new();
+    let (_runner, phone) = run_and_pair(&peer, &vault, "killme", config(&peer)).await;
+    println!("CONNECTED {phone}");
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    drop(new_vault(dir.path(), &["killme"]));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "runner_tests::child_runner_for_sigkill",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("WAVAULT_E2E_CHILD_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child runner");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("CONNECTED "))
+    });
+    let line = tokio::time::timeout(PAIRING_LOGIN_DEADLINE + LOGIN_DEADLINE, line)
+        .await
+        .expect("child connects in time")
+        .unwrap()
+        .expect("child printed CONNECTED");
+    let phone = line.trim_start_matches("CONNECTED ").to_owned();
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+
+    let vault = Vault::open(dir.path(), PASS).expect("vault reopens after SIGKILL");
+    let peer = Peer::new(); // a new server: the same paired phone logs in
+    let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
+    let mut rx = runner.subscribe();
+    let case = next_event(&mut rx, LOGIN_DEADLINE, "start case", |e| match e {
+        RunnerEvent::Started { case, .. } => Some(*case),
+        _ => None,
+    })
+    .await;
+    assert_eq!(case, StartCase::Reusing);
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            row(rows, "killme").status == Status::Connected
+        })
+        .await
+        .expect("logs in after SIGKILL");
+    let seen = peer.seen();
+    assert_eq!(
+        seen.registrations().count(),
+        0,
+        "no registration after the restart"
+    );
+    assert!(
+        seen.logins(&phone).count() >= 1,
+        "the paired phone logged in"
+    );
+    runner.shutdown().await.unwrap();
+}
