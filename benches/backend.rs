@@ -171,7 +171,7 @@ async fn bot_loop(target: Target, bot: usize, until: Instant) -> Res<Tally> {
             )
             .await?;
         t.ops += 5; // two reads, store + secret + take
-        if n % PREKEY_EVERY == 0 {
+        if n.is_multiple_of(PREKEY_EVERY) {
             timed(
                 &mut t,
                 target.prekeys((n / PREKEY_EVERY) as u32 * PREKEY_BATCH + 1),
