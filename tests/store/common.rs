@@ -28,23 +28,28 @@ pub fn new_vault(dir: &Path, ids: &[&str]) -> Vault {
 
 /// Opens the vault in `dir`, e.g. right after this process closed it.
 ///
-/// sled's background I/O jobs keep the database file (and its lock) for a
-/// moment after the last handle is dropped, and sled offers nothing to wait
-/// on, so an in-process reopen polls, for the lock only, with a deadline.
+/// Two things can hold a just-released lock for a moment, with nothing to
+/// wait on: sled's background I/O jobs keep its database file (and lock) for
+/// a moment after the last handle is dropped, and a child process that
+/// another test is spawning holds copies of our descriptors (and so their
+/// `flock`s) between its fork and its exec. So an in-process reopen polls,
+/// for lock errors only, with a deadline.
 pub fn open(dir: &Path) -> Vault {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match Vault::open(dir, PASS) {
             Ok(v) => return v,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
+            Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(e) => panic!("open vault: {e}"),
         }
     }
+}
+
+fn is_lock_error(e: &wavault::Error) -> bool {
+    matches!(e, wavault::Error::VaultInUse { .. })
+        || e.to_string().contains("could not acquire lock")
 }
 
 pub fn backend(v: &Vault, id: &str) -> Arc<VaultBackend> {

@@ -32,7 +32,7 @@ async fn write_all(b: &VaultBackend, tag: u8) {
     )
     .await
     .unwrap();
-    b.set_sender_key_status("g@g.us", &[("d:1@s.whatsapp.net", tag % 2 == 0)])
+    b.set_sender_key_status("g@g.us", &[("d:1@s.whatsapp.net", tag.is_multiple_of(2))])
         .await
         .unwrap();
     b.put_lid_mapping(&LidPnMappingEntry {
@@ -87,7 +87,7 @@ async fn check_all(b: &VaultBackend, tag: u8) {
     );
     assert_eq!(
         b.get_sender_key_devices("g@g.us").await.unwrap(),
-        vec![("d:1@s.whatsapp.net".to_string(), tag % 2 == 0)]
+        vec![("d:1@s.whatsapp.net".to_string(), tag.is_multiple_of(2))]
     );
     assert_eq!(
         b.get_pn_mapping(&format!("555{tag}"))
