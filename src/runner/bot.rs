@@ -242,11 +242,9 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event, hook: Option<&st
         }
         Event::PairError(e) => meta.error(format!("pairing failed: {}", e.error)),
         Event::Connected(_) => meta.status(Status::Connected, Some("logged in")),
-        Event::Disconnected(d) => {
-            if meta.current() != Status::Disconnected {
-                meta.error(format!("disconnected: {}", d.reason));
-                meta.status(Status::Reconnecting, Some("connection lost"));
-            }
+        Event::Disconnected(d) if meta.current() != Status::Disconnected => {
+            meta.error(format!("disconnected: {}", d.reason));
+            meta.status(Status::Reconnecting, Some("connection lost"));
         }
         Event::LoggedOut(l) => {
             return Flow::Stop {
