@@ -80,8 +80,31 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 impl Db {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`. The caller holds the vault
+    /// lock, so a sled lock conflict can only be this process's previous
+    /// handle whose background threads have not let go yet: retried briefly.
     pub fn open(dir: &Path) -> Result<Db> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Db::open_once(dir) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::WouldBlock
+                        || source.to_string().contains("lock") =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::Other(format!(
+                            "the vault database at {} stays locked ({source})",
+                            dir.display()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path) -> Result<Db> {
         let dir = dir.to_path_buf();
         guarded("opening the vault database", move || {
             let db = sled::Config::new()

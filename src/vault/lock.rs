@@ -13,6 +13,9 @@ use std::path::Path;
 /// File name of the lock inside the vault folder.
 pub const LOCK_FILE: &str = "wavault.lock";
 
+/// How long a lock apparently held by this same process is retried.
+pub const SELF_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Holds the vault's lock until dropped.
 #[derive(Debug)]
 pub struct VaultLock {
@@ -20,20 +23,31 @@ pub struct VaultLock {
 }
 
 impl VaultLock {
-    /// Takes the lock or fails at once with [`Error::VaultInUse`].
+    /// Takes the lock or fails with [`Error::VaultInUse`]: at once when
+    /// another process holds it. When the recorded holder is this very
+    /// process, the lock may be a copy briefly inherited by a child being
+    /// spawned (between fork and exec) or a handle being dropped, so it is
+    /// retried for up to [`SELF_RETRY`] before giving up.
     pub fn acquire(dir: &Path) -> Result<VaultLock> {
         let path = dir.join(LOCK_FILE);
         let mut file = open_lock_file(&path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::VaultInUse {
-                    path: dir.to_path_buf(),
-                    holder: read_pid(&mut file),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("locking {}", path.display()), e))
+        let deadline = std::time::Instant::now() + SELF_RETRY;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = read_pid(&mut file);
+                    if holder != Some(std::process::id()) || std::time::Instant::now() >= deadline {
+                        return Err(Error::VaultInUse {
+                            path: dir.to_path_buf(),
+                            holder,
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("locking {}", path.display()), e))
+                }
             }
         }
         file.set_len(0)
