@@ -72,50 +72,48 @@ fn print_rows(rows: &[BotRow], json: bool) -> Result<()> {
 }
 
 pub fn run(g: &Global, cmd: BotCommand) -> Result<()> {
-    if let BotCommand::List { json } = cmd {
-        let via_runner =
-            crate::runner::control::request(&g.dir()?, &serde_json::json!({"op": "bots"}))?;
-        if let Some(v) = via_runner {
-            let rows: Vec<BotRow> = serde_json::from_value(v).map_err(|e| {
-                crate::error::Error::Other(format!("bad answer from the runner: {e}"))
-            })?;
-            return print_rows(&rows, json);
-        }
-    }
-    if let BotCommand::Add {
-        id,
-        phone,
-        webhook,
-        disabled,
-    } = cmd
-    {
-        let mut cfg = BotConfig::new(id);
-        cfg.phone = phone;
-        cfg.webhook = webhook;
-        cfg.enabled = !disabled;
-        let req = serde_json::json!({"op": "bot_add", "config": cfg});
-        if crate::runner::control::request(&g.dir()?, &req)?.is_some() {
-            println!(
-                "added bot {} to the running wavault (it starts now)",
-                cfg.id
-            );
-        } else {
-            g.open()?.add_bot(&cfg)?;
-            println!("added bot {}", cfg.id);
-        }
-        return Ok(());
-    }
-    let v = g.open()?;
     match cmd {
-        BotCommand::Add { .. } => unreachable!("handled above"),
-        BotCommand::List { json } => {
-            let rows = bot_rows(&v)?;
-            print_rows(&rows, json)?;
+        BotCommand::Add {
+            id,
+            phone,
+            webhook,
+            disabled,
+        } => {
+            let mut cfg = BotConfig::new(id);
+            cfg.phone = phone;
+            cfg.webhook = webhook;
+            cfg.enabled = !disabled;
+            add(g, &cfg)
         }
+        BotCommand::List { json } => print_rows(&list(g)?, json),
         BotCommand::Remove { id } => {
-            let r = v.remove_bot(&id)?;
+            let r = g.open()?.remove_bot(&id)?;
             println!("removed bot {id} and {} record(s)", r.records);
+            Ok(())
         }
+    }
+}
+
+/// Adds through a running runner (which starts the bot at once), else directly.
+fn add(g: &Global, cfg: &BotConfig) -> Result<()> {
+    let req = serde_json::json!({"op": "bot_add", "config": cfg});
+    if crate::runner::control::request(&g.dir()?, &req)?.is_some() {
+        println!(
+            "added bot {} to the running wavault (it starts now)",
+            cfg.id
+        );
+    } else {
+        g.open()?.add_bot(cfg)?;
+        println!("added bot {}", cfg.id);
     }
     Ok(())
+}
+
+/// Lists through a running runner, else from the vault.
+fn list(g: &Global) -> Result<Vec<BotRow>> {
+    match crate::runner::control::request(&g.dir()?, &serde_json::json!({"op": "bots"}))? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| crate::error::Error::Other(format!("bad answer from the runner: {e}"))),
+        None => bot_rows(&g.open()?),
+    }
 }

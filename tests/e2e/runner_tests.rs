@@ -72,6 +72,15 @@ pub async fn next_event<T>(
     }
 }
 
+/// The start case the runner reports for its (first) bot.
+async fn start_case(rx: &mut broadcast::Receiver<RunnerEvent>) -> StartCase {
+    next_event(rx, LOGIN_DEADLINE, "start case", |e| match e {
+        RunnerEvent::Started { case, .. } => Some(*case),
+        _ => None,
+    })
+    .await
+}
+
 fn row<'a>(rows: &'a [StatusRow], id: &str) -> &'a StatusRow {
     rows.iter().find(|r| r.bot == id).expect("row for bot")
 }
@@ -128,11 +137,7 @@ async fn first_run_pairs_and_a_restart_reuses_the_session_without_qr() {
     let logins = peer.seen().logins(&phone).count();
     let runner = Runner::start(vault.clone(), config(&peer)).expect("restart");
     let mut rx = runner.subscribe();
-    let case = next_event(&mut rx, LOGIN_DEADLINE, "start case", |e| match e {
-        RunnerEvent::Started { case, .. } => Some(*case),
-        _ => None,
-    })
-    .await;
+    let case = start_case(&mut rx).await;
     assert_eq!(
         case,
         StartCase::Reusing,
@@ -366,11 +371,7 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
     let peer = Peer::new(); // a new server: the same paired phone logs in
     let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
     let mut rx = runner.subscribe();
-    let case = next_event(&mut rx, LOGIN_DEADLINE, "start case", |e| match e {
-        RunnerEvent::Started { case, .. } => Some(*case),
-        _ => None,
-    })
-    .await;
+    let case = start_case(&mut rx).await;
     assert_eq!(case, StartCase::Reusing);
     runner
         .wait_until(LOGIN_DEADLINE, |rows| {
