@@ -397,11 +397,7 @@ impl Vault {
     /// Registers a new bot. Fails if the id is taken.
     pub fn add_bot(&self, config: &BotConfig) -> Result<()> {
         let tag = self.bot_tag(&config.id);
-        let body = RecordBody {
-            name: config.id.as_str().as_bytes().to_vec(),
-            data: codec::encode(config),
-            written_at: now(),
-        };
+        let body = bot_body(config);
         let inserted = self.seal_with(TreeId::Bots, &tag, &body, |sealed| {
             self.db()
                 .compare_and_swap(TreeId::Bots, &tag, None, Some(sealed))
@@ -419,11 +415,7 @@ impl Vault {
     pub fn set_bot(&self, config: &BotConfig) -> Result<()> {
         self.bot_config(&config.id)?;
         let tag = self.bot_tag(&config.id);
-        let body = RecordBody {
-            name: config.id.as_str().as_bytes().to_vec(),
-            data: codec::encode(config),
-            written_at: now(),
-        };
+        let body = bot_body(config);
         self.seal_with(TreeId::Bots, &tag, &body, |sealed| {
             self.db().insert(TreeId::Bots, &tag, sealed)
         })?;
@@ -582,6 +574,15 @@ pub enum OpenError {
     Auth,
     #[error("malformed contents: {0}")]
     Codec(String),
+}
+
+/// The sealed body of a bot entry: its id as the name, its config as the data.
+fn bot_body(config: &BotConfig) -> RecordBody {
+    RecordBody {
+        name: config.id.as_str().as_bytes().to_vec(),
+        data: codec::encode(config),
+        written_at: now(),
+    }
 }
 
 fn derive_keys(master: SecretKey) -> Keys {

@@ -115,16 +115,9 @@ fn rotate_passphrase_via_cli() {
     let tmp = tempfile::tempdir().unwrap();
     init(tmp.path());
     let mut c = wavault(tmp.path());
-    c.env("WAVAULT_NEW_PASSPHRASE", "second passphrase").args([
-        "rotate",
-        "passphrase",
-        "--kdf-memory-mib",
-        "1",
-        "--kdf-iterations",
-        "1",
-        "--kdf-parallelism",
-        "1",
-    ]);
+    c.env("WAVAULT_NEW_PASSPHRASE", "second passphrase")
+        .args(["rotate", "passphrase"])
+        .args(CHEAP_KDF_ARGS);
     let out = run(&mut c);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(code(&run(wavault(tmp.path()).args(["bot", "list"]))), 3);

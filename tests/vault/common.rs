@@ -67,16 +67,18 @@ pub fn wavault(dir: &Path) -> Command {
     c
 }
 
-pub fn cheap_init_args() -> [&'static str; 7] {
-    [
-        "init",
-        "--kdf-memory-mib",
-        "1",
-        "--kdf-iterations",
-        "1",
-        "--kdf-parallelism",
-        "1",
-    ]
+/// Cheap Argon2 flags for commands that take them (tests only).
+pub const CHEAP_KDF_ARGS: [&str; 6] = [
+    "--kdf-memory-mib",
+    "1",
+    "--kdf-iterations",
+    "1",
+    "--kdf-parallelism",
+    "1",
+];
+
+pub fn cheap_init_args() -> Vec<&'static str> {
+    std::iter::once("init").chain(CHEAP_KDF_ARGS).collect()
 }
 
 pub fn run(c: &mut Command) -> Output {
