@@ -152,6 +152,10 @@ impl Shared {
 pub struct Runner {
     shared: Arc<Shared>,
     tasks: JoinSet<()>,
+    /// Subscribed before any task was spawned; handed to the first
+    /// `subscribe` call so it misses nothing (a bot with no stagger can emit
+    /// `Started` before `start` returns).
+    first: std::sync::Mutex<Option<broadcast::Receiver<RunnerEvent>>>,
 }
 
 impl Runner {
@@ -159,7 +163,7 @@ impl Runner {
     /// socket. Must be called inside a tokio runtime.
     pub fn start(vault: Vault, cfg: RunConfig) -> Result<Runner> {
         let bots = select_bots(&vault, &cfg.bots)?;
-        let (events, _) = broadcast::channel(4096);
+        let (events, first) = broadcast::channel(4096);
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             vault,
@@ -180,12 +184,19 @@ impl Runner {
             shared.start_bot(cfg, shared.cfg.stagger * i as u32);
         }
         tasks.spawn(timers(shared.clone()));
-        Ok(Runner { shared, tasks })
+        Ok(Runner {
+            shared,
+            tasks,
+            first: std::sync::Mutex::new(Some(first)),
+        })
     }
 
-    /// Subscribes to runner events from now on.
+    /// Subscribes to runner events. The first call receives every event
+    /// since `start` (up to the channel's 4096-event buffer); later calls
+    /// receive events from the moment they subscribe.
     pub fn subscribe(&self) -> broadcast::Receiver<RunnerEvent> {
-        self.shared.events.subscribe()
+        let first = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
+        first.unwrap_or_else(|| self.shared.events.subscribe())
     }
 
     /// The vault the runner holds.
@@ -205,7 +216,7 @@ impl Runner {
         deadline: Duration,
         pred: impl Fn(&[status::StatusRow]) -> bool,
     ) -> Result<Vec<status::StatusRow>> {
-        let mut rx = self.subscribe();
+        let mut rx = self.shared.events.subscribe();
         let until = tokio::time::Instant::now() + deadline;
         loop {
             let rows = self.status()?;

@@ -111,8 +111,13 @@ async fn restart_over_same_backend_logs_in_without_qr() {
     let store = bot.backend.clone();
     assert!(Arc::ptr_eq(&store, &backend));
     bot.stop().await;
-    let before = peer.seen();
-    assert_eq!(before.open_connections(), 0, "shutdown closed the socket");
+    // The server notices the closed socket on its own task: wait for it.
+    let before = peer
+        .wait_for("the socket closed by shutdown", LOGIN_DEADLINE, |log| {
+            log.open_connections() == 0
+        })
+        .await
+        .expect("shutdown closed the socket");
 
     let bot = peer
         .start_bot(store, BotOptions::default())
