@@ -77,6 +77,9 @@ pub fn run(g: &Global, args: RunArgs) -> Result<()> {
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
     rt.block_on(async move {
+        // Handlers first: a signal that arrives while bots start still
+        // gets the clean shutdown.
+        let mut signals = Signals::new()?;
         let mut cfg = RunConfig::new(Net::production());
         cfg.bots = args.bots;
         cfg.stagger = args.stagger;
@@ -92,9 +95,9 @@ pub fn run(g: &Global, args: RunArgs) -> Result<()> {
             println!("no bots yet: add one from another terminal with `wavault bot add ID`");
         }
         tracing::info!("running; Ctrl-C or SIGTERM stops every bot cleanly");
-        wait_for_signal().await;
-        tokio::spawn(async {
-            wait_for_signal().await;
+        signals.next().await;
+        tokio::spawn(async move {
+            signals.next().await;
             eprintln!("second signal: exiting at once");
             std::process::exit(130);
         });
@@ -103,17 +106,26 @@ pub fn run(g: &Global, args: RunArgs) -> Result<()> {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGINT and SIGTERM, registered up front.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let reg = |k| signal(k).map_err(|e| Error::io("installing the signal handlers", e));
+        Ok(Signals {
+            int: reg(SignalKind::interrupt())?,
+            term: reg(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
         }
     }
 }

@@ -391,3 +391,103 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
     );
     runner.shutdown().await.unwrap();
 }
+
+/// Writes a device record as a finished pairing leaves it (fresh keys, phone
+/// JID, LID), so the runner takes its no-QR path without a 10 s pairing.
+/// The peer accepts a login from any paired device. Returns the phone.
+async fn synth_paired(vault: &Vault, id: &str, phone: u64) -> String {
+    use wacore::store::traits::DeviceStore;
+    let mut device = wacore::store::Device::new();
+    device.pn = Some(format!("{phone}:1@s.whatsapp.net").parse().unwrap());
+    device.lid = Some(
+        format!("{}:1@lid", phone + 100_000_000_000_000)
+            .parse()
+            .unwrap(),
+    );
+    device.push_name = "wavault-test".into();
+    let backend = vault.bot_backend(&bot(id)).unwrap();
+    backend.save(&device).await.unwrap();
+    vault.flush().unwrap();
+    phone.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_sweep_and_rotate_the_key_while_the_bot_stays_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["timed"]);
+    let phone = synth_paired(&vault, "timed", 4_915_100_000_777).await;
+    // One transition older than the 30-day retention, one recent.
+    let sessions = wavault::sessions::Sessions::new(vault.view(&bot("timed")));
+    let now = wavault::vault::now();
+    sessions
+        .set_status(now - 40 * 86_400, Status::Reconnecting, Some("ancient"))
+        .unwrap();
+    let peer = Peer::new();
+    let mut cfg = config(&peer);
+    cfg.sweep_every = Duration::from_millis(300);
+    cfg.rotate_key_every = Some(Duration::from_millis(400));
+    let runner = Runner::start(vault.clone(), cfg).unwrap();
+    let mut rx = runner.subscribe();
+    assert_eq!(start_case(&mut rx).await, StartCase::Reusing);
+    next_event(&mut rx, LOGIN_DEADLINE, "connected", |e| match e {
+        RunnerEvent::Status {
+            status: Status::Connected,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
+    let logins = peer.seen().logins(&phone).count();
+
+    // Both jobs run (each at least once) while the bot is up; no status
+    // change other than `connected` is reported meanwhile.
+    let (mut swept, mut rotated) = (None, None);
+    while swept.is_none() || rotated.is_none() {
+        next_event(&mut rx, LOGIN_DEADLINE, "sweep and rotate_key jobs", |e| {
+            match e {
+                RunnerEvent::Job { name, ok, detail } => {
+                    assert!(ok, "{name} failed: {detail}");
+                    match *name {
+                        "sweep" => swept = swept.take().or(Some(detail.clone())),
+                        "rotate_key" => rotated = rotated.take().or(Some(detail.clone())),
+                        other => panic!("unexpected job {other}"),
+                    }
+                }
+                RunnerEvent::Status { status, .. } => {
+                    assert_eq!(*status, Status::Connected, "the bot was disturbed: {e:?}")
+                }
+                _ => {}
+            }
+            Some(())
+        })
+        .await;
+    }
+    let swept = swept.unwrap();
+    assert!(
+        swept.starts_with("1 history"),
+        "first sweep removes the old entry: {swept}"
+    );
+    assert!(rotated.unwrap().starts_with("term "));
+    let rows = runner.status().unwrap();
+    assert_eq!(row(&rows, "timed").status, Status::Connected);
+    assert_eq!(peer.seen().logins(&phone).count(), logins, "no reconnect");
+    let history = sessions.history().unwrap();
+    assert!(history
+        .iter()
+        .all(|h| h.reason.as_deref() != Some("ancient")));
+    assert!(!history.is_empty(), "recent history kept");
+    runner.shutdown().await.unwrap();
+
+    // Everything the rotations re-sealed still opens: the restart logs in.
+    let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
+    let mut rx = runner.subscribe();
+    assert_eq!(start_case(&mut rx).await, StartCase::Reusing);
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            row(rows, "timed").status == Status::Connected
+        })
+        .await
+        .expect("logs in after key rotations");
+    assert_eq!(peer.seen().registrations().count(), 0);
+    runner.shutdown().await.unwrap();
+}

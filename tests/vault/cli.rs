@@ -142,3 +142,60 @@ fn vault_in_use_exits_4_naming_the_pid() {
         stderr(&out)
     );
 }
+
+/// `wavault run` stops cleanly on SIGTERM: exit 0, control socket removed,
+/// the vault free for the next command.
+#[test]
+fn run_exits_0_on_sigterm_and_releases_the_vault() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    init(tmp.path());
+    // Disabled: `run` starts no bot, so nothing tries to reach WhatsApp.
+    let out = run(wavault(tmp.path()).args(["bot", "add", "idle", "--disabled"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut child = wavault(tmp.path())
+        .arg("run")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded by the child's own exit) for the line that follows
+    // start-up; keep draining stderr afterwards.
+    let child_err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(child_err)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if l.contains("running; Ctrl-C or SIGTERM") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("run reports it is running");
+    assert!(tmp.path().join("control.sock").exists());
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("run did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM");
+    assert!(!tmp.path().join("control.sock").exists(), "socket removed");
+    let out = run(wavault(tmp.path()).args(["bot", "list"]));
+    assert_eq!(code(&out), 0, "vault free again: {}", stderr(&out));
+}
