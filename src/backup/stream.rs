@@ -896,6 +896,40 @@ mod tests {
     }
 
     #[test]
+    fn random_truncations_and_flips_are_rejected() {
+        let (_, file) = four_chunks();
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
+        runner
+            .run(&(0..file.len()), |cut| {
+                let e = err(&file[..cut]);
+                let ok = if cut < MAGIC.len() {
+                    matches!(e, BackupError::NotABackup)
+                } else {
+                    let chunks = (cut.saturating_sub(HEADER_LEN) / FULL_CHUNK_FRAME) as u64;
+                    matches!(e, BackupError::Truncated { after_chunks } if after_chunks == chunks)
+                };
+                prop_assert!(ok, "cut {}: {:?}", cut, e);
+                Ok(())
+            })
+            .unwrap();
+        runner
+            .run(&(HEADER_LEN..file.len(), 1u8..=255), |(at, mask)| {
+                let mut f = file.clone();
+                f[at] ^= mask;
+                let chunk = ((at - HEADER_LEN) / FULL_CHUNK_FRAME) as u64;
+                let e = err(&f);
+                let ok = if (at - HEADER_LEN) % FULL_CHUNK_FRAME < FRAME_LEN {
+                    matches!(e, BackupError::ChunkTampered { index } | BackupError::Truncated { after_chunks: index } if index == chunk)
+                } else {
+                    matches!(e, BackupError::ChunkTampered { index } if index == chunk)
+                };
+                prop_assert!(ok, "flip {} at {}: {:?}", mask, at, e);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
     fn every_flipped_header_byte_is_rejected() {
         let file = make(b"payload");
         for at in 0..HEADER_LEN {
