@@ -47,6 +47,11 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+
+    /// A backup file could not be written or read; the message says which
+    /// check failed and what to do.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::stream::BackupError),
 }
 
 /// The hint for damaged vault files.
@@ -63,6 +68,20 @@ impl Error {
             Error::NotFound(_) => exit::NOT_FOUND,
             Error::Usage(_) => exit::USAGE,
             Error::AlreadyExists(_) | Error::Io { .. } | Error::Other(_) => exit::OTHER,
+            Error::Backup(e) => {
+                use crate::backup::stream::BackupError as B;
+                match e {
+                    B::WrongPassphrase => exit::WRONG_PASSPHRASE,
+                    B::NotABackup
+                    | B::FutureVersion(_)
+                    | B::KdfTooExpensive
+                    | B::HeaderTampered
+                    | B::ChunkTampered { .. }
+                    | B::Truncated { .. }
+                    | B::TrailingBytes => exit::DAMAGED,
+                    B::Io(_) => exit::OTHER,
+                }
+            }
         }
     }
 

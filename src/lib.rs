@@ -6,6 +6,7 @@
 //! [`cli`] (the command line, a thin shell).
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod botid;
 pub mod cli;
 pub mod codec;

@@ -28,6 +28,32 @@ fn slot_parser_corpus() {
     c.iter().for_each(|d| wavault::fuzzing::slot_parser(d));
 }
 
+#[test]
+fn backup_reader_corpus() {
+    let c = corpus("backup_reader");
+    assert!(c.len() >= 6, "corpus too small");
+    c.iter().for_each(|d| wavault::fuzzing::backup_reader(d));
+    // The valid seeds really open with the fuzz passphrase (else the fuzzer
+    // would never get past the key unwrap).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/backup_reader");
+    for (name, len) in [("valid-small", 22), ("valid-empty-payload", 0)] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let (_, plain) =
+            wavault::backup::stream::read_all(&bytes[..], wavault::fuzzing::BACKUP_PASSPHRASE)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(plain.len(), len, "{name}");
+        // Every truncation and every flipped byte of a valid seed, through the target.
+        for cut in 0..bytes.len() {
+            wavault::fuzzing::backup_reader(&bytes[..cut]);
+        }
+        for at in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[at] ^= 0xff;
+            wavault::fuzzing::backup_reader(&b);
+        }
+    }
+}
+
 /// Writes the seed corpus from real vault bytes plus edge cases.
 /// `WAVAULT_WRITE_CORPUS=1 cargo test --test vault fuzz_corpus::write -- --ignored`
 #[test]
@@ -82,4 +108,54 @@ fn write() {
         "codec-garbage",
         &[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
     );
+}
+
+/// Writes the backup_reader seed corpus: real backup files made with cheap
+/// parameters and the fuzz passphrase, plus edge cases.
+/// `WAVAULT_WRITE_CORPUS=1 cargo test --test vault fuzz_corpus::write_backup -- --ignored`
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand"]
+fn write_backup() {
+    use std::io::Write;
+    use wavault::backup::stream::{self, StreamWriter};
+    use wavault::fuzzing::BACKUP_PASSPHRASE;
+    use wavault::vault::crypto::KdfParams;
+    if std::env::var_os("WAVAULT_WRITE_CORPUS").is_none() {
+        return;
+    }
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/backup_reader");
+    std::fs::create_dir_all(&d).unwrap();
+    let write = |name: &str, bytes: &[u8]| std::fs::write(d.join(name), bytes).unwrap();
+    let backup = |plain: &[u8]| {
+        let mut w =
+            StreamWriter::create(Vec::new(), BACKUP_PASSPHRASE, KdfParams::INSECURE_FOR_TESTS)
+                .unwrap();
+        w.write_all(plain).unwrap();
+        w.finish().unwrap()
+    };
+    let small = backup(b"a small backup payload");
+    write("valid-small", &small);
+    write("valid-empty-payload", &backup(b""));
+    // Two full chunks and a short last one, cut inside the second chunk.
+    let multi = backup(&vec![0x5a; 2 * stream::CHUNK_LEN + 100]);
+    write(
+        "multi-chunk-cut",
+        &multi[..stream::HEADER_LEN + stream::FULL_CHUNK_FRAME + 1000],
+    );
+    write("header-only", &small[..stream::HEADER_LEN]);
+    let mut future = small.clone();
+    future[stream::MAGIC.len()] = 2;
+    write("future-version", &future);
+    let mut huge = small.clone();
+    huge[stream::KDF_OFFSET..stream::KDF_OFFSET + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    write("kdf-above-cap", &huge);
+    let mut trailing = small.clone();
+    trailing.extend_from_slice(b"xyz");
+    write("trailing-bytes", &trailing);
+    let garbage: Vec<u8> = (0..300u32).map(|i| (i * 73 + 19) as u8).collect();
+    write("garbage", &garbage);
+    let mut magic_then_garbage = b"WAVAULTB\x01".to_vec();
+    magic_then_garbage.extend_from_slice(&garbage);
+    write("magic-then-garbage", &magic_then_garbage);
+    write("empty", b"");
 }

@@ -1,0 +1,3 @@
+//! Encrypted backup files: the self-contained, versioned stream format ([`stream`]).
+
+pub mod stream;
