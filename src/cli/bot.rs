@@ -29,6 +29,10 @@ pub enum BotCommand {
     },
     /// Remove a bot and every record it has
     Remove { id: BotId },
+    /// Let `run` start the bot again (e.g. after `export --move`)
+    Enable { id: BotId },
+    /// Keep the bot and its state but do not start it in `run`
+    Disable { id: BotId },
 }
 
 /// One row of `bot list`.
@@ -91,7 +95,25 @@ pub fn run(g: &Global, cmd: BotCommand) -> Result<()> {
             println!("removed bot {id} and {} record(s)", r.records);
             Ok(())
         }
+        BotCommand::Enable { id } => set_enabled(g, &id, true),
+        BotCommand::Disable { id } => set_enabled(g, &id, false),
     }
+}
+
+fn set_enabled(g: &Global, id: &BotId, enabled: bool) -> Result<()> {
+    let v = g.open()?;
+    let mut cfg = v.bot_config(id)?;
+    cfg.enabled = enabled;
+    v.set_bot(&cfg)?;
+    println!(
+        "bot {id} {}",
+        if enabled {
+            "enabled: the next `wavault run` starts it"
+        } else {
+            "disabled: `wavault run` will not start it"
+        }
+    );
+    Ok(())
 }
 
 /// Adds through a running runner (which starts the bot at once), else directly.

@@ -3,6 +3,7 @@
 //! Arguments become a validated plan here; the work happens in the library.
 //! Secrets are never taken from argv: only file paths that hold them.
 
+mod backup;
 mod bot;
 mod run;
 mod vaultcmd;
@@ -59,6 +60,13 @@ pub enum Command {
     /// Change the passphrase, or rotate the data key
     #[command(subcommand)]
     Rotate(RotateCommand),
+    /// Write bots (config, credentials, Signal state, metadata) to an encrypted backup file
+    Export(backup::ExportArgs),
+    /// Bring bots back from a backup file (this host or another)
+    Restore(backup::RestoreArgs),
+    /// Inspect backup files, list automatic backups
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
 }
 
 /// Argon2id cost options.
@@ -192,6 +200,9 @@ pub fn run(cli: Cli) -> Result<()> {
             kdf,
         }) => vaultcmd::rotate_passphrase(&cli.global, new_passphrase_file, &kdf),
         Command::Rotate(RotateCommand::Key) => vaultcmd::rotate_key(&cli.global),
+        Command::Export(args) => backup::export(&cli.global, args),
+        Command::Restore(args) => backup::restore(&cli.global, args),
+        Command::Backup(cmd) => backup::backup(&cli.global, cmd),
     }
 }
 

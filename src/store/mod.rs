@@ -63,6 +63,27 @@ pub fn credentials_state(view: &BotView) -> Option<String> {
     Some(if paired { "paired" } else { "incomplete" }.into())
 }
 
+/// [`credentials_state`] for a bot's dumped state (a backup's content).
+pub fn dump_credentials_state(dump: &crate::vault::BotDump) -> &'static str {
+    if !dump
+        .records
+        .iter()
+        .any(|r| kind_name(Kind(r.kind)).is_some())
+    {
+        return "unpaired";
+    }
+    let paired = dump.records.iter().any(|r| {
+        r.kind == kinds::DEVICE.0
+            && r.name == device::DEVICE_NAME
+            && decode_device(&r.data).is_ok_and(|d| d.pn.is_some())
+    });
+    if paired {
+        "paired"
+    } else {
+        "incomplete"
+    }
+}
+
 /// Deletes every credential and Signal record of the bot behind `view` (every
 /// kind of [`kinds`]) in one atomic batch and flushes, keeping the vault's own
 /// records (configuration, session metadata). For logout and re-pairing:

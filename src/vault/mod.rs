@@ -16,11 +16,13 @@ pub mod header;
 mod lock;
 pub mod record;
 mod rotate;
+mod transfer;
 pub mod validate;
 mod view;
 
 pub use db::TreeId;
 pub use rotate::RotateReport;
+pub use transfer::{BotDump, DumpedRecord};
 pub use view::{BatchOp, BotView, Kind};
 
 use crate::botid::BotId;

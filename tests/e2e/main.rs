@@ -7,6 +7,7 @@
 //! the expensive whatsapp-rust stack linked once; `peer` is the reusable
 //! server (see `tests/README.md`), the other modules are the tests.
 
+mod backup_tests;
 mod fault_tests;
 mod pairing_tests;
 mod peer;

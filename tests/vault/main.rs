@@ -1,6 +1,7 @@
 //! Integration tests of the encrypted vault and its command line.
 //! One binary with modules, so the whole stack links once.
 
+mod backup;
 mod cli;
 mod common;
 mod fuzz_corpus;

@@ -1,0 +1,107 @@
+//! A bot's whole state in plain form, out of one vault and into another:
+//! what backups carry. Record names and data leave the vault's blind
+//! indexes and keys behind; the receiving vault seals them under its own.
+
+use serde::{Deserialize, Serialize};
+
+use super::db::TreeId;
+use super::record::RecordBody;
+use super::view::Kind;
+use super::{bot_body, BotConfig, Vault, BLIND_LEN};
+use crate::botid::BotId;
+use crate::error::{Error, Result};
+
+/// One record of a bot: its kind, real name, data and write time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpedRecord {
+    pub kind: u8,
+    pub name: Vec<u8>,
+    pub data: Vec<u8>,
+    pub written_at: i64,
+}
+
+/// Everything one bot has: configuration, credentials, Signal state,
+/// session metadata and history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BotDump {
+    pub config: BotConfig,
+    /// Sorted by (kind, name).
+    pub records: Vec<DumpedRecord>,
+}
+
+impl BotDump {
+    /// Bytes of record names and data (what `backup inspect` reports).
+    pub fn payload_bytes(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|r| (r.name.len() + r.data.len()) as u64)
+            .sum()
+    }
+}
+
+impl Vault {
+    /// Reads every record of `bot`, opened and checked. A record that does
+    /// not open is an error: a backup never silently drops state.
+    pub fn dump_bot(&self, bot: &BotId) -> Result<BotDump> {
+        let config = self.bot_config(bot)?;
+        let tag = self.bot_tag(bot);
+        let mut records = Vec::new();
+        for (key, stored) in self.db().scan_prefix(TreeId::Records, &tag)? {
+            let kind = *key.get(BLIND_LEN).ok_or_else(|| {
+                Error::damaged(format!("record key {} is too short", super::hex(&key)))
+            })?;
+            let body = self.open_or_damaged(TreeId::Records, &key, &stored)?;
+            if self.name_tag(&tag, Kind(kind), &body.name)[..] != key[BLIND_LEN + 1..] {
+                return Err(Error::damaged(format!(
+                    "record {} of bot {bot} is stored under the wrong key",
+                    super::hex(&key)
+                )));
+            }
+            records.push(DumpedRecord {
+                kind,
+                name: body.name,
+                data: body.data,
+                written_at: body.written_at,
+            });
+        }
+        records.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        Ok(BotDump { config, records })
+    }
+
+    /// Makes `dump` the bot's whole state in one transaction over both
+    /// trees: its configuration, and exactly its records (whatever the bot
+    /// had before is deleted in the same transaction). A crash leaves the
+    /// bot wholly as before or wholly as in `dump`. Flushes before returning.
+    pub fn replace_bot(&self, dump: &BotDump) -> Result<()> {
+        let tag = self.bot_tag(&dump.config.id);
+        let old_keys = self.db().keys_with_prefix(TreeId::Records, &tag)?;
+        self.seal_many(|seal| {
+            let bot_ops = vec![(
+                tag.to_vec(),
+                Some(seal(TreeId::Bots, &tag, &bot_body(&dump.config))),
+            )];
+            let mut new = std::collections::BTreeMap::new();
+            for r in &dump.records {
+                let mut key = Vec::with_capacity(super::view::KEY_LEN);
+                key.extend_from_slice(&tag);
+                key.push(r.kind);
+                key.extend_from_slice(&self.name_tag(&tag, Kind(r.kind), &r.name));
+                let body = RecordBody {
+                    name: r.name.clone(),
+                    data: r.data.clone(),
+                    written_at: r.written_at,
+                };
+                let sealed = seal(TreeId::Records, &key, &body);
+                new.insert(key, Some(sealed));
+            }
+            let mut ops: Vec<_> = old_keys
+                .into_iter()
+                .filter(|k| !new.contains_key(k))
+                .map(|k| (k, None))
+                .collect();
+            ops.extend(new);
+            self.db().apply_both(bot_ops, ops)
+        })?;
+        self.flush()
+    }
+}
