@@ -80,6 +80,10 @@ async fn paired_vault(dir: &std::path::Path, n: u64) -> Vault {
     vault
 }
 
+fn runner_rows(v: &Vault) -> Vec<wavault::runner::status::StatusRow> {
+    wavault::runner::status::collect(v).unwrap()
+}
+
 fn main() {
     let n = env_num("WAVAULT_BENCH_BOTS", 1000);
     let stagger = Duration::from_millis(env_num("WAVAULT_BENCH_STAGGER_MS", 200));
@@ -164,6 +168,10 @@ fn main() {
         let t = Instant::now();
         runner.shutdown().await.unwrap();
         let shutdown = t.elapsed();
+        let down = runner_rows(&vault)
+            .iter()
+            .filter(|r| r.status == Status::Disconnected)
+            .count();
 
         println!("runner bench: {n} bots, stagger {stagger:?}");
         println!("  started reusing the stored session (no QR): {reusing} of {n}");
@@ -190,7 +198,10 @@ fn main() {
             per_bot,
             if per_bot < 1.5 { "met" } else { "MISSED" }
         );
-        println!("  graceful shutdown of all bots: {:.2} s", shutdown.as_secs_f64());
+        println!(
+            "  shutdown of all bots: {:.2} s; marked disconnected: {down} of {n}",
+            shutdown.as_secs_f64()
+        );
         if lagged {
             println!("  (event stream lagged; counted from session metadata)");
         }

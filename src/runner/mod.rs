@@ -251,17 +251,45 @@ impl Runner {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
-        if drained.is_err() {
+        let forced = drained.is_err();
+        if forced {
             tracing::warn!("some bots did not stop within {grace:?}; aborting them");
             aborts.iter().for_each(|a| a.abort());
             self.tasks.abort_all();
         }
         control::unbind(self.shared.vault.dir());
         let v = self.shared.vault.clone();
-        tokio::task::spawn_blocking(move || v.flush())
-            .await
-            .map_err(|e| Error::Other(format!("flush task: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            if forced {
+                mark_aborted_disconnected(&v)?;
+            }
+            v.flush()
+        })
+        .await
+        .map_err(|e| Error::Other(format!("flush task: {e}")))?
     }
+}
+
+/// After a forced stop: every bot still recorded as up (connecting,
+/// connected, reconnecting) is marked disconnected, so the metadata never
+/// claims a connection that is gone.
+fn mark_aborted_disconnected(v: &Vault) -> Result<()> {
+    let now = crate::vault::now();
+    for cfg in v.list_bots()? {
+        let s = Sessions::new(v.view(&cfg.id));
+        let status = s.load(now)?.status;
+        if matches!(
+            status,
+            Status::Connecting | Status::Connected | Status::Reconnecting
+        ) {
+            s.set_status(
+                now,
+                Status::Disconnected,
+                Some("shutdown (did not disconnect within the grace period)"),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The bots to start: the named ones (which must exist), else every enabled one.
