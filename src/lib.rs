@@ -16,6 +16,7 @@ pub mod passphrase;
 pub mod runner;
 pub mod sessions;
 pub mod store;
+pub mod sweep;
 pub mod vault;
 
 pub use botid::BotId;

@@ -33,6 +33,14 @@ pub enum BotCommand {
     Enable { id: BotId },
     /// Keep the bot and its state but do not start it in `run`
     Disable { id: BotId },
+    /// Force the bot to pair again: automatic backup, then its credentials
+    /// and Signal state are deleted (config, metadata and history stay)
+    Reauth {
+        id: BotId,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// One row of `bot list`.
@@ -97,6 +105,7 @@ pub fn run(g: &Global, cmd: BotCommand) -> Result<()> {
         }
         BotCommand::Enable { id } => set_enabled(g, &id, true),
         BotCommand::Disable { id } => set_enabled(g, &id, false),
+        BotCommand::Reauth { id, json } => super::lifecycle::reauth(g, &id, json),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod backup;
 mod bot;
+mod lifecycle;
 mod run;
 mod vaultcmd;
 
@@ -67,6 +68,8 @@ pub enum Command {
     /// Inspect backup files, list automatic backups
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Remove what is dead and old: credentials of long logged-out bots (after an automatic backup), old history, orphans
+    Sweep(lifecycle::SweepArgs),
 }
 
 /// Argon2id cost options.
@@ -175,6 +178,12 @@ impl Global {
 
     /// Opens the vault, asking for the passphrase only if a vault is there.
     pub fn open(&self) -> Result<Vault> {
+        self.open_with_passphrase().map(|(v, _)| v)
+    }
+
+    /// Opens the vault and keeps the passphrase (automatic backups are
+    /// sealed with it).
+    pub fn open_with_passphrase(&self) -> Result<(Vault, Passphrase)> {
         let dir = self.dir()?;
         if !Vault::exists(&dir) {
             return Err(Error::NotFound(format!(
@@ -183,7 +192,8 @@ impl Global {
             )));
         }
         let pass: Passphrase = self.passphrase_source(false).resolve()?;
-        Vault::open(&dir, pass.expose())
+        let v = Vault::open(&dir, pass.expose())?;
+        Ok((v, pass))
     }
 }
 
@@ -203,6 +213,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => backup::export(&cli.global, args),
         Command::Restore(args) => backup::restore(&cli.global, args),
         Command::Backup(cmd) => backup::backup(&cli.global, cmd),
+        Command::Sweep(args) => lifecycle::sweep(&cli.global, args),
     }
 }
 

@@ -3,6 +3,7 @@
 use super::Global;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
+use crate::passphrase::Passphrase;
 use crate::runner::net::Net;
 use crate::runner::{control, status, RunConfig, Runner};
 use crate::vault::crypto::KdfParams;
@@ -57,21 +58,22 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
-fn open_or_create(g: &Global) -> Result<Vault> {
+fn open_or_create(g: &Global) -> Result<(Vault, Passphrase)> {
     let dir = g.dir()?;
     if Vault::exists(&dir) || std::fs::File::open("/dev/tty").is_err() {
-        return g.open();
+        return g.open_with_passphrase();
     }
     println!(
         "no vault at {}: creating one (choose a passphrase)",
         dir.display()
     );
     let pass = g.passphrase_source(true).resolve()?;
-    Vault::create(&dir, pass.expose(), KdfParams::DEFAULT)
+    let v = Vault::create(&dir, pass.expose(), KdfParams::DEFAULT)?;
+    Ok((v, pass))
 }
 
 pub fn run(g: &Global, args: RunArgs) -> Result<()> {
-    let vault = open_or_create(g)?;
+    let (vault, pass) = open_or_create(g)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,6 +91,7 @@ pub fn run(g: &Global, args: RunArgs) -> Result<()> {
         cfg.retention = args.retention;
         cfg.rotate_key_every = args.rotate_key_every;
         cfg.push_name = args.push_name;
+        cfg.backup_passphrase = Some(std::sync::Arc::new(pass));
         let bots = vault.list_bots()?.len();
         let runner = Runner::start(vault, cfg)?;
         if bots == 0 {

@@ -4,7 +4,7 @@
 
 use super::alert::{self, Alert};
 use super::net::{AttemptSink, CountingFactory, SharedHttp};
-use super::{webhook, RunnerEvent, Shared, StartCase};
+use super::{webhook, RunnerEvent, Shared, StartCase, StopSignal};
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::sessions::{SessionMeta, Sessions, Status};
@@ -20,6 +20,9 @@ pub(crate) struct Meta {
     shared: Arc<Shared>,
     bot: BotId,
     sessions: Mutex<Sessions>,
+    /// Set on PairSuccess: the next `connected` is recorded with reason
+    /// "paired" (statistics count pairings apart from logins without QR).
+    just_paired: std::sync::atomic::AtomicBool,
 }
 
 impl Meta {
@@ -95,12 +98,16 @@ enum Flow {
 }
 
 /// Runs one bot until shutdown or a permanent failure.
-pub(crate) async fn supervise(shared: Arc<Shared>, cfg: BotConfig, delay: Duration) {
-    let mut stop = shared.stop.subscribe();
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    cfg: BotConfig,
+    delay: Duration,
+    mut stop: StopSignal,
+) {
     let bot = cfg.id.clone();
     let stopped = tokio::select! {
         _ = tokio::time::sleep(delay) => false,
-        _ = stop.changed() => true,
+        _ = stop.wait() => true,
     };
     if !stopped {
         if let Err(e) = run(&shared, &cfg, &mut stop).await {
@@ -109,6 +116,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, cfg: BotConfig, delay: Durati
                 shared: shared.clone(),
                 bot: bot.clone(),
                 sessions: Mutex::new(Sessions::new(shared.vault.view(&bot))),
+                just_paired: Default::default(),
             };
             meta.error(e.to_string());
             meta.status(Status::Error, Some("failed to start"));
@@ -118,11 +126,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, cfg: BotConfig, delay: Durati
     shared.emit(RunnerEvent::Stopped { bot });
 }
 
-async fn run(
-    shared: &Arc<Shared>,
-    cfg: &BotConfig,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<()> {
+async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Result<()> {
     let id = &cfg.id;
     let view = shared.vault.view(id);
     let case = match crate::store::credentials_state(&view).as_deref() {
@@ -138,6 +142,7 @@ async fn run(
         shared: shared.clone(),
         bot: id.clone(),
         sessions: Mutex::new(Sessions::new(view.clone())),
+        just_paired: Default::default(),
     });
     meta.status(Status::Connecting, Some("start"));
     let backend = shared.vault.bot_backend(id)?;
@@ -175,7 +180,7 @@ async fn run(
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => {
+            _ = stop.wait() => {
                 let grace = shared.cfg.shutdown_grace;
                 if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
                     tracing::warn!("a bot did not disconnect within {grace:?}");
@@ -238,10 +243,20 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event, hook: Option<&st
                 m.authenticated_at = Some(t);
                 m.last_activity = Some(t);
             });
+            meta.just_paired
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             shared.emit(RunnerEvent::Paired { bot: bot.clone() });
         }
         Event::PairError(e) => meta.error(format!("pairing failed: {}", e.error)),
-        Event::Connected(_) => meta.status(Status::Connected, Some("logged in")),
+        Event::Connected(_) => {
+            let paired = meta
+                .just_paired
+                .swap(false, std::sync::atomic::Ordering::SeqCst);
+            meta.status(
+                Status::Connected,
+                Some(if paired { "paired" } else { "logged in" }),
+            )
+        }
         Event::Disconnected(d) if meta.current() != Status::Disconnected => {
             meta.error(format!("disconnected: {}", d.reason));
             meta.status(Status::Reconnecting, Some("connection lost"));
@@ -297,7 +312,7 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event, hook: Option<&st
     Flow::Continue
 }
 
-async fn raise(shared: &Arc<Shared>, bot: &BotId, kind: &str, reason: String) {
+pub(crate) async fn raise(shared: &Arc<Shared>, bot: &BotId, kind: &str, reason: String) {
     let a = Alert {
         bot: bot.to_string(),
         kind: kind.to_owned(),

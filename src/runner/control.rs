@@ -81,6 +81,9 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) -> std::io::Result<()> 
 }
 
 async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
+    if req["op"].as_str() == Some("reauth") {
+        return reauth(shared, req).await;
+    }
     let s = shared.clone();
     let req = req.clone();
     tokio::task::spawn_blocking(move || {
@@ -97,11 +100,52 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
                 }
                 to_value(&cfg.id)
             }
+            "sweep" => {
+                let retention = std::time::Duration::from_secs(
+                    req["older_than_secs"]
+                        .as_u64()
+                        .unwrap_or(s.cfg.retention.as_secs()),
+                );
+                let dry_run = req["dry_run"].as_bool().unwrap_or(false);
+                to_value(&super::sweep_now(
+                    v,
+                    retention,
+                    dry_run,
+                    s.cfg.backup_passphrase.as_deref(),
+                )?)
+            }
             other => Err(Error::Usage(format!("unknown control operation {other:?}"))),
         }
     })
     .await
     .map_err(|e| Error::Other(format!("control task: {e}")))?
+}
+
+/// Re-auth while running: stop that bot (its connection is dropped), take
+/// the automatic backup and delete its credentials, then start it again so
+/// it shows a QR code.
+async fn reauth(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
+    let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
+    let cfg = shared.vault.bot_config(&id)?;
+    let pass = shared.cfg.backup_passphrase.clone().ok_or_else(|| {
+        Error::Other(
+            "the running wavault has no passphrase for the automatic backup; stop it and run `wavault bot reauth` again"
+                .into(),
+        )
+    })?;
+    let was_running = shared.stop_bot(&id).await;
+    let v = shared.vault.clone();
+    let id2 = id.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        crate::sweep::reauth(&v, &id2, pass.expose(), crate::vault::now())
+    })
+    .await
+    .map_err(|e| Error::Other(format!("re-auth task: {e}")))?;
+    if was_running || cfg.enabled {
+        // Started again whatever the outcome: a failed re-auth leaves the bot as it was.
+        shared.start_bot(cfg, std::time::Duration::ZERO);
+    }
+    to_value(&report?)
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<Value> {

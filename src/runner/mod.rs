@@ -17,6 +17,7 @@ mod webhook;
 
 use crate::botid::BotId;
 use crate::error::{Error, Result};
+use crate::passphrase::Passphrase;
 use crate::sessions::{Sessions, Status};
 use crate::vault::Vault;
 use net::Net;
@@ -52,6 +53,14 @@ pub struct RunConfig {
     pub control_socket: bool,
     /// How long a graceful shutdown may take before bots are aborted.
     pub shutdown_grace: Duration,
+    /// Passphrase for automatic backups (before sweep purges and re-auth);
+    /// without it the sweep keeps dead bots' credentials and re-auth
+    /// through the control socket is refused.
+    pub backup_passphrase: Option<Arc<crate::passphrase::Passphrase>>,
+    /// A paired bot away and quiet for longer than this raises an `idle` alert.
+    pub idle_warning: Duration,
+    /// How often the idle check runs.
+    pub idle_check_every: Duration,
 }
 
 impl RunConfig {
@@ -70,6 +79,9 @@ impl RunConfig {
             console: true,
             control_socket: true,
             shutdown_grace: Duration::from_secs(8),
+            backup_passphrase: None,
+            idle_warning: status::IDLE_WARNING,
+            idle_check_every: Duration::from_secs(3600),
         }
     }
 }
@@ -129,8 +141,31 @@ pub(crate) struct Shared {
     pub cfg: RunConfig,
     pub events: broadcast::Sender<RunnerEvent>,
     pub stop: watch::Sender<bool>,
-    /// Bot supervisors, including bots added while running.
-    pub bots: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Bot supervisors, including bots added while running, each with its
+    /// own stop switch (re-auth stops one bot).
+    pub bots: std::sync::Mutex<std::collections::HashMap<BotId, BotTask>>,
+}
+
+/// A running supervisor and its own stop switch.
+pub(crate) struct BotTask {
+    pub handle: tokio::task::JoinHandle<()>,
+    pub stop: watch::Sender<bool>,
+}
+
+/// Stop request for one bot: the runner's, or the bot's own.
+pub(crate) struct StopSignal {
+    global: watch::Receiver<bool>,
+    own: watch::Receiver<bool>,
+}
+
+impl StopSignal {
+    /// Completes once either switch is set (or its sender is gone).
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.global.wait_for(|s| *s) => {}
+            _ = self.own.wait_for(|s| *s) => {}
+        }
+    }
 }
 
 impl Shared {
@@ -139,8 +174,43 @@ impl Shared {
         if *self.stop.borrow() {
             return;
         }
-        let h = tokio::spawn(bot::supervise(self.clone(), cfg, delay));
-        self.bots.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+        let (own, own_rx) = watch::channel(false);
+        let signal = StopSignal {
+            global: self.stop.subscribe(),
+            own: own_rx,
+        };
+        let id = cfg.id.clone();
+        let h = tokio::spawn(bot::supervise(self.clone(), cfg, delay, signal));
+        let mut bots = self.bots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = bots.insert(
+            id,
+            BotTask {
+                handle: h,
+                stop: own,
+            },
+        ) {
+            // A finished supervisor of the same bot (stopped for good, or
+            // stopped for re-auth): nothing left to wait for.
+            let _ = old.stop.send(true);
+        }
+    }
+
+    /// Stops one bot's supervisor and waits for it (up to the grace).
+    /// Returns whether it was running.
+    pub async fn stop_bot(&self, id: &BotId) -> bool {
+        let task = self
+            .bots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        let Some(task) = task else { return false };
+        let _ = task.stop.send(true);
+        let abort = task.handle.abort_handle();
+        let grace = self.cfg.shutdown_grace + Duration::from_secs(1);
+        if tokio::time::timeout(grace, task.handle).await.is_err() {
+            abort.abort();
+        }
+        true
     }
 
     pub fn emit(&self, e: RunnerEvent) {
@@ -243,10 +313,10 @@ impl Runner {
         let _ = self.shared.stop.send(true);
         let grace = self.shared.cfg.shutdown_grace + Duration::from_secs(1);
         let bots = std::mem::take(&mut *self.shared.bots.lock().unwrap_or_else(|e| e.into_inner()));
-        let aborts: Vec<_> = bots.iter().map(|h| h.abort_handle()).collect();
+        let aborts: Vec<_> = bots.values().map(|t| t.handle.abort_handle()).collect();
         let drained = tokio::time::timeout(grace, async {
-            for h in bots {
-                let _ = h.await;
+            for (_, t) in bots {
+                let _ = t.handle.await;
             }
             while self.tasks.join_next().await.is_some() {}
         })
@@ -380,12 +450,16 @@ async fn timers(shared: Arc<Shared>) {
         .unwrap_or(Duration::from_secs(u32::MAX as u64));
     let mut rotate = tokio::time::interval(rotate_every);
     rotate.tick().await;
+    // The idle check runs at once, then every period.
+    let mut idle = tokio::time::interval(shared.cfg.idle_check_every);
+    let mut alerted = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = sweep.tick() => run_job(&shared, "sweep", sweep_history).await,
+            _ = idle.tick() => check_idle(&shared, &mut alerted).await,
+            _ = sweep.tick() => run_job(&shared, "sweep", sweep_job).await,
             _ = rotate.tick(), if shared.cfg.rotate_key_every.is_some() => {
-                run_job(&shared, "rotate_key", |v, _| {
+                run_job(&shared, "rotate_key", |v, _, _| {
                     v.rotate_key(&mut |_, _| {}).map(|r| format!("term {}, {} records re-sealed", r.new_term, r.resealed))
                 })
                 .await
@@ -394,14 +468,66 @@ async fn timers(shared: Arc<Shared>) {
     }
 }
 
+/// Alerts (kind `idle`) once for each bot that became idle (see
+/// `status::StatusRow::idle`); a bot that recovers can alert again later.
+async fn check_idle(shared: &Arc<Shared>, alerted: &mut std::collections::HashSet<String>) {
+    let v = shared.vault.clone();
+    let threshold = shared.cfg.idle_warning;
+    let rows = tokio::task::spawn_blocking(move || {
+        let now = crate::vault::now();
+        status::collect(&v).map(|rows| {
+            rows.into_iter()
+                .map(|r| {
+                    let idle = status::is_idle(
+                        r.status,
+                        r.last_activity,
+                        r.credentials.as_deref(),
+                        now,
+                        threshold,
+                    );
+                    (r, idle)
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    let rows = match rows {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => return tracing::error!("idle check failed: {e}"),
+        Err(e) => return tracing::error!("idle check task: {e}"),
+    };
+    for (r, idle) in rows {
+        if !idle {
+            alerted.remove(&r.bot);
+        } else if alerted.insert(r.bot.clone()) {
+            let days = r
+                .last_activity
+                .map_or(0, |t| (crate::vault::now() - t) / 86_400);
+            if let Ok(id) = BotId::parse(&r.bot) {
+                bot::raise(
+                    shared,
+                    &id,
+                    "idle",
+                    format!(
+                        "no activity for {days} days while {}: WhatsApp unlinks devices that stay away about 30 days; start it (`wavault run`) before then",
+                        r.status
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+}
+
 async fn run_job(
     shared: &Arc<Shared>,
     name: &'static str,
-    f: fn(&Vault, Duration) -> Result<String>,
+    f: fn(&Vault, Duration, Option<&Passphrase>) -> Result<String>,
 ) {
     let v = shared.vault.clone();
     let retention = shared.cfg.retention;
-    let r = tokio::task::spawn_blocking(move || f(&v, retention))
+    let pass = shared.cfg.backup_passphrase.clone();
+    let r = tokio::task::spawn_blocking(move || f(&v, retention, pass.as_deref()))
         .await
         .unwrap_or_else(|e| Err(Error::Other(format!("job panicked: {e}"))));
     match &r {
@@ -415,14 +541,37 @@ async fn run_job(
     });
 }
 
-/// Removes session history older than the retention for every bot.
-fn sweep_history(v: &Vault, retention: Duration) -> Result<String> {
-    let cutoff = crate::vault::now() - retention.as_secs() as i64;
-    let mut removed = 0;
-    for cfg in v.list_bots()? {
-        removed += Sessions::new(v.view(&cfg.id)).prune_history(cutoff)?;
-    }
-    Ok(format!(
-        "{removed} history entries older than the retention removed"
-    ))
+/// The timer's sweep: the same as `wavault sweep` (see `crate::sweep`).
+fn sweep_job(v: &Vault, retention: Duration, pass: Option<&Passphrase>) -> Result<String> {
+    sweep_now(v, retention, false, pass).map(|r| r.summary())
+}
+
+/// Runs the retention sweep now; the automatic backup needs `pass`.
+pub(crate) fn sweep_now(
+    v: &Vault,
+    retention: Duration,
+    dry_run: bool,
+    pass: Option<&Passphrase>,
+) -> Result<crate::sweep::SweepReport> {
+    let mut take = |bots: &[BotId]| {
+        crate::backup::auto::take(
+            v,
+            bots,
+            pass.map(|p| p.expose()).unwrap_or_default(),
+            "sweep",
+        )
+    };
+    crate::sweep::sweep(
+        v,
+        crate::sweep::SweepOptions {
+            retention,
+            dry_run,
+            now: crate::vault::now(),
+            backup: if pass.is_some() {
+                Some(&mut take)
+            } else {
+                None
+            },
+        },
+    )
 }

@@ -19,6 +19,28 @@ pub struct StatusRow {
     pub last_connection_error: Option<String>,
     /// `paired`, `unpaired` or `incomplete`.
     pub credentials: Option<String>,
+    /// Paired, not connected, and no activity for longer than
+    /// [`IDLE_WARNING`]: WhatsApp unlinks companion devices that stay away
+    /// for about 30 days, so this is the time to bring it back.
+    #[serde(default)]
+    pub idle: bool,
+}
+
+/// Idle warning threshold: half of WhatsApp's roughly 30-day expiry of
+/// companion devices that stay offline.
+pub const IDLE_WARNING: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
+
+/// Whether a bot counts as idle at `now` (see [`StatusRow::idle`]).
+pub fn is_idle(
+    status: Status,
+    last_activity: Option<i64>,
+    credentials: Option<&str>,
+    now: i64,
+    threshold: std::time::Duration,
+) -> bool {
+    credentials == Some("paired")
+        && status != Status::Connected
+        && last_activity.is_some_and(|t| now - t > threshold.as_secs() as i64)
 }
 
 /// Reads every bot's row from the vault.
@@ -30,6 +52,14 @@ pub fn collect(vault: &Vault) -> Result<Vec<StatusRow>> {
         .map(|cfg| {
             let view = vault.view(&cfg.id);
             let m = Sessions::new(view.clone()).load(now)?;
+            let credentials = crate::store::credentials_state(&view);
+            let idle = is_idle(
+                m.status,
+                m.last_activity,
+                credentials.as_deref(),
+                now,
+                IDLE_WARNING,
+            );
             Ok(StatusRow {
                 bot: cfg.id.to_string(),
                 enabled: cfg.enabled,
@@ -39,7 +69,8 @@ pub fn collect(vault: &Vault) -> Result<Vec<StatusRow>> {
                 authenticated_at: m.authenticated_at,
                 connection_attempts: m.connection_attempts,
                 last_connection_error: m.last_connection_error,
-                credentials: crate::store::credentials_state(&view),
+                credentials,
+                idle,
             })
         })
         .collect()
@@ -101,11 +132,12 @@ pub fn table(rows: &[StatusRow]) -> String {
         out.push_str(&format!(
             "{:<20} {:<13} {:<16} {:<21} {:<21} {:>8}  {}\n",
             r.bot,
-            if r.enabled {
-                r.status.as_str().to_string()
-            } else {
-                format!("{} (off)", r.status)
-            },
+            format!(
+                "{}{}{}",
+                r.status,
+                if r.enabled { "" } else { " (off)" },
+                if r.idle { " IDLE" } else { "" }
+            ),
             r.phone.as_deref().unwrap_or("-"),
             fmt_time(r.last_activity),
             fmt_time(r.authenticated_at),
@@ -127,5 +159,46 @@ mod tests {
         assert_eq!(fmt_time(Some(0)), "1970-01-01 00:00:00Z");
         assert_eq!(fmt_time(Some(1_795_000_000)), "2026-11-18 11:06:40Z");
         assert_eq!(fmt_time(None), "-");
+    }
+
+    #[test]
+    fn idle_means_paired_away_and_quiet_past_the_threshold() {
+        let day = 86_400;
+        let now = 100 * day;
+        let t = IDLE_WARNING;
+        let paired = Some("paired");
+        assert!(is_idle(
+            Status::Disconnected,
+            Some(now - 15 * day),
+            paired,
+            now,
+            t
+        ));
+        assert!(is_idle(
+            Status::Reconnecting,
+            Some(now - 15 * day),
+            paired,
+            now,
+            t
+        ));
+        assert!(!is_idle(
+            Status::Disconnected,
+            Some(now - 13 * day),
+            paired,
+            now,
+            t
+        ));
+        assert!(
+            !is_idle(Status::Connected, Some(now - 90 * day), paired, now, t),
+            "connected is alive"
+        );
+        assert!(!is_idle(
+            Status::Disconnected,
+            Some(now - 90 * day),
+            Some("unpaired"),
+            now,
+            t
+        ));
+        assert!(!is_idle(Status::Disconnected, None, paired, now, t));
     }
 }

@@ -22,7 +22,7 @@ mod view;
 
 pub use db::TreeId;
 pub use rotate::RotateReport;
-pub use transfer::{BotDump, DumpedRecord};
+pub use transfer::{BotDump, DumpedRecord, Footprint};
 pub use view::{BatchOp, BotView, Kind};
 
 use crate::botid::BotId;
@@ -481,6 +481,15 @@ impl Vault {
         self.db().apply_both(vec![(tag.to_vec(), None)], ops)?;
         self.flush()?;
         Ok(RemoveReport { records })
+    }
+
+    /// Deletes only the bot's entry, leaving its records as orphans: what
+    /// an interrupted older tool could leave. Tests of the sweep use it.
+    #[doc(hidden)]
+    pub fn remove_bot_entry_only(&self, bot: &BotId) -> Result<()> {
+        let tag = self.bot_tag(bot);
+        self.db().apply(TreeId::Bots, vec![(tag.to_vec(), None)])?;
+        self.flush()
     }
 
     // ----- durability -----

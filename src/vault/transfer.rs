@@ -105,3 +105,57 @@ impl Vault {
         self.flush()
     }
 }
+
+/// Stored size of a set of records (keys plus sealed values, as on disk
+/// before sled's own overhead).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footprint {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Vault {
+    /// Count and stored bytes of `bot`'s records of the given kinds (nothing
+    /// is decrypted).
+    pub fn footprint(&self, bot: &BotId, kinds: &[Kind]) -> Result<Footprint> {
+        let tag = self.bot_tag(bot);
+        let mut f = Footprint::default();
+        for k in kinds {
+            let mut prefix = tag.to_vec();
+            prefix.push(k.0);
+            for (key, value) in self.db().scan_prefix(TreeId::Records, &prefix)? {
+                f.records += 1;
+                f.bytes += (key.len() + value.len()) as u64;
+            }
+        }
+        Ok(f)
+    }
+
+    /// Records that belong to no bot (left by an interrupted removal or an
+    /// older tool): their keys and stored size.
+    pub fn orphan_records(&self) -> Result<(Vec<Vec<u8>>, Footprint)> {
+        let tags: std::collections::HashSet<Vec<u8>> = self
+            .db()
+            .keys_with_prefix(TreeId::Bots, &[])?
+            .into_iter()
+            .collect();
+        let mut keys = Vec::new();
+        let mut f = Footprint::default();
+        self.db().for_each(TreeId::Records, |k, v| {
+            if k.len() < BLIND_LEN || !tags.contains(&k[..BLIND_LEN]) {
+                keys.push(k.to_vec());
+                f.records += 1;
+                f.bytes += (k.len() + v.len()) as u64;
+            }
+        })?;
+        Ok((keys, f))
+    }
+
+    /// Deletes the given record keys in one batch (orphan clean-up).
+    pub fn delete_records(&self, keys: Vec<Vec<u8>>) -> Result<()> {
+        self.db().apply(
+            TreeId::Records,
+            keys.into_iter().map(|k| (k, None)).collect(),
+        )
+    }
+}

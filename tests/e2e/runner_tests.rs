@@ -166,6 +166,13 @@ async fn first_run_pairs_and_a_restart_reuses_the_session_without_qr() {
     assert!(history
         .iter()
         .any(|h| h.reason.as_deref() == Some("shutdown")));
+    // Statistics tell pairings from logins without QR by these reasons.
+    let connected: Vec<_> = history
+        .iter()
+        .filter(|h| h.to == Status::Connected)
+        .map(|h| h.reason.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(connected, ["paired", "logged in"], "{history:?}");
     runner.shutdown().await.unwrap();
 }
 
@@ -464,7 +471,7 @@ async fn timers_sweep_and_rotate_the_key_while_the_bot_stays_connected() {
     }
     let swept = swept.unwrap();
     assert!(
-        swept.starts_with("1 history"),
+        swept.contains(" 1 history entries"),
         "first sweep removes the old entry: {swept}"
     );
     assert!(rotated.unwrap().starts_with("term "));
@@ -489,5 +496,127 @@ async fn timers_sweep_and_rotate_the_key_while_the_bot_stays_connected() {
         .await
         .expect("logs in after key rotations");
     assert_eq!(peer.seen().registrations().count(), 0);
+    runner.shutdown().await.unwrap();
+}
+
+/// `wavault bot reauth` while the runner holds the vault: over the control
+/// socket the runner drops that bot, an automatic backup is taken, the
+/// credentials go, and the bot comes back asking for a QR scan. Config and
+/// history survive. Then offline: the next run shows a QR too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauth_through_the_runner_shows_a_qr_and_keeps_history_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["again"]);
+    let mut cfg_bot = vault.bot_config(&bot("again")).unwrap();
+    cfg_bot.webhook = Some("http://127.0.0.1:9/hook".into());
+    vault.set_bot(&cfg_bot).unwrap();
+    synth_paired(&vault, "again", 4_915_100_000_888).await;
+    let peer = Peer::new();
+    let mut cfg = config(&peer);
+    cfg.backup_passphrase = Some(Arc::new(wavault::passphrase::Passphrase::new(PASS)));
+    let runner = Runner::start(vault.clone(), cfg).unwrap();
+    let mut rx = runner.subscribe();
+    next_event(&mut rx, LOGIN_DEADLINE, "connected", |e| match e {
+        RunnerEvent::Status {
+            status: Status::Connected,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
+    let history_before = wavault::sessions::Sessions::new(vault.view(&bot("again")))
+        .history()
+        .unwrap();
+
+    let d = dir.path().to_path_buf();
+    let answer = tokio::task::spawn_blocking(move || {
+        wavault::runner::control::request(&d, &serde_json::json!({"op": "reauth", "bot": "again"}))
+    })
+    .await
+    .unwrap()
+    .expect("reauth over the control socket")
+    .expect("the runner answered");
+    assert!(answer["removed"].as_u64().unwrap() > 0, "{answer}");
+    let backup = std::path::PathBuf::from(answer["auto_backup"].as_str().unwrap());
+    assert!(backup.exists());
+
+    let case = next_event(
+        &mut rx,
+        LOGIN_DEADLINE,
+        "restart after reauth",
+        |e| match e {
+            RunnerEvent::Started { case, .. } => Some(*case),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(case, StartCase::NeedsPairing);
+    next_event(
+        &mut rx,
+        LOGIN_DEADLINE,
+        "QR code after reauth",
+        |e| match e {
+            RunnerEvent::Qr { .. } => Some(()),
+            _ => None,
+        },
+    )
+    .await;
+    peer.wait_for("a registration", LOGIN_DEADLINE, |log| {
+        log.registrations().count() == 1
+    })
+    .await
+    .expect("the bot registers anew");
+    runner.shutdown().await.unwrap();
+
+    // Config and history survived; the history only grew.
+    assert_eq!(vault.bot_config(&bot("again")).unwrap(), cfg_bot);
+    let history = wavault::sessions::Sessions::new(vault.view(&bot("again")))
+        .history()
+        .unwrap();
+    assert!(history.starts_with(&history_before), "{history:?}");
+    // The re-registering client stored fresh keys, not yet paired.
+    assert_eq!(
+        wavault::store::credentials_state(&vault.view(&bot("again"))).as_deref(),
+        Some("incomplete")
+    );
+    // The automatic backup holds the paired state.
+    let (_, b) =
+        wavault::backup::archive::read_file(&backup, PASS, &mut |_, _| {}).expect("backup reads");
+    assert_eq!(wavault::store::dump_credentials_state(&b.bots[0]), "paired");
+}
+
+/// A paired bot away and quiet for 20 days is flagged idle by `status` and
+/// raises one `idle` alert from the runner's timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_paired_bot_is_flagged_and_alerted() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["sleepy"]);
+    synth_paired(&vault, "sleepy", 4_915_100_000_999).await;
+    let mut c = vault.bot_config(&bot("sleepy")).unwrap();
+    c.enabled = false; // not started: only the timer looks at it
+    vault.set_bot(&c).unwrap();
+    let s = wavault::sessions::Sessions::new(vault.view(&bot("sleepy")));
+    let long_ago = wavault::vault::now() - 20 * 86_400;
+    s.set_status(long_ago, Status::Connected, Some("logged in"))
+        .unwrap();
+    s.set_status(long_ago, Status::Disconnected, Some("shutdown"))
+        .unwrap();
+    let rows = wavault::runner::status::collect(&vault).unwrap();
+    assert!(row(&rows, "sleepy").idle, "{rows:?}");
+    assert!(wavault::runner::status::table(&rows).contains("IDLE"));
+
+    let peer = Peer::new();
+    let mut cfg = config(&peer);
+    cfg.idle_check_every = Duration::from_millis(100);
+    let runner = Runner::start(vault.clone(), cfg).unwrap();
+    let mut rx = runner.subscribe();
+    let alert = next_event(&mut rx, LOGIN_DEADLINE, "idle alert", |e| match e {
+        RunnerEvent::Alert(a) => Some(a.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(alert.kind, "idle");
+    assert_eq!(alert.bot, "sleepy");
+    assert!(alert.reason.contains("20 days"), "{}", alert.reason);
     runner.shutdown().await.unwrap();
 }

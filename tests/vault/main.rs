@@ -9,4 +9,5 @@ mod golden;
 mod grep;
 mod kill;
 mod roundtrip;
+mod sweep;
 mod tamper;

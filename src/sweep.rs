@@ -1,0 +1,290 @@
+//! The retention sweep: `wavault sweep` and the runner's timer.
+//!
+//! What it removes, each only when older than the retention:
+//! - the credentials and Signal state of bots that are dead: status
+//!   `logged_out`, `replaced` or `error` since before the cutoff (the time of
+//!   the history entry that entered that status, else the metadata's last
+//!   update). Their configuration, metadata and history stay, so the bot
+//!   can pair again. An automatic backup of those bots comes first; if it
+//!   fails, nothing is removed;
+//! - history entries older than the cutoff, for every bot;
+//! - orphan records (belonging to no bot), whatever their age;
+//! - automatic backups beyond the kept count or age.
+//!
+//! Bots in any other status are never touched, however idle: a paired bot
+//! that has been quiet for a year still has its credentials. Each bot's
+//! purge is one atomic batch; a crash leaves every bot wholly before or
+//! wholly after. Time is passed in, so tests inject it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backup::auto;
+use crate::botid::BotId;
+use crate::error::Result;
+use crate::sessions::{Sessions, Status};
+use crate::vault::{Kind, TreeId, Vault};
+
+/// What one bot lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BotSweep {
+    pub bot: String,
+    pub status: Status,
+    /// Credentials and Signal records removed (dead bots only).
+    pub credential_records: u64,
+    pub credential_bytes: u64,
+    pub history_entries: u64,
+    pub history_bytes: u64,
+}
+
+/// What a sweep removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepReport {
+    pub dry_run: bool,
+    /// Unix seconds: older than this is removed.
+    pub cutoff: i64,
+    /// Bots with something to remove.
+    pub bots: Vec<BotSweep>,
+    pub orphan_records: u64,
+    pub orphan_bytes: u64,
+    /// Automatic backup of the dead bots, taken before their purge.
+    pub auto_backup: Option<PathBuf>,
+    /// Automatic backups removed by the keep rules.
+    pub pruned_backups: Vec<PathBuf>,
+}
+
+impl SweepReport {
+    /// Total bytes removed.
+    pub fn bytes(&self) -> u64 {
+        self.orphan_bytes
+            + self
+                .bots
+                .iter()
+                .map(|b| b.credential_bytes + b.history_bytes)
+                .sum::<u64>()
+    }
+
+    /// One line for logs and the runner's job event.
+    pub fn summary(&self) -> String {
+        let creds = self
+            .bots
+            .iter()
+            .filter(|b| b.credential_records > 0)
+            .count();
+        let hist: u64 = self.bots.iter().map(|b| b.history_entries).sum();
+        format!(
+            "{}credentials of {creds} dead bot(s), {hist} history entries, {} orphan records, {} automatic backups: {} bytes",
+            if self.dry_run { "would remove " } else { "removed " },
+            self.orphan_records,
+            self.pruned_backups.len(),
+            self.bytes()
+        )
+    }
+}
+
+/// How a sweep runs.
+pub struct SweepOptions<'a> {
+    /// Older than this is removed.
+    pub retention: Duration,
+    pub dry_run: bool,
+    /// Unix seconds now.
+    pub now: i64,
+    /// Writes the automatic backup of the dead bots; `None` skips their
+    /// purge (reported with zero credentials removed) when no backup can be taken.
+    pub backup: Option<&'a mut dyn FnMut(&[BotId]) -> Result<PathBuf>>,
+}
+
+/// Since when the bot has been in its current status.
+fn status_since(s: &Sessions, now: i64) -> Result<(Status, i64)> {
+    let meta = s.load(now)?;
+    let since = s
+        .history()?
+        .iter()
+        .rev()
+        .find(|h| h.to == meta.status)
+        .map_or(meta.updated_at, |h| h.at);
+    Ok((meta.status, since))
+}
+
+/// Runs the sweep over every bot of `vault`.
+pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
+    let cutoff = opts.now - opts.retention.as_secs() as i64;
+    let store_kinds = crate::store::kinds::all();
+    let mut plans = Vec::new();
+    for cfg in vault.list_bots()? {
+        let s = Sessions::new(vault.view(&cfg.id));
+        let (status, since) = status_since(&s, opts.now)?;
+        let dead = status.is_permanent() && since < cutoff;
+        let creds = if dead {
+            vault.footprint(&cfg.id, &store_kinds)?
+        } else {
+            Default::default()
+        };
+        let view = vault.view(&cfg.id);
+        let mut history_entries = 0;
+        let mut history_bytes = 0;
+        for h in s.history()?.iter().filter(|h| h.at < cutoff) {
+            let key = view.key(Kind::SESSION_HISTORY, &h.seq.to_be_bytes());
+            if let Some(v) = vault.db().get(TreeId::Records, &key)? {
+                history_entries += 1;
+                history_bytes += (key.len() + v.len()) as u64;
+            }
+        }
+        if creds.records > 0 || history_entries > 0 {
+            plans.push((
+                cfg.id.clone(),
+                s,
+                BotSweep {
+                    bot: cfg.id.to_string(),
+                    status,
+                    credential_records: creds.records,
+                    credential_bytes: creds.bytes,
+                    history_entries,
+                    history_bytes,
+                },
+            ));
+        }
+    }
+    let (orphans, orphan_size) = vault.orphan_records()?;
+    let backups_dir = vault.dir().join(auto::DIR);
+    let mut report = SweepReport {
+        dry_run: opts.dry_run,
+        cutoff,
+        bots: Vec::new(),
+        orphan_records: orphan_size.records,
+        orphan_bytes: orphan_size.bytes,
+        auto_backup: None,
+        pruned_backups: Vec::new(),
+    };
+    let dead: Vec<BotId> = plans
+        .iter()
+        .filter(|(_, _, p)| p.credential_records > 0)
+        .map(|(id, _, _)| id.clone())
+        .collect();
+    let purge_credentials = !dead.is_empty() && opts.backup.is_some();
+    if opts.dry_run {
+        report.pruned_backups = would_prune(&backups_dir, opts.now)?;
+        report.bots = plans.into_iter().map(|(_, _, p)| p).collect();
+        return Ok(report);
+    }
+    if purge_credentials {
+        let take = opts.backup.as_mut().expect("checked above");
+        report.auto_backup = Some(take(&dead)?);
+    }
+    for (id, s, mut plan) in plans {
+        if plan.credential_records > 0 {
+            if purge_credentials {
+                crate::store::clear_credentials(&vault.view(&id))?;
+            } else {
+                tracing::warn!(
+                    "sweep: no automatic backup possible here; credentials of a dead bot kept"
+                );
+                plan.credential_records = 0;
+                plan.credential_bytes = 0;
+            }
+        }
+        if plan.history_entries > 0 {
+            s.prune_history(cutoff)?;
+        }
+        if plan.credential_records > 0 || plan.history_entries > 0 {
+            report.bots.push(plan);
+        }
+    }
+    if !orphans.is_empty() {
+        vault.delete_records(orphans)?;
+    }
+    vault.flush()?;
+    let current = report.auto_backup.clone().unwrap_or_default();
+    report.pruned_backups = auto::prune(
+        &backups_dir,
+        &current,
+        auto::KEEP_COUNT,
+        auto::KEEP_AGE,
+        unix_time(opts.now),
+    )?;
+    Ok(report)
+}
+
+fn unix_time(secs: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+}
+
+/// The automatic backups a real sweep at `now` would prune.
+fn would_prune(dir: &std::path::Path, now: i64) -> Result<Vec<PathBuf>> {
+    let all = auto::list(dir)?;
+    let excess = all.len().saturating_sub(auto::KEEP_COUNT);
+    Ok(all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (secs, _))| {
+            *i < excess || (now.max(0) as u64).saturating_sub(*secs) > auto::KEEP_AGE.as_secs()
+        })
+        .map(|(_, (_, p))| p)
+        .collect())
+}
+
+/// Human report.
+pub fn table(r: &SweepReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for b in &r.bots {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<10} credentials: {} records ({} bytes); history: {} entries ({} bytes)",
+            b.bot,
+            b.status.as_str(),
+            b.credential_records,
+            b.credential_bytes,
+            b.history_entries,
+            b.history_bytes
+        );
+    }
+    if r.orphan_records > 0 {
+        let _ = writeln!(
+            out,
+            "orphan records: {} ({} bytes)",
+            r.orphan_records, r.orphan_bytes
+        );
+    }
+    for p in &r.pruned_backups {
+        let _ = writeln!(out, "old automatic backup: {}", p.display());
+    }
+    if let Some(p) = &r.auto_backup {
+        let _ = writeln!(out, "automatic backup before the purge: {}", p.display());
+    }
+    let _ = writeln!(out, "{}", r.summary());
+    out
+}
+
+/// What `bot reauth` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReauthReport {
+    pub bot: String,
+    /// Credential and Signal records deleted.
+    pub removed: u64,
+    /// The automatic backup taken first.
+    pub auto_backup: PathBuf,
+}
+
+/// Forces re-authentication of `bot` (which must not be running): an
+/// automatic backup of it, then its credentials and Signal state deleted
+/// in one batch; configuration, metadata (less `authenticated_at`) and
+/// history kept. The next `run` shows a QR code for it.
+pub fn reauth(vault: &Vault, bot: &BotId, passphrase: &[u8], now: i64) -> Result<ReauthReport> {
+    vault.bot_config(bot)?;
+    let backup = auto::take(vault, std::slice::from_ref(bot), passphrase, "reauth")?;
+    let removed = crate::store::clear_credentials(&vault.view(bot))? as u64;
+    Sessions::new(vault.view(bot)).update(now, Some("reauth"), |m| {
+        m.authenticated_at = None;
+        m.metadata
+            .insert("reauth_requested_at".into(), now.to_string());
+    })?;
+    vault.flush()?;
+    Ok(ReauthReport {
+        bot: bot.to_string(),
+        removed,
+        auto_backup: backup,
+    })
+}
