@@ -271,3 +271,92 @@ fn cli_reauth_offline_deletes_credentials_after_a_backup() {
     let out = run(wavault(tmp.path()).args(["bot", "reauth", "nobody"]));
     assert_eq!(code(&out), 6, "{}", stderr(&out));
 }
+
+/// SIGKILL `wavault sweep` at random points: every reopen succeeds, the
+/// vault validates, and each dead bot has all of its credentials or none.
+#[test]
+fn sweep_survives_sigkill_at_random_points() {
+    use std::time::{Duration as D, Instant};
+    const KILLS: usize = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    let long_ago = wavault::vault::now() - 40 * DAY;
+    let full_state: Vec<BotDump> = {
+        let v = new_vault(&dir);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for i in 0..6u64 {
+            let id = add_bot(&v, &format!("dead-{i}"));
+            let backend: Arc<dyn Backend> = v.bot_backend(&id).unwrap();
+            rt.block_on(signal_state::fill(&backend, i));
+            let s = Sessions::new(v.view(&id));
+            s.set_status(long_ago - 10, Status::Connected, Some("logged in"))
+                .unwrap();
+            s.set_status(long_ago, Status::LoggedOut, Some("logged out by server"))
+                .unwrap();
+        }
+        v.flush().unwrap();
+        dumps(&v)
+    };
+    let restore_all = |v: &Vault| {
+        for d in &full_state {
+            v.replace_bot(d).unwrap();
+        }
+    };
+    let full = {
+        let t = Instant::now();
+        let out = run(wavault(&dir).arg("sweep"));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let e = t.elapsed();
+        restore_all(&Vault::open(&dir, PASS).unwrap());
+        e
+    };
+    let seed = seed();
+    eprintln!("kill schedule seed {seed}; full sweep {full:?}");
+    let mut rng = Rng(seed);
+    let (mut partial, mut all) = (0, 0);
+    for i in 0..KILLS {
+        let mut child = wavault(&dir)
+            .arg("sweep")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Half the kills anywhere, half in the last third (where the purges are).
+        let us = full.as_micros() as u64;
+        let delay = D::from_micros(if i % 2 == 0 {
+            rng.below(us + 1)
+        } else {
+            us * 2 / 3 + rng.below(us / 3 + 1)
+        });
+        std::thread::sleep(delay); // the kill point itself is the random variable
+        let _ = child.kill();
+        let _ = child.wait();
+        let v = Vault::open(&dir, PASS).unwrap_or_else(|e| panic!("reopen after kill {i}: {e}"));
+        assert!(v.validate().unwrap().is_sound(), "kill {i}");
+        let mut purged = 0;
+        for (j, d) in full_state.iter().enumerate() {
+            let n = creds(&v, &format!("dead-{j}"));
+            let had = wavault::store::kinds::all();
+            let expected = d
+                .records
+                .iter()
+                .filter(|r| had.contains(&Kind(r.kind)))
+                .count();
+            assert!(
+                n == 0 || n == expected,
+                "kill {i} ({delay:?}): dead-{j} has {n} of {expected}"
+            );
+            purged += usize::from(n == 0);
+        }
+        if purged > 0 && purged < full_state.len() {
+            partial += 1;
+        }
+        all += usize::from(purged == full_state.len());
+        restore_all(&v);
+    }
+    eprintln!(
+        "of {KILLS} kills: {all} after every purge, {partial} between two bots' purges, the rest before any"
+    );
+}
