@@ -84,6 +84,9 @@ impl SweepReport {
     }
 }
 
+/// Writes an automatic backup of the given bots; returns its path.
+pub type TakeBackup<'a> = dyn FnMut(&[BotId]) -> Result<PathBuf> + 'a;
+
 /// How a sweep runs.
 pub struct SweepOptions<'a> {
     /// Older than this is removed.
@@ -93,7 +96,7 @@ pub struct SweepOptions<'a> {
     pub now: i64,
     /// Writes the automatic backup of the dead bots; `None` skips their
     /// purge (reported with zero credentials removed) when no backup can be taken.
-    pub backup: Option<&'a mut dyn FnMut(&[BotId]) -> Result<PathBuf>>,
+    pub backup: Option<&'a mut TakeBackup<'a>>,
 }
 
 /// Since when the bot has been in its current status.

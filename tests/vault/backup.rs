@@ -11,8 +11,7 @@ use wavault::backup::stream::{FULL_CHUNK_FRAME, HEADER_LEN};
 use wavault::vault::{BotDump, Kind};
 use wavault::Vault;
 
-#[path = "../support/signal_state.rs"]
-mod signal_state;
+use crate::signal_state;
 
 const BACKUP_PASS: &[u8] = b"a different backup passphrase";
 

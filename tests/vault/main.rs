@@ -9,5 +9,7 @@ mod golden;
 mod grep;
 mod kill;
 mod roundtrip;
+#[path = "../support/signal_state.rs"]
+mod signal_state;
 mod sweep;
 mod tamper;

@@ -11,8 +11,7 @@ use wavault::sweep::{sweep, SweepOptions};
 use wavault::vault::{BotDump, Kind};
 use wavault::Vault;
 
-#[path = "../support/signal_state.rs"]
-mod signal_state;
+use crate::signal_state;
 
 const DAY: i64 = 86_400;
 const NOW: i64 = 1_800_000_000;
