@@ -15,9 +15,11 @@ pub mod fuzzing;
 pub mod passphrase;
 pub mod runner;
 pub mod sessions;
+pub mod stats;
 pub mod store;
 pub mod sweep;
 pub mod vault;
+pub mod web;
 
 pub use botid::BotId;
 pub use error::{Error, Result};

@@ -70,6 +70,17 @@ pub enum Command {
     Backup(backup::BackupCommand),
     /// Remove what is dead and old: credentials of long logged-out bots (after an automatic backup), old history, orphans
     Sweep(lifecycle::SweepArgs),
+    /// The web surface's access token
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print the token (created on first use)
+    Show,
+    /// Replace the token; the old one stops working at once
+    Rotate,
 }
 
 /// Argon2id cost options.
@@ -214,7 +225,28 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(args) => backup::restore(&cli.global, args),
         Command::Backup(cmd) => backup::backup(&cli.global, cmd),
         Command::Sweep(args) => lifecycle::sweep(&cli.global, args),
+        Command::Token(cmd) => token(&cli.global, cmd),
     }
+}
+
+/// `token show|rotate`, through the running `run` when it holds the vault.
+fn token(g: &Global, cmd: TokenCommand) -> Result<()> {
+    let op = match cmd {
+        TokenCommand::Show => "token_show",
+        TokenCommand::Rotate => "token_rotate",
+    };
+    let t = match crate::runner::control::request(&g.dir()?, &serde_json::json!({ "op": op }))? {
+        Some(v) => v.as_str().unwrap_or_default().to_owned(),
+        None => {
+            let v = g.open()?;
+            match cmd {
+                TokenCommand::Show => crate::web::token::load_or_create(&v)?,
+                TokenCommand::Rotate => crate::web::token::rotate(&v)?,
+            }
+        }
+    };
+    println!("{t}");
+    Ok(())
 }
 
 /// Prints a value as pretty JSON on stdout.

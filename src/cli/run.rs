@@ -37,6 +37,13 @@ pub struct RunArgs {
     /// Name the bots show in WhatsApp
     #[arg(long, default_value = "wavault")]
     pub push_name: String,
+    /// Serve the dashboard, JSON API and Prometheus metrics on ADDR:PORT
+    /// (loopback only unless --listen-any; every request needs the token)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Allow --listen on a non-loopback address
+    #[arg(long, requires = "listen")]
+    pub listen_any: bool,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, `30d` (a bare number is seconds).
@@ -73,6 +80,9 @@ fn open_or_create(g: &Global) -> Result<(Vault, Passphrase)> {
 }
 
 pub fn run(g: &Global, args: RunArgs) -> Result<()> {
+    if let Some(addr) = args.listen {
+        crate::web::check_addr(addr, args.listen_any)?;
+    }
     let (vault, pass) = open_or_create(g)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -91,6 +101,7 @@ pub fn run(g: &Global, args: RunArgs) -> Result<()> {
         cfg.retention = args.retention;
         cfg.rotate_key_every = args.rotate_key_every;
         cfg.push_name = args.push_name;
+        cfg.listen = args.listen;
         cfg.backup_passphrase = Some(std::sync::Arc::new(pass));
         let bots = vault.list_bots()?.len();
         let runner = Runner::start(vault, cfg)?;

@@ -114,6 +114,8 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
                     s.cfg.backup_passphrase.as_deref(),
                 )?)
             }
+            "token_show" => to_value(&crate::web::token::load_or_create(v)?),
+            "token_rotate" => to_value(&crate::web::token::rotate(v)?),
             other => Err(Error::Usage(format!("unknown control operation {other:?}"))),
         }
     })

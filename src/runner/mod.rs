@@ -61,6 +61,9 @@ pub struct RunConfig {
     pub idle_warning: Duration,
     /// How often the idle check runs.
     pub idle_check_every: Duration,
+    /// Serve the web surface (dashboard, API, metrics) here; off when `None`.
+    /// Loopback only unless checked otherwise by the caller (`web::check_addr`).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl RunConfig {
@@ -82,6 +85,7 @@ impl RunConfig {
             backup_passphrase: None,
             idle_warning: status::IDLE_WARNING,
             idle_check_every: Duration::from_secs(3600),
+            listen: None,
         }
     }
 }
@@ -144,6 +148,30 @@ pub(crate) struct Shared {
     /// Bot supervisors, including bots added while running, each with its
     /// own stop switch (re-auth stops one bot).
     pub bots: std::sync::Mutex<std::collections::HashMap<BotId, BotTask>>,
+    /// What the web surface shows beyond the vault: live QR codes, start
+    /// times, job and alert counters. Kept current by [`Shared::emit`].
+    pub live: std::sync::Mutex<Live>,
+}
+
+/// Runner state that is not in the vault.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// The QR code each unpaired bot shows now.
+    pub qr: std::collections::HashMap<String, String>,
+    /// When each bot's supervisor started its client.
+    pub started: std::collections::HashMap<String, std::time::Instant>,
+    /// Runs and last success (unix seconds) per timer job.
+    pub jobs: std::collections::BTreeMap<&'static str, JobCounter>,
+    /// Alerts raised, per kind.
+    pub alerts: std::collections::BTreeMap<String, u64>,
+}
+
+/// Runs of one timer job.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JobCounter {
+    pub runs: u64,
+    pub failures: u64,
+    pub last_success: Option<i64>,
 }
 
 /// A running supervisor and its own stop switch.
@@ -214,6 +242,35 @@ impl Shared {
     }
 
     pub fn emit(&self, e: RunnerEvent) {
+        {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            match &e {
+                RunnerEvent::Started { bot, .. } => {
+                    live.started
+                        .insert(bot.to_string(), std::time::Instant::now());
+                }
+                RunnerEvent::Qr { bot, code, .. } => {
+                    live.qr.insert(bot.to_string(), code.clone());
+                }
+                RunnerEvent::Paired { bot } | RunnerEvent::Stopped { bot } => {
+                    live.qr.remove(bot.as_str());
+                }
+                RunnerEvent::Status { bot, status, .. } if *status != Status::Connecting => {
+                    live.qr.remove(bot.as_str());
+                }
+                RunnerEvent::Alert(a) => *live.alerts.entry(a.kind.clone()).or_default() += 1,
+                RunnerEvent::Job { name, ok, .. } => {
+                    let j = live.jobs.entry(name).or_default();
+                    j.runs += 1;
+                    if *ok {
+                        j.last_success = Some(crate::vault::now());
+                    } else {
+                        j.failures += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
         let _ = self.events.send(e);
     }
 }
@@ -226,6 +283,7 @@ pub struct Runner {
     /// `subscribe` call so it misses nothing (a bot with no stagger can emit
     /// `Started` before `start` returns).
     first: std::sync::Mutex<Option<broadcast::Receiver<RunnerEvent>>>,
+    web_addr: Option<std::net::SocketAddr>,
 }
 
 impl Runner {
@@ -241,6 +299,7 @@ impl Runner {
             events,
             stop,
             bots: Default::default(),
+            live: Default::default(),
         });
         let mut tasks = JoinSet::new();
         if shared.cfg.console {
@@ -250,6 +309,16 @@ impl Runner {
             let listener = control::bind(shared.vault.dir())?;
             tasks.spawn(control::serve(shared.clone(), listener));
         }
+        let mut web_addr = None;
+        if let Some(addr) = shared.cfg.listen {
+            let listener = crate::web::bind(addr)?;
+            web_addr = listener.local_addr().ok();
+            crate::web::token::load_or_create(&shared.vault)?;
+            tracing::info!(
+                "dashboard, API and metrics on http://{addr}/ (token: `wavault token show`)"
+            );
+            tasks.spawn(crate::web::serve(shared.clone(), listener));
+        }
         for (i, cfg) in bots.into_iter().enumerate() {
             shared.start_bot(cfg, shared.cfg.stagger * i as u32);
         }
@@ -258,6 +327,7 @@ impl Runner {
             shared,
             tasks,
             first: std::sync::Mutex::new(Some(first)),
+            web_addr,
         })
     }
 
@@ -267,6 +337,11 @@ impl Runner {
     pub fn subscribe(&self) -> broadcast::Receiver<RunnerEvent> {
         let first = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
         first.unwrap_or_else(|| self.shared.events.subscribe())
+    }
+
+    /// Where the web surface listens (the real port when `listen` asked for 0).
+    pub fn web_addr(&self) -> Option<std::net::SocketAddr> {
+        self.web_addr
     }
 
     /// The vault the runner holds.

@@ -106,6 +106,23 @@ struct GroupCommit {
     running: AtomicBool,
     generation: tokio::sync::Notify,
     flushes: AtomicU64,
+    /// Latency of `durable` calls: counts per bucket of [`LATENCY_BUCKETS`],
+    /// plus the overflow, and the sum in microseconds.
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the durable-write latency histogram.
+pub const LATENCY_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A snapshot of the durable-write latency histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyHistogram {
+    /// (upper bound in seconds, cumulative count), Prometheus style.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_secs: f64,
 }
 
 struct Inner {
@@ -504,6 +521,38 @@ impl Vault {
     /// share one fsync (group commit): a caller waits for a flush that
     /// started after its write, or runs one itself.
     pub async fn durable(&self) -> Result<()> {
+        let start = std::time::Instant::now();
+        let r = self.durable_inner().await;
+        let secs = start.elapsed().as_secs_f64();
+        let c = &self.inner.commit;
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        c.latency[i].fetch_add(1, Ordering::Relaxed);
+        c.latency_sum_us
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        r
+    }
+
+    /// The durable-write latency histogram so far (for `/metrics`).
+    pub fn durable_latency(&self) -> LatencyHistogram {
+        let c = &self.inner.commit;
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += c.latency[i].load(Ordering::Relaxed);
+            buckets.push((*b, cumulative));
+        }
+        let count = cumulative + c.latency[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        LatencyHistogram {
+            buckets,
+            count,
+            sum_secs: c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+
+    async fn durable_inner(&self) -> Result<()> {
         let c = &self.inner.commit;
         let ticket = c.requested.fetch_add(1, Ordering::SeqCst) + 1;
         loop {

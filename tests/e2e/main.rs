@@ -12,3 +12,4 @@ mod fault_tests;
 mod pairing_tests;
 mod peer;
 mod runner_tests;
+mod web_tests;

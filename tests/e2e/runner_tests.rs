@@ -402,7 +402,7 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
 /// Writes a device record as a finished pairing leaves it (fresh keys, phone
 /// JID, LID), so the runner takes its no-QR path without a 10 s pairing.
 /// The peer accepts a login from any paired device. Returns the phone.
-async fn synth_paired(vault: &Vault, id: &str, phone: u64) -> String {
+pub async fn synth_paired(vault: &Vault, id: &str, phone: u64) -> String {
     use wacore::store::traits::DeviceStore;
     let mut device = wacore::store::Device::new();
     device.pn = Some(format!("{phone}:1@s.whatsapp.net").parse().unwrap());
