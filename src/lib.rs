@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod passphrase;
 pub mod runner;
 pub mod sessions;
+pub mod stats;
 pub mod store;
 pub mod vault;
 
