@@ -47,6 +47,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// One row per bot: status, phone (masked), last activity, attempts, last error
     Status(run::StatusArgs),
+    /// Per-bot connection statistics over a window: availability, drops, reconnect times, pairings
+    Stats(run::StatsArgs),
     /// Create a new vault
     Init(InitArgs),
     /// Add, list and remove bots
@@ -213,6 +215,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run::run(&cli.global, args),
         Command::Status(args) => run::status(&cli.global, args),
+        Command::Stats(args) => run::stats(&cli.global, args),
         Command::Init(args) => vaultcmd::init(&cli.global, &args),
         Command::Bot(cmd) => bot::run(&cli.global, cmd),
         Command::Validate { json } => vaultcmd::validate(&cli.global, json),

@@ -1,4 +1,4 @@
-//! `wavault run` and `wavault status`.
+//! `wavault run`, `wavault status` and `wavault stats`.
 
 use super::Global;
 use crate::botid::BotId;
@@ -170,6 +170,36 @@ pub fn status(g: &Global, args: StatusArgs) -> Result<()> {
         super::print_json(&rows)
     } else {
         print!("{}", status::table(&rows));
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this bot (repeatable); default: every bot
+    #[arg(long = "bot", value_name = "ID")]
+    pub bots: Vec<BotId>,
+    /// The window: from this long ago until now
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub since: Duration,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn stats(g: &Global, args: StatsArgs) -> Result<()> {
+    let now = crate::vault::now();
+    let since = now.saturating_sub(i64::try_from(args.since.as_secs()).unwrap_or(i64::MAX));
+    let req = serde_json::json!({"op": "stats", "bots": args.bots, "since": since, "now": now});
+    let rows: Vec<crate::stats::BotStats> = match control::request(&g.dir()?, &req)? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| Error::Other(format!("bad stats from the runner: {e}")))?,
+        None => crate::stats::collect(&g.open()?, &args.bots, since, now)?,
+    };
+    if args.json {
+        super::print_json(&rows)
+    } else {
+        print!("{}", crate::stats::table(&rows));
         Ok(())
     }
 }

@@ -1,9 +1,10 @@
 //! The control socket: while `run` holds the vault, other `wavault`
-//! processes of the same user ask it for status and bot lists here.
+//! processes of the same user ask it for status, statistics and bot lists here.
 //!
 //! `<vault>/control.sock`, mode 0600 in a 0700 folder; connections from
 //! another uid are refused (peer credentials). Protocol: one JSON request
-//! line, one JSON response line: `{"op":"status"}` →
+//! line, one JSON response line: `{"op":"status"}` (or
+//! `{"op":"stats","bots":[...],"since":T,"now":T}`) →
 //! `{"ok":true,"data":...}` or `{"ok":false,"error":"...","code":N}`.
 
 use super::Shared;
@@ -91,6 +92,17 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
         match req["op"].as_str().unwrap_or_default() {
             "status" => to_value(&super::status::collect(v)?),
             "bots" => to_value(&crate::cli::bot_rows(v)?),
+            "stats" => {
+                let bots: Vec<crate::BotId> = match &req["bots"] {
+                    Value::Null => Vec::new(),
+                    b => serde_json::from_value(b.clone())
+                        .map_err(|e| Error::Usage(format!("bad bot list: {e}")))?,
+                };
+                let (Some(since), Some(now)) = (req["since"].as_i64(), req["now"].as_i64()) else {
+                    return Err(Error::Usage("stats needs since and now".into()));
+                };
+                to_value(&crate::stats::collect(v, &bots, since, now)?)
+            }
             "bot_add" => {
                 let cfg: crate::vault::BotConfig = serde_json::from_value(req["config"].clone())
                     .map_err(|e| Error::Usage(format!("bad bot config: {e}")))?;

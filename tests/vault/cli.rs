@@ -199,3 +199,144 @@ fn run_exits_0_on_sigterm_and_releases_the_vault() {
     let out = run(wavault(tmp.path()).args(["bot", "list"]));
     assert_eq!(code(&out), 0, "vault free again: {}", stderr(&out));
 }
+
+/// A vault with two disabled bots: `ventas` with a history at fixed times
+/// before `t0` (real now at setup), `nuevo` without any. Returns `t0`.
+fn stats_vault(dir: &std::path::Path) -> i64 {
+    use wavault::sessions::{Sessions, Status::*};
+    let v = new_vault(dir);
+    for id in ["ventas", "nuevo"] {
+        let mut cfg = wavault::vault::BotConfig::new(bot(id));
+        cfg.enabled = false; // `run` starts nothing, so nothing reaches WhatsApp
+        v.add_bot(&cfg).unwrap();
+    }
+    let s = Sessions::new(v.view(&bot("ventas")));
+    let t0 = wavault::vault::now();
+    for (ago, status, reason) in [
+        (10_800, Connecting, "start"),
+        (10_790, Connected, "paired"),
+        (5_400, Reconnecting, "connection lost"),
+        (5_100, Connected, "logged in"),
+        (1_800, Reconnecting, "connection lost"),
+        (1_200, Connected, "logged in"),
+    ] {
+        s.set_status(t0 - ago, status, Some(reason)).unwrap();
+    }
+    v.flush().unwrap();
+    t0
+}
+
+/// Checks `stats --json --since 2h` rows against the history of [`stats_vault`].
+fn check_stats_json(out: &std::process::Output, t0: i64) {
+    assert_eq!(code(out), 0, "{}", stderr(out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(out)).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (nuevo, ventas) = (&rows[0], &rows[1]);
+    assert_eq!(ventas["bot"], "ventas");
+    let (start, end) = (
+        ventas["window_start"].as_i64().unwrap(),
+        ventas["window_end"].as_i64().unwrap(),
+    );
+    assert_eq!(end - start, 7200);
+    assert!((end - t0).abs() <= 5, "window ends now: {end} vs {t0}");
+    // Window [t0-7200, t0] (give or take the clock): connected from the
+    // start to -5400, -5100 to -1800 and -1200 to now; the clock's drift
+    // moves both ends of the window alike, so the sums are exact.
+    let n = |k: &str| {
+        ventas[k]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{k}: {ventas}"))
+    };
+    let close = |k: &str, want: i64| {
+        assert!((n(k) - want).abs() <= 5, "{k} = {}, want {want}", n(k));
+    };
+    close("connected_secs", 1800 + 3300 + 1200);
+    close("disconnected_secs", 300 + 600);
+    assert_eq!(n("unknown_secs"), 0);
+    assert_eq!(n("disconnects"), 2);
+    assert_eq!(n("pairings"), 0, "the pairing was 3 h ago");
+    assert_eq!(n("logins_without_qr"), 2);
+    assert_eq!(n("longest_reconnect_secs"), 600);
+    assert_eq!(ventas["mean_reconnect_secs"].as_f64(), Some(450.0));
+    let a = ventas["availability_pct"].as_f64().unwrap();
+    assert!((a - 87.5).abs() < 0.2, "{a}");
+    assert_eq!(ventas["current"], "connected");
+    assert_eq!(nuevo["bot"], "nuevo");
+    assert_eq!(nuevo["unknown_secs"], 7200);
+    assert_eq!(nuevo["connected_secs"], 0);
+    assert!(nuevo["availability_pct"].is_null());
+    assert!(nuevo["mean_reconnect_secs"].is_null());
+    assert_eq!(nuevo["current"], "disconnected");
+}
+
+#[test]
+fn stats_from_the_vault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t0 = stats_vault(tmp.path());
+    check_stats_json(
+        &run(wavault(tmp.path()).args(["stats", "--json", "--since", "2h"])),
+        t0,
+    );
+    // One bot; the whole history (default 7 d): the pairing shows.
+    let out = run(wavault(tmp.path()).args(["stats", "--json", "--bot", "ventas"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["pairings"], 1);
+    assert_eq!(rows[0]["logins_without_qr"], 2);
+    assert!((rows[0]["unknown_secs"].as_i64().unwrap() - (7 * 86_400 - 10_800)).abs() <= 5);
+    // The table.
+    let out = run(wavault(tmp.path()).args(["stats", "--since", "2h"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let t = stdout(&out);
+    assert!(t.starts_with("BOT"), "{t}");
+    assert!(t.contains("87.5%") && t.contains("10m"), "{t}");
+    // Unknown bot: not found.
+    let out = run(wavault(tmp.path()).args(["stats", "--bot", "unknown"]));
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown"), "{}", stderr(&out));
+    let out = run(wavault(tmp.path()).args(["stats", "--since", "2w"]));
+    assert_eq!(code(&out), 2, "bad duration: {}", stderr(&out));
+}
+
+/// While `run` holds the vault, `stats` asks it over the control socket.
+#[test]
+fn stats_through_the_control_socket() {
+    use std::io::BufRead;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let t0 = stats_vault(tmp.path());
+    let mut child = wavault(tmp.path())
+        .arg("run")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child_err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(child_err)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if l.contains("running; Ctrl-C or SIGTERM") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let started = rx.recv_timeout(Duration::from_secs(30));
+    let results = started.map(|()| {
+        (
+            run(wavault(tmp.path()).args(["stats", "--json", "--since", "2h"])),
+            run(wavault(tmp.path()).args(["stats", "--bot", "unknown"])),
+        )
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (out, unknown) = results.expect("run reports it is running");
+    // The vault is held by `run`: an answer at all means the socket served it.
+    check_stats_json(&out, t0);
+    assert_eq!(code(&unknown), 6, "{}", stderr(&unknown));
+}
