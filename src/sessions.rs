@@ -196,12 +196,28 @@ impl Sessions {
         Ok(out)
     }
 
-    /// Deletes history entries older than `cutoff` (unix seconds). Returns how many.
+    /// The entries [`Sessions::prune_history`] would delete.
+    pub fn prunable_history(&self, cutoff: i64) -> Result<Vec<HistoryEntry>> {
+        let history = self.history()?;
+        let keep = history
+            .iter()
+            .filter(|e| e.at < cutoff)
+            .map(|e| e.seq)
+            .max();
+        Ok(history
+            .into_iter()
+            .filter(|e| e.at < cutoff && Some(e.seq) != keep)
+            .collect())
+    }
+
+    /// Deletes history entries older than `cutoff` (unix seconds), except
+    /// the newest of them: it says what the status was at the cutoff, so a
+    /// bot connected for longer than the retention still has a known
+    /// status (statistics). Returns how many were deleted.
     pub fn prune_history(&self, cutoff: i64) -> Result<usize> {
         let old: Vec<BatchOp> = self
-            .history()?
+            .prunable_history(cutoff)?
             .into_iter()
-            .filter(|e| e.at < cutoff)
             .map(|e| BatchOp::Delete {
                 kind: Kind::SESSION_HISTORY,
                 name: e.seq.to_be_bytes().to_vec(),
@@ -247,7 +263,11 @@ mod tests {
             (h[1].from, h[1].to, h[1].at),
             (Status::Connecting, Status::Connected, 102)
         );
-        assert_eq!(s.prune_history(101).unwrap(), 1);
-        assert_eq!(s.history().unwrap().len(), 1);
+        // The newest entry before the cutoff stays: it gives the status then.
+        assert_eq!(s.prune_history(101).unwrap(), 0);
+        assert_eq!(s.prune_history(103).unwrap(), 1);
+        let h = s.history().unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].at, 102);
     }
 }

@@ -128,7 +128,7 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
         let view = vault.view(&cfg.id);
         let mut history_entries = 0;
         let mut history_bytes = 0;
-        for h in s.history()?.iter().filter(|h| h.at < cutoff) {
+        for h in s.prunable_history(cutoff)? {
             let key = view.key(Kind::SESSION_HISTORY, &h.seq.to_be_bytes());
             if let Some(v) = vault.db().get(TreeId::Records, &key)? {
                 history_entries += 1;

@@ -423,11 +423,15 @@ async fn timers_sweep_and_rotate_the_key_while_the_bot_stays_connected() {
     let dir = tempfile::tempdir().unwrap();
     let vault = new_vault(dir.path(), &["timed"]);
     let phone = synth_paired(&vault, "timed", 4_915_100_000_777).await;
-    // One transition older than the 30-day retention, one recent.
+    // Two transitions older than the 30-day retention: the sweep removes
+    // the older and keeps the newer (it gives the status at the cutoff).
     let sessions = wavault::sessions::Sessions::new(vault.view(&bot("timed")));
     let now = wavault::vault::now();
     sessions
-        .set_status(now - 40 * 86_400, Status::Reconnecting, Some("ancient"))
+        .set_status(now - 50 * 86_400, Status::Connected, Some("ancient"))
+        .unwrap();
+    sessions
+        .set_status(now - 40 * 86_400, Status::Reconnecting, Some("at cutoff"))
         .unwrap();
     let peer = Peer::new();
     let mut cfg = config(&peer);
@@ -482,6 +486,9 @@ async fn timers_sweep_and_rotate_the_key_while_the_bot_stays_connected() {
     assert!(history
         .iter()
         .all(|h| h.reason.as_deref() != Some("ancient")));
+    assert!(history
+        .iter()
+        .any(|h| h.reason.as_deref() == Some("at cutoff")));
     assert!(!history.is_empty(), "recent history kept");
     runner.shutdown().await.unwrap();
 
