@@ -13,3 +13,4 @@ mod roundtrip;
 mod signal_state;
 mod sweep;
 mod tamper;
+mod web;
