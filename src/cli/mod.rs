@@ -5,6 +5,7 @@
 
 mod backup;
 mod bot;
+mod docs;
 mod lifecycle;
 mod run;
 mod vaultcmd;
@@ -70,6 +71,10 @@ pub enum Command {
     Backup(backup::BackupCommand),
     /// Remove what is dead and old: credentials of long logged-out bots (after an automatic backup), old history, orphans
     Sweep(lifecycle::SweepArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff), or write every page with --out DIR
+    Man(docs::ManArgs),
 }
 
 /// Argon2id cost options.
@@ -214,6 +219,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(args) => backup::restore(&cli.global, args),
         Command::Backup(cmd) => backup::backup(&cli.global, cmd),
         Command::Sweep(args) => lifecycle::sweep(&cli.global, args),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man(args) => docs::man(&args),
     }
 }
 

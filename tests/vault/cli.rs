@@ -199,3 +199,104 @@ fn run_exits_0_on_sigterm_and_releases_the_vault() {
     let out = run(wavault(tmp.path()).args(["bot", "list"]));
     assert_eq!(code(&out), 0, "vault free again: {}", stderr(&out));
 }
+
+/// The top-level subcommand names, from the clap definition itself.
+fn subcommand_names() -> Vec<String> {
+    use clap::CommandFactory;
+    wavault::cli::Cli::command()
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect()
+}
+
+/// `completions` and `man` need neither a vault nor a passphrase.
+fn wavault_no_vault(tmp: &std::path::Path) -> std::process::Command {
+    let mut c = wavault(&tmp.join("no-vault-here"));
+    c.env_remove("WAVAULT_PASSPHRASE")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+#[test]
+fn completions_name_every_subcommand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = subcommand_names();
+    for n in ["run", "status", "bot", "completions", "man"] {
+        assert!(names.iter().any(|m| m == n), "no `{n}` subcommand");
+    }
+    let out = run(wavault_no_vault(tmp.path()).args(["completions", "bash"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let script = stdout(&out);
+    assert!(script.contains("complete -F"), "a bash completion script");
+    for n in &names {
+        assert!(script.contains(n.as_str()), "bash completion lacks `{n}`");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = run(wavault_no_vault(tmp.path()).args(["completions", shell]));
+        assert_eq!(code(&out), 0, "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains("bot"), "{shell}");
+    }
+    let out = run(wavault_no_vault(tmp.path()).args(["completions", "tcsh"]));
+    assert_eq!(code(&out), 2, "unknown shell is a usage error");
+    assert!(
+        !tmp.path().join("no-vault-here").exists(),
+        "no vault created"
+    );
+}
+
+/// A roff page: only the `Aq` string preamble before the `.TH` title line.
+fn assert_roff_page(text: &str, name: &str) {
+    let title = text
+        .lines()
+        .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+        .unwrap_or_default();
+    // Title, section, date (none), source, manual: all five fields, so
+    // the footer and header show the right ones.
+    assert_eq!(
+        title,
+        format!(
+            ".TH {name} 1 \"\" \"wavault {}\" \"wavault manual\"",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "{name}: not a roff page with a full title line"
+    );
+    assert!(text.contains("\n.SH NAME\n"), "{name}: NAME section");
+    assert!(
+        text.contains("\n.SH SYNOPSIS\n"),
+        "{name}: SYNOPSIS section"
+    );
+}
+
+#[test]
+fn man_prints_the_page_and_writes_one_per_subcommand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(wavault_no_vault(tmp.path()).arg("man"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let page = stdout(&out);
+    assert_roff_page(&page, "wavault");
+    for n in subcommand_names() {
+        assert!(
+            page.contains(&format!("wavault\\-{n}(1)")),
+            "SUBCOMMANDS lists {n}"
+        );
+    }
+    let dir = tmp.path().join("man1");
+    let out = run(wavault_no_vault(tmp.path())
+        .args(["man", "--out"])
+        .arg(&dir));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for name in ["wavault", "wavault-run", "wavault-bot-add", "wavault-man"] {
+        let f = dir.join(format!("{name}.1"));
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_roff_page(&text, name);
+        assert!(
+            stdout(&out).contains(&f.display().to_string()),
+            "lists {name}.1"
+        );
+    }
+    assert!(!dir.join("wavault-help.1").exists(), "no page for `help`");
+    assert!(
+        !tmp.path().join("no-vault-here").exists(),
+        "no vault created"
+    );
+}
