@@ -5,6 +5,7 @@
 
 mod backup;
 mod bot;
+mod docs;
 mod lifecycle;
 mod run;
 mod vaultcmd;
@@ -75,6 +76,10 @@ pub enum Command {
     /// The web surface's access token
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff), or write every page with --out DIR
+    Man(docs::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +234,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backup(cmd) => backup::backup(&cli.global, cmd),
         Command::Sweep(args) => lifecycle::sweep(&cli.global, args),
         Command::Token(cmd) => token(&cli.global, cmd),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man(args) => docs::man(&args),
     }
 }
 

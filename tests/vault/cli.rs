@@ -340,3 +340,235 @@ fn stats_through_the_control_socket() {
     check_stats_json(&out, t0);
     assert_eq!(code(&unknown), 6, "{}", stderr(&unknown));
 }
+
+/// The top-level subcommand names, from the clap definition itself.
+fn subcommand_names() -> Vec<String> {
+    use clap::CommandFactory;
+    wavault::cli::Cli::command()
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect()
+}
+
+/// `completions` and `man` need neither a vault nor a passphrase.
+fn wavault_no_vault(tmp: &std::path::Path) -> std::process::Command {
+    let mut c = wavault(&tmp.join("no-vault-here"));
+    c.env_remove("WAVAULT_PASSPHRASE")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+#[test]
+fn completions_name_every_subcommand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = subcommand_names();
+    for n in ["run", "status", "bot", "completions", "man"] {
+        assert!(names.iter().any(|m| m == n), "no `{n}` subcommand");
+    }
+    let out = run(wavault_no_vault(tmp.path()).args(["completions", "bash"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let script = stdout(&out);
+    assert!(script.contains("complete -F"), "a bash completion script");
+    for n in &names {
+        assert!(script.contains(n.as_str()), "bash completion lacks `{n}`");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = run(wavault_no_vault(tmp.path()).args(["completions", shell]));
+        assert_eq!(code(&out), 0, "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains("bot"), "{shell}");
+    }
+    let out = run(wavault_no_vault(tmp.path()).args(["completions", "tcsh"]));
+    assert_eq!(code(&out), 2, "unknown shell is a usage error");
+    assert!(
+        !tmp.path().join("no-vault-here").exists(),
+        "no vault created"
+    );
+}
+
+/// A roff page: only the `Aq` string preamble before the `.TH` title line.
+fn assert_roff_page(text: &str, name: &str) {
+    let title = text
+        .lines()
+        .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+        .unwrap_or_default();
+    // Title, section, date (none), source, manual: all five fields, so
+    // the footer and header show the right ones.
+    assert_eq!(
+        title,
+        format!(
+            ".TH {name} 1 \"\" \"wavault {}\" \"wavault manual\"",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "{name}: not a roff page with a full title line"
+    );
+    assert!(text.contains("\n.SH NAME\n"), "{name}: NAME section");
+    assert!(
+        text.contains("\n.SH SYNOPSIS\n"),
+        "{name}: SYNOPSIS section"
+    );
+}
+
+#[test]
+fn man_prints_the_page_and_writes_one_per_subcommand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(wavault_no_vault(tmp.path()).arg("man"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let page = stdout(&out);
+    assert_roff_page(&page, "wavault");
+    for n in subcommand_names() {
+        assert!(
+            page.contains(&format!("wavault\\-{n}(1)")),
+            "SUBCOMMANDS lists {n}"
+        );
+    }
+    let dir = tmp.path().join("man1");
+    let out = run(wavault_no_vault(tmp.path())
+        .args(["man", "--out"])
+        .arg(&dir));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for name in ["wavault", "wavault-run", "wavault-bot-add", "wavault-man"] {
+        let f = dir.join(format!("{name}.1"));
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_roff_page(&text, name);
+        assert!(
+            stdout(&out).contains(&f.display().to_string()),
+            "lists {name}.1"
+        );
+    }
+    assert!(!dir.join("wavault-help.1").exists(), "no page for `help`");
+    assert!(
+        !tmp.path().join("no-vault-here").exists(),
+        "no vault created"
+    );
+}
+
+/// The systemd unit in docs/deploy: every security-relevant key is present
+/// with the reviewed value, exactly once (a later line cannot weaken it).
+#[test]
+fn systemd_unit_keeps_its_hardening() {
+    use std::collections::BTreeMap;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy/wavault.service");
+    let text = std::fs::read_to_string(path).expect("docs/deploy/wavault.service");
+    // (section, key) -> every value, in order. systemd syntax: `#`/`;`
+    // comments, `[Section]`, `Key=value`, `\` at the end continues a line.
+    let mut keys: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut section = String::new();
+    let mut pending = String::new();
+    for raw in text.lines() {
+        let line = raw.trim();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with(';'))
+        {
+            continue;
+        }
+        if let Some(cont) = line.strip_suffix('\\') {
+            pending.push_str(cont);
+            pending.push(' ');
+            continue;
+        }
+        let line = std::mem::take(&mut pending) + line;
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.to_owned();
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not Key=value: {line:?}"));
+        keys.entry((section.clone(), k.trim().to_owned()))
+            .or_default()
+            .push(v.trim().to_owned());
+    }
+    let get = |section: &str, key: &str| -> Vec<String> {
+        keys.get(&(section.to_owned(), key.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let words = |v: &[String]| -> Vec<String> {
+        let mut w: Vec<String> = v
+            .iter()
+            .flat_map(|s| s.split_whitespace())
+            .map(str::to_owned)
+            .collect();
+        w.sort();
+        w
+    };
+
+    let exact = [
+        ("Type", "simple"),
+        ("User", "wavault"),
+        ("StateDirectory", "wavault"),
+        ("StateDirectoryMode", "0700"),
+        ("UMask", "0077"),
+        (
+            "LoadCredentialEncrypted",
+            "wavault-passphrase:/etc/credstore.encrypted/wavault-passphrase",
+        ),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectKernelTunables", "yes"),
+        ("ProtectKernelModules", "yes"),
+        ("ProtectKernelLogs", "yes"),
+        ("ProtectControlGroups", "yes"),
+        ("RestrictNamespaces", "yes"),
+        ("LockPersonality", "yes"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("RestrictRealtime", "yes"),
+        ("RestrictSUIDSGID", "yes"),
+        ("SystemCallArchitectures", "native"),
+        ("CapabilityBoundingSet", ""),
+        ("AmbientCapabilities", ""),
+        ("ProtectClock", "yes"),
+        ("ProtectHostname", "yes"),
+        ("ProtectProc", "invisible"),
+        ("PrivateMounts", "yes"),
+        ("RemoveIPC", "yes"),
+        ("Restart", "on-failure"),
+        ("RestartSec", "5s"),
+        ("KillSignal", "SIGTERM"),
+        ("TimeoutStopSec", "15s"),
+    ];
+    for (k, v) in exact {
+        assert_eq!(
+            get("Service", k),
+            [v],
+            "[Service] {k}= must be exactly {v:?}, once"
+        );
+    }
+    assert_eq!(
+        words(&get("Service", "RestrictAddressFamilies")),
+        ["AF_INET", "AF_INET6", "AF_UNIX"],
+        "RestrictAddressFamilies"
+    );
+    assert_eq!(
+        get("Service", "SystemCallFilter"),
+        ["@system-service", "~@privileged @resources"],
+        "SystemCallFilter: an allow list, then a deny list, nothing else"
+    );
+    for k in [
+        "DynamicUser",
+        "LoadCredential",
+        "SetCredential",
+        "PassEnvironment",
+        "EnvironmentFile",
+    ] {
+        assert!(
+            get("Service", k).is_empty(),
+            "[Service] {k}= is not expected"
+        );
+    }
+    let env = words(&get("Service", "Environment"));
+    assert!(env.iter().any(|e| e == "WAVAULT_DIR=%S/wavault"), "{env:?}");
+    assert!(
+        env.iter().all(|e| !e.contains("PASSPHRASE")),
+        "no passphrase in the environment: {env:?}"
+    );
+    let exec = get("Service", "ExecStart");
+    assert_eq!(exec.len(), 1);
+    assert!(exec[0].ends_with("/wavault run"), "{exec:?}");
+    assert!(words(&get("Unit", "After")).contains(&"network-online.target".to_owned()));
+    assert!(words(&get("Unit", "Wants")).contains(&"network-online.target".to_owned()));
+    // The commented alternative is documented but not active.
+    assert!(text.contains("\n#LoadCredential=wavault-passphrase:"));
+}
