@@ -8,6 +8,7 @@
 //! server (see `tests/README.md`), the other modules are the tests.
 
 mod backup_tests;
+mod browser_tests;
 mod fault_tests;
 mod pairing_tests;
 mod peer;

@@ -395,7 +395,9 @@ impl Connection {
                 Ok(())
             }
             ClientKind::Login { phone, device } => {
-                if self.shared.is_logged_out(&phone) {
+                if self.shared.is_stalled(&phone) {
+                    // No <success>, no <failure>: the client times out.
+                } else if self.shared.is_logged_out(&phone) {
                     self.send(session, stanza::failure(401))?;
                     self.set_record(|r| r.refused = true);
                 } else {

@@ -192,6 +192,8 @@ pub(crate) struct Shared {
     live: Mutex<HashMap<u64, LiveConn>>,
     accounts: Mutex<HashMap<String, Account>>,
     refusing: AtomicBool,
+    /// Phones whose logins get no answer (the client waits, then retries).
+    stalled: Mutex<std::collections::HashSet<String>>,
     next_conn: AtomicU64,
     next_phone: AtomicU64,
     next_iq: AtomicU64,
@@ -217,6 +219,10 @@ impl Shared {
             acc.wrapping_mul(31).wrapping_add(u64::from(b))
         });
         (100_000_000_000_000 + n % 900_000_000_000_000).to_string()
+    }
+
+    fn is_stalled(&self, phone: &str) -> bool {
+        lock(&self.stalled).contains(phone)
     }
 
     fn is_logged_out(&self, phone: &str) -> bool {
@@ -263,6 +269,7 @@ impl Peer {
                 live: Mutex::new(HashMap::new()),
                 accounts: Mutex::new(HashMap::new()),
                 refusing: AtomicBool::new(false),
+                stalled: Mutex::new(std::collections::HashSet::new()),
                 next_conn: AtomicU64::new(1),
                 next_phone: AtomicU64::new(15_550_100_001),
                 next_iq: AtomicU64::new(1),
@@ -426,6 +433,23 @@ impl Peer {
             |c| is_login_of(c, phone),
             || Command::Send(stanza::stream_error_conflict("replaced")),
         )
+    }
+
+    /// While set, logins of `phone` get no answer after the handshake: the
+    /// client waits, times out and retries, staying `reconnecting`.
+    pub fn stall_logins(&self, phone: &str, stall: bool) {
+        let mut s = lock(&self.shared.stalled);
+        if stall {
+            s.insert(phone.to_string());
+        } else {
+            s.remove(phone);
+        }
+    }
+
+    /// Closes `phone`'s open login connections from the server side.
+    pub fn drop_connections_of(&self, phone: &str) -> usize {
+        self.shared
+            .send_to(|c| is_login_of(c, phone), || Command::Close)
     }
 
     /// Sends `<stream:error code=…/>` to `phone`'s open connections (e.g.
