@@ -81,6 +81,16 @@ async fn start_case(rx: &mut broadcast::Receiver<RunnerEvent>) -> StartCase {
     .await
 }
 
+/// Waits until `id`'s status row says connected (login deadline).
+async fn wait_connected(runner: &Runner, id: &str, what: &str) {
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            row(rows, id).status == Status::Connected
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
 fn row<'a>(rows: &'a [StatusRow], id: &str) -> &'a StatusRow {
     rows.iter().find(|r| r.bot == id).expect("row for bot")
 }
@@ -143,12 +153,7 @@ async fn first_run_pairs_and_a_restart_reuses_the_session_without_qr() {
         StartCase::Reusing,
         "the log says the previous session is reused"
     );
-    runner
-        .wait_until(LOGIN_DEADLINE, |rows| {
-            row(rows, "ventas").status == Status::Connected
-        })
-        .await
-        .expect("connected again");
+    wait_connected(&runner, "ventas", "connected again").await;
     let seen = peer.seen();
     assert_eq!(
         seen.registrations().count(),
@@ -380,12 +385,7 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
     let mut rx = runner.subscribe();
     let case = start_case(&mut rx).await;
     assert_eq!(case, StartCase::Reusing);
-    runner
-        .wait_until(LOGIN_DEADLINE, |rows| {
-            row(rows, "killme").status == Status::Connected
-        })
-        .await
-        .expect("logs in after SIGKILL");
+    wait_connected(&runner, "killme", "logs in after SIGKILL").await;
     let seen = peer.seen();
     assert_eq!(
         seen.registrations().count(),
@@ -496,12 +496,7 @@ async fn timers_sweep_and_rotate_the_key_while_the_bot_stays_connected() {
     let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
     let mut rx = runner.subscribe();
     assert_eq!(start_case(&mut rx).await, StartCase::Reusing);
-    runner
-        .wait_until(LOGIN_DEADLINE, |rows| {
-            row(rows, "timed").status == Status::Connected
-        })
-        .await
-        .expect("logs in after key rotations");
+    wait_connected(&runner, "timed", "logs in after key rotations").await;
     assert_eq!(peer.seen().registrations().count(), 0);
     runner.shutdown().await.unwrap();
 }

@@ -44,14 +44,6 @@ fn vault_with_state(dir: &Path, n: u64) -> Vault {
     v
 }
 
-fn dumps(v: &Vault) -> Vec<BotDump> {
-    v.list_bots()
-        .unwrap()
-        .iter()
-        .map(|c| v.dump_bot(&c.id).unwrap())
-        .collect()
-}
-
 fn export_all(v: &Vault, file: &Path) -> archive::ExportReport {
     archive::export(v, &[], file, BACKUP_PASS, CHEAP, &mut |_, _| {}).unwrap()
 }

@@ -143,26 +143,17 @@ fn vault_in_use_exits_4_naming_the_pid() {
     );
 }
 
-/// `wavault run` stops cleanly on SIGTERM: exit 0, control socket removed,
-/// the vault free for the next command.
-#[test]
-fn run_exits_0_on_sigterm_and_releases_the_vault() {
+/// Starts `wavault run` on `dir`; the receiver gets a message once it
+/// logged that it is running (stderr keeps being drained).
+fn spawn_run(dir: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Receiver<()>) {
     use std::io::BufRead;
-    use std::time::{Duration, Instant};
-    let tmp = tempfile::tempdir().unwrap();
-    init(tmp.path());
-    // Disabled: `run` starts no bot, so nothing tries to reach WhatsApp.
-    let out = run(wavault(tmp.path()).args(["bot", "add", "idle", "--disabled"]));
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let mut child = wavault(tmp.path())
+    let mut child = wavault(dir)
         .arg("run")
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait (bounded by the child's own exit) for the line that follows
-    // start-up; keep draining stderr afterwards.
     let child_err = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -175,7 +166,22 @@ fn run_exits_0_on_sigterm_and_releases_the_vault() {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30))
+    (child, rx)
+}
+
+/// `wavault run` stops cleanly on SIGTERM: exit 0, control socket removed,
+/// the vault free for the next command.
+#[test]
+fn run_exits_0_on_sigterm_and_releases_the_vault() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    init(tmp.path());
+    // Disabled: `run` starts no bot, so nothing tries to reach WhatsApp.
+    let out = run(wavault(tmp.path()).args(["bot", "add", "idle", "--disabled"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (mut child, ready) = spawn_run(tmp.path());
+    ready
+        .recv_timeout(Duration::from_secs(30))
         .expect("run reports it is running");
     assert!(tmp.path().join("control.sock").exists());
     let killed = std::process::Command::new("kill")
@@ -303,30 +309,11 @@ fn stats_from_the_vault() {
 /// While `run` holds the vault, `stats` asks it over the control socket.
 #[test]
 fn stats_through_the_control_socket() {
-    use std::io::BufRead;
     use std::time::Duration;
     let tmp = tempfile::tempdir().unwrap();
     let t0 = stats_vault(tmp.path());
-    let mut child = wavault(tmp.path())
-        .arg("run")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let child_err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(child_err)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if l.contains("running; Ctrl-C or SIGTERM") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let started = rx.recv_timeout(Duration::from_secs(30));
+    let (mut child, ready) = spawn_run(tmp.path());
+    let started = ready.recv_timeout(Duration::from_secs(30));
     let results = started.map(|()| {
         (
             run(wavault(tmp.path()).args(["stats", "--json", "--since", "2h"])),

@@ -151,3 +151,12 @@ pub fn seed() -> u64 {
                 .unwrap_or(0x9e37_79b9)
         })
 }
+
+/// Every bot's whole state, in id order (for before/after comparisons).
+pub fn dumps(v: &Vault) -> Vec<wavault::vault::BotDump> {
+    v.list_bots()
+        .unwrap()
+        .iter()
+        .map(|c| v.dump_bot(&c.id).unwrap())
+        .collect()
+}

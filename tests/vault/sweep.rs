@@ -58,14 +58,6 @@ fn setup_at(dir: &std::path::Path, now: i64) -> Vault {
     v
 }
 
-fn dumps(v: &Vault) -> Vec<BotDump> {
-    v.list_bots()
-        .unwrap()
-        .iter()
-        .map(|c| v.dump_bot(&c.id).unwrap())
-        .collect()
-}
-
 fn creds(v: &Vault, id: &str) -> usize {
     let kinds = wavault::store::kinds::all();
     v.footprint(&bot(id), &kinds).unwrap().records as usize
