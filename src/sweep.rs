@@ -210,6 +210,32 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
     Ok(report)
 }
 
+/// Runs the sweep now (the `sweep` command, its control-socket op and the
+/// runner's timer). The automatic backup before purging dead bots is sealed
+/// with `passphrase`; without one their credentials are kept.
+pub fn sweep_now(
+    vault: &Vault,
+    retention: Duration,
+    dry_run: bool,
+    passphrase: Option<&[u8]>,
+) -> Result<SweepReport> {
+    let mut take =
+        |bots: &[BotId]| auto::take(vault, bots, passphrase.unwrap_or_default(), "sweep");
+    sweep(
+        vault,
+        SweepOptions {
+            retention,
+            dry_run,
+            now: crate::vault::now(),
+            backup: if passphrase.is_some() {
+                Some(&mut take)
+            } else {
+                None
+            },
+        },
+    )
+}
+
 fn unix_time(secs: i64) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
 }

@@ -10,7 +10,7 @@ use super::{print_json, Global};
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::runner::control;
-use crate::sweep::{self, ReauthReport, SweepOptions, SweepReport};
+use crate::sweep::{self, ReauthReport, SweepReport};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -39,17 +39,7 @@ pub fn sweep(g: &Global, args: SweepArgs) -> Result<()> {
         Some(v) => decode(v)?,
         None => {
             let (vault, pass) = g.open_with_passphrase()?;
-            let mut take =
-                |bots: &[BotId]| crate::backup::auto::take(&vault, bots, pass.expose(), "sweep");
-            sweep::sweep(
-                &vault,
-                SweepOptions {
-                    retention: args.older_than,
-                    dry_run: args.dry_run,
-                    now: crate::vault::now(),
-                    backup: Some(&mut take),
-                },
-            )?
+            sweep::sweep_now(&vault, args.older_than, args.dry_run, Some(pass.expose()))?
         }
     };
     if args.json {

@@ -119,11 +119,11 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
                         .unwrap_or(s.cfg.retention.as_secs()),
                 );
                 let dry_run = req["dry_run"].as_bool().unwrap_or(false);
-                to_value(&super::sweep_now(
+                to_value(&crate::sweep::sweep_now(
                     v,
                     retention,
                     dry_run,
-                    s.cfg.backup_passphrase.as_deref(),
+                    s.cfg.backup_passphrase.as_deref().map(|p| p.expose()),
                 )?)
             }
             "token_show" => to_value(&crate::web::token::load_or_create(v)?),

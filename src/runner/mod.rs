@@ -618,35 +618,5 @@ async fn run_job(
 
 /// The timer's sweep: the same as `wavault sweep` (see `crate::sweep`).
 fn sweep_job(v: &Vault, retention: Duration, pass: Option<&Passphrase>) -> Result<String> {
-    sweep_now(v, retention, false, pass).map(|r| r.summary())
-}
-
-/// Runs the retention sweep now; the automatic backup needs `pass`.
-pub(crate) fn sweep_now(
-    v: &Vault,
-    retention: Duration,
-    dry_run: bool,
-    pass: Option<&Passphrase>,
-) -> Result<crate::sweep::SweepReport> {
-    let mut take = |bots: &[BotId]| {
-        crate::backup::auto::take(
-            v,
-            bots,
-            pass.map(|p| p.expose()).unwrap_or_default(),
-            "sweep",
-        )
-    };
-    crate::sweep::sweep(
-        v,
-        crate::sweep::SweepOptions {
-            retention,
-            dry_run,
-            now: crate::vault::now(),
-            backup: if pass.is_some() {
-                Some(&mut take)
-            } else {
-                None
-            },
-        },
-    )
+    crate::sweep::sweep_now(v, retention, false, pass.map(|p| p.expose())).map(|r| r.summary())
 }
