@@ -14,6 +14,7 @@ pub mod exit {
     pub const IN_USE: u8 = 4;
     pub const DAMAGED: u8 = 5;
     pub const NOT_FOUND: u8 = 6;
+    pub const UNAVAILABLE: u8 = 7;
 }
 
 /// Everything that can go wrong in wavault.
@@ -48,6 +49,11 @@ pub enum Error {
     #[error("{0}")]
     Other(String),
 
+    /// The bot cannot do it now (not running, not connected); retrying
+    /// later may work.
+    #[error("{0}")]
+    Unavailable(String),
+
     /// A backup file could not be written or read; the message says which
     /// check failed and what to do.
     #[error(transparent)]
@@ -67,6 +73,7 @@ impl Error {
             Error::Damaged { .. } => exit::DAMAGED,
             Error::NotFound(_) => exit::NOT_FOUND,
             Error::Usage(_) => exit::USAGE,
+            Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::AlreadyExists(_) | Error::Io { .. } | Error::Other(_) => exit::OTHER,
             Error::Backup(e) => {
                 use crate::backup::stream::BackupError as B;

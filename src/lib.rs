@@ -12,6 +12,7 @@ pub mod cli;
 pub mod codec;
 pub mod error;
 pub mod fuzzing;
+pub mod messaging;
 pub mod passphrase;
 pub mod runner;
 pub mod sessions;

@@ -77,6 +77,13 @@ pub struct BotStats {
     pub logins_without_qr: u64,
     /// The bot's status now (from its session metadata).
     pub current: Status,
+    /// Inbound messages in the window (counted per hour: the window is
+    /// rounded out to whole hours).
+    #[serde(default)]
+    pub messages_in: u64,
+    /// Messages sent in the window (replies, reactions, `send`), per hour as above.
+    #[serde(default)]
+    pub messages_out: u64,
 }
 
 /// Pure: the statistics of one bot from its history (oldest first) over the
@@ -158,6 +165,8 @@ pub fn compute(
         pairings,
         logins_without_qr: logins,
         current,
+        messages_in: 0,
+        messages_out: 0,
     }
 }
 
@@ -181,7 +190,10 @@ pub fn collect(vault: &Vault, bots: &[BotId], since: i64, now: i64) -> Result<Ve
         .map(|id| {
             let s = Sessions::new(vault.view(id));
             let current = s.load(now)?.status;
-            Ok(compute(&id.to_string(), &s.history()?, since, now, current))
+            let mut st = compute(&id.to_string(), &s.history()?, since, now, current);
+            let traffic = crate::messaging::queue::Queue::new(vault.view(id)).traffic()?;
+            (st.messages_in, st.messages_out) = traffic.window(since, now);
+            Ok(st)
         })
         .collect()
 }
@@ -208,15 +220,15 @@ pub fn fmt_secs(secs: i64) -> String {
 
 /// The table `wavault stats` prints.
 pub fn table(rows: &[BotStats]) -> String {
-    let line = |c: [&str; 11]| {
+    let line = |c: [&str; 13]| {
         format!(
-            "{:<20} {:<13} {:>7} {:>9} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>6}\n",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
+            "{:<20} {:<13} {:>7} {:>9} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7}\n",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]
         )
     };
     let mut out = line([
         "BOT", "STATUS", "AVAIL", "UP", "DOWN", "UNKNOWN", "DROPS", "MEAN RC", "MAX RC", "PAIRS",
-        "LOGINS",
+        "LOGINS", "MSG IN", "MSG OUT",
     ]);
     for r in rows {
         let avail = r
@@ -240,6 +252,8 @@ pub fn table(rows: &[BotStats]) -> String {
             &max,
             &r.pairings.to_string(),
             &r.logins_without_qr.to_string(),
+            &r.messages_in.to_string(),
+            &r.messages_out.to_string(),
         ]));
     }
     out

@@ -14,12 +14,24 @@ pub enum BotCommand {
         /// Phone number to pair with a pair code instead of a QR
         #[arg(long)]
         phone: Option<String>,
-        /// Webhook URL for this bot's inbound messages
-        #[arg(long)]
-        webhook: Option<String>,
+        #[command(flatten)]
+        hook: super::messages::HookArgs,
         /// Add it disabled (`run` will not start it)
         #[arg(long)]
         disabled: bool,
+    },
+    /// Change a bot's settings (hook, limits, pair-code phone); a running
+    /// `wavault run` uses the new hook settings from the next message on
+    Set {
+        id: BotId,
+        /// Phone number to pair with a pair code instead of a QR
+        #[arg(long)]
+        phone: Option<String>,
+        #[command(flatten)]
+        hook: super::messages::HookArgs,
+        /// Remove the bot's own webhook or command (the `run` default applies)
+        #[arg(long, conflicts_with_all = ["webhook", "on_message"])]
+        no_hook: bool,
     },
     /// List bots
     List {
@@ -88,15 +100,21 @@ pub fn run(g: &Global, cmd: BotCommand) -> Result<()> {
         BotCommand::Add {
             id,
             phone,
-            webhook,
+            hook,
             disabled,
         } => {
             let mut cfg = BotConfig::new(id);
             cfg.phone = phone;
-            cfg.webhook = webhook;
+            hook.apply(&mut cfg)?;
             cfg.enabled = !disabled;
             add(g, &cfg)
         }
+        BotCommand::Set {
+            id,
+            phone,
+            hook,
+            no_hook,
+        } => set(g, &id, phone, &hook, no_hook),
         BotCommand::List { json } => print_rows(&list(g)?, json),
         BotCommand::Remove { id } => {
             let r = g.open()?.remove_bot(&id)?;
@@ -137,6 +155,63 @@ fn add(g: &Global, cfg: &BotConfig) -> Result<()> {
         g.open()?.add_bot(cfg)?;
         println!("added bot {}", cfg.id);
     }
+    Ok(())
+}
+
+/// Changes a bot's config, through a running runner when there is one.
+fn set(
+    g: &Global,
+    id: &BotId,
+    phone: Option<String>,
+    hook: &super::messages::HookArgs,
+    no_hook: bool,
+) -> Result<()> {
+    let change = |cfg: &mut BotConfig| -> Result<()> {
+        if no_hook {
+            cfg.webhook = None;
+            cfg.extra.remove(crate::messaging::hook::keys::ON_MESSAGE);
+        }
+        if phone.is_some() {
+            cfg.phone = phone.clone();
+        }
+        hook.apply(cfg)
+    };
+    let dir = g.dir()?;
+    let req = serde_json::json!({"op": "bot_config", "bot": id});
+    let cfg = match crate::runner::control::request(&dir, &req)? {
+        Some(v) => {
+            let mut cfg: BotConfig = serde_json::from_value(v).map_err(|e| {
+                crate::error::Error::Other(format!("bad answer from the runner: {e}"))
+            })?;
+            change(&mut cfg)?;
+            let req = serde_json::json!({"op": "bot_set", "config": cfg});
+            crate::runner::control::request(&dir, &req)?;
+            cfg
+        }
+        None => {
+            let v = g.open()?;
+            let mut cfg = v.bot_config(id)?;
+            change(&mut cfg)?;
+            v.set_bot(&cfg)?;
+            cfg
+        }
+    };
+    let s = crate::messaging::hook::HookSettings::resolve(
+        &cfg,
+        &crate::messaging::hook::HookDefaults::default(),
+    );
+    let target = match &s.target {
+        Some(crate::messaging::hook::Target::Webhook(_)) => "webhook",
+        Some(crate::messaging::hook::Target::Command(_)) => "command",
+        None => "none of its own (the `run` default applies)",
+    };
+    println!(
+        "bot {id} updated: hook {target}, time limit {:?}, concurrency {}, queue up to {} messages / {}s",
+        s.timeout,
+        s.concurrency,
+        s.queue_max,
+        s.queue_max_age.as_secs()
+    );
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod backup;
 mod bot;
 mod docs;
 mod lifecycle;
+mod messages;
 mod run;
 mod vaultcmd;
 
@@ -55,6 +56,8 @@ pub enum Command {
     /// Add, list and remove bots
     #[command(subcommand)]
     Bot(bot::BotCommand),
+    /// Send a text from a bot (through the running `wavault run`); prints the message id
+    Send(messages::SendArgs),
     /// Check every key slot, term and record; exit 0 only when all is sound
     Validate {
         /// Machine-readable output
@@ -223,6 +226,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stats(args) => run::stats(&cli.global, args),
         Command::Init(args) => vaultcmd::init(&cli.global, &args),
         Command::Bot(cmd) => bot::run(&cli.global, cmd),
+        Command::Send(args) => messages::send(&cli.global, args),
         Command::Validate { json } => vaultcmd::validate(&cli.global, json),
         Command::Rotate(RotateCommand::Passphrase {
             new_passphrase_file,

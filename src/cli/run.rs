@@ -22,9 +22,9 @@ pub struct RunArgs {
     /// Command run (via sh -c) with one JSON alert on stdin for each permanent failure
     #[arg(long, value_name = "CMD")]
     pub alert_command: Option<String>,
-    /// Default webhook URL for inbound messages (a bot's own --webhook wins)
-    #[arg(long, value_name = "URL")]
-    pub webhook: Option<String>,
+    /// Hook defaults for bots without their own (a bot's own settings win)
+    #[command(flatten)]
+    pub hooks: super::messages::HookArgs,
     /// Retention sweep period
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub sweep_every: Duration,
@@ -96,7 +96,7 @@ pub fn run(g: &Global, args: RunArgs) -> Result<()> {
         cfg.bots = args.bots;
         cfg.stagger = args.stagger;
         cfg.alert_command = args.alert_command;
-        cfg.webhook = args.webhook;
+        cfg.hooks = args.hooks.defaults()?;
         cfg.sweep_every = args.sweep_every;
         cfg.retention = args.retention;
         cfg.rotate_key_every = args.rotate_key_every;

@@ -3,8 +3,9 @@
 //! failures (with an alert), and on shutdown disconnects cleanly.
 
 use super::alert::{self, Alert};
+use super::deliver::{self, Link, QueueHook};
 use super::net::{AttemptSink, CountingFactory, SharedHttp};
-use super::{webhook, RunnerEvent, Shared, StartCase, StopSignal};
+use super::{RunnerEvent, Shared, StartCase, StopSignal};
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::sessions::{SessionMeta, Sessions, Status};
@@ -23,6 +24,8 @@ pub(crate) struct Meta {
     /// Set on PairSuccess: the next `connected` is recorded with reason
     /// "paired" (statistics count pairings apart from logins without QR).
     just_paired: std::sync::atomic::AtomicBool,
+    /// Whether the bot is connected now (senders wait on it).
+    connected: tokio::sync::watch::Sender<bool>,
 }
 
 impl Meta {
@@ -46,12 +49,20 @@ impl Meta {
     }
 
     fn status(&self, status: Status, reason: Option<&str>) {
+        self.connected.send_replace(status == Status::Connected);
         let t = now();
         if let Err(e) = self.update(reason, |m| {
             m.status = status;
             m.last_activity = Some(t);
         }) {
             tracing::error!("could not record a status change: {e}");
+        }
+    }
+
+    /// Real traffic (a message sent) counts as activity.
+    pub(crate) fn activity(&self, t: i64) {
+        if let Err(e) = self.update(None, |m| m.last_activity = Some(t)) {
+            tracing::error!("could not record activity: {e}");
         }
     }
 
@@ -117,6 +128,7 @@ pub(crate) async fn supervise(
                 bot: bot.clone(),
                 sessions: Mutex::new(Sessions::new(shared.vault.view(&bot))),
                 just_paired: Default::default(),
+                connected: tokio::sync::watch::Sender::new(false),
             };
             meta.error(e.to_string());
             meta.status(Status::Error, Some("failed to start"));
@@ -143,9 +155,11 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
         bot: id.clone(),
         sessions: Mutex::new(Sessions::new(view.clone())),
         just_paired: Default::default(),
+        connected: tokio::sync::watch::Sender::new(false),
     });
     meta.status(Status::Connecting, Some("start"));
     let backend = shared.vault.bot_backend(id)?;
+    let inbox = shared.inbox(id);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Event>>();
     let net = &shared.cfg.net;
     let mut builder = Bot::builder()
@@ -156,6 +170,11 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
         })
         .with_http_client(SharedHttp(net.http.clone()))
         .with_push_name(shared.cfg.push_name.clone())
+        .with_inbound_durability_hook(QueueHook {
+            shared: shared.clone(),
+            bot: id.clone(),
+            inbox: inbox.clone(),
+        })
         .on_event(move |ev, _client| {
             let tx = tx.clone();
             async move {
@@ -176,7 +195,27 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
         .await
         .map_err(|e| Error::Other(format!("building the WhatsApp client: {e}")))?;
     let mut handle = built.spawn();
-    let hook = cfg.webhook.clone().or_else(|| shared.cfg.webhook.clone());
+    let link = Arc::new(Link {
+        inbox,
+        meta: meta.clone(),
+        client: handle.client(),
+        connected: meta.connected.subscribe(),
+    });
+    shared
+        .links
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), link.clone());
+    let worker = AbortOnDrop(tokio::spawn(deliver::worker(
+        shared.clone(),
+        id.clone(),
+        link.clone(),
+    )));
+    let _unlink = Unlink {
+        shared: shared.clone(),
+        link,
+        _worker: worker,
+    };
     loop {
         tokio::select! {
             biased;
@@ -190,7 +229,7 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
             }
             ev = rx.recv() => {
                 let Some(ev) = ev else { continue };
-                if let Flow::Stop { status, kind, reason } = on_event(shared, &meta, &ev, hook.as_deref()) {
+                if let Flow::Stop { status, kind, reason } = on_event(shared, &meta, &ev) {
                     meta.status(status, Some(&reason));
                     raise(shared, id, kind, reason).await;
                     let grace = shared.cfg.shutdown_grace;
@@ -205,7 +244,7 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
                 // event that says why may still be on its way (handlers run on
                 // their own tasks), so take what arrives within a short deadline.
                 while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-                    if let Flow::Stop { status, kind, reason } = on_event(shared, &meta, &ev, hook.as_deref()) {
+                    if let Flow::Stop { status, kind, reason } = on_event(shared, &meta, &ev) {
                         meta.status(status, Some(&reason));
                         raise(shared, id, kind, reason).await;
                         return Ok(());
@@ -220,7 +259,7 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
     }
 }
 
-fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event, hook: Option<&str>) -> Flow {
+fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event) -> Flow {
     let bot = &meta.bot;
     match ev {
         Event::PairingQrCode(q) => {
@@ -300,10 +339,14 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event, hook: Option<&st
         Event::StreamError(e) => meta.error(format!("stream error {}", e.code)),
         Event::Messages(batch) => {
             let t = now();
-            let _ = meta.update(None, |m| m.last_activity = Some(t));
-            if let Some(url) = hook {
-                for m in batch.messages.iter() {
-                    webhook::spawn_post(url.to_owned(), webhook::summary(bot, m));
+            meta.activity(t);
+            if !batch.hook_committed {
+                // Messages that bypass the durability hook (newsletters,
+                // recovered placeholders) are counted here; the hook counts
+                // the rest exactly once.
+                let n = batch.messages.len() as u64;
+                if let Err(e) = shared.inbox(bot).queue.count(t, n, 0, 0) {
+                    tracing::error!("could not count inbound messages: {e}");
                 }
             }
         }
@@ -323,5 +366,34 @@ pub(crate) async fn raise(shared: &Arc<Shared>, bot: &BotId, kind: &str, reason:
     shared.emit(RunnerEvent::Alert(a.clone()));
     if let Some(cmd) = &shared.cfg.alert_command {
         alert::deliver(cmd, &a).await;
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// On the supervisor's exit: stop the delivery worker (queued messages stay
+/// for the next run) and withdraw the bot's client from senders.
+struct Unlink {
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    _worker: AbortOnDrop,
+}
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let mut links = self.shared.links.lock().unwrap_or_else(|e| e.into_inner());
+        if links
+            .get(&self.link.meta.bot)
+            .is_some_and(|l| Arc::ptr_eq(l, &self.link))
+        {
+            links.remove(&self.link.meta.bot);
+        }
     }
 }

@@ -85,6 +85,13 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
     if req["op"].as_str() == Some("reauth") {
         return reauth(shared, req).await;
     }
+    if req["op"].as_str() == Some("send") {
+        let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
+        let to = req["to"].as_str().unwrap_or_default();
+        let text = req["text"].as_str().unwrap_or_default();
+        let mid = super::deliver::send(shared, &id, to, text).await?;
+        return Ok(json!({ "id": mid }));
+    }
     let s = shared.clone();
     let req = req.clone();
     tokio::task::spawn_blocking(move || {
@@ -110,6 +117,18 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
                 if cfg.enabled {
                     s.start_bot(cfg.clone(), std::time::Duration::ZERO);
                 }
+                to_value(&cfg.id)
+            }
+            "bot_config" => {
+                let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
+                to_value(&v.bot_config(&id)?)
+            }
+            "bot_set" => {
+                let cfg: crate::vault::BotConfig = serde_json::from_value(req["config"].clone())
+                    .map_err(|e| Error::Usage(format!("bad bot config: {e}")))?;
+                v.set_bot(&cfg)?;
+                // The worker reads its settings again when woken.
+                s.inbox(&cfg.id).wake.notify_one();
                 to_value(&cfg.id)
             }
             "sweep" => {
@@ -191,6 +210,7 @@ pub fn request(dir: &Path, req: &Value) -> Result<Option<Value>> {
         Some(6) => Error::NotFound(msg),
         Some(2) => Error::Usage(msg),
         Some(5) => Error::damaged(msg),
+        Some(7) => Error::Unavailable(msg),
         _ => Error::Other(msg),
     })
 }

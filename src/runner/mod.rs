@@ -10,10 +10,10 @@
 pub mod alert;
 mod bot;
 pub mod control;
+pub(crate) mod deliver;
 pub mod net;
 pub mod qr;
 pub mod status;
-mod webhook;
 
 use crate::botid::BotId;
 use crate::error::{Error, Result};
@@ -35,8 +35,13 @@ pub struct RunConfig {
     pub stagger: Duration,
     /// Command that receives alerts as JSON on stdin.
     pub alert_command: Option<String>,
-    /// Default webhook for inbound messages (a bot's own webhook wins).
-    pub webhook: Option<String>,
+    /// Hook defaults for bots that name none of their own (`--webhook`,
+    /// `--on-message`) and the default limits.
+    pub hooks: crate::messaging::hook::HookDefaults,
+    /// First retry delay after a failed hook call (doubles per failure).
+    pub hook_backoff: Duration,
+    /// Longest retry delay after failed hook calls.
+    pub hook_backoff_max: Duration,
     /// Retention sweep period.
     pub sweep_every: Duration,
     /// History older than this is removed by the sweep.
@@ -73,7 +78,9 @@ impl RunConfig {
             bots: Vec::new(),
             stagger: Duration::from_millis(200),
             alert_command: None,
-            webhook: None,
+            hooks: crate::messaging::hook::HookDefaults::default(),
+            hook_backoff: Duration::from_secs(1),
+            hook_backoff_max: Duration::from_secs(300),
             sweep_every: Duration::from_secs(3600),
             retention: Duration::from_secs(30 * 86_400),
             rotate_key_every: None,
@@ -151,6 +158,10 @@ pub(crate) struct Shared {
     /// What the web surface shows beyond the vault: live QR codes, start
     /// times, job and alert counters. Kept current by [`Shared::emit`].
     pub live: std::sync::Mutex<Live>,
+    /// Each bot's inbound queue (one per bot for the runner's lifetime).
+    pub inboxes: std::sync::Mutex<std::collections::HashMap<BotId, Arc<deliver::Inbox>>>,
+    /// Running bots' clients, for sends.
+    pub links: std::sync::Mutex<std::collections::HashMap<BotId, Arc<deliver::Link>>>,
 }
 
 /// Runner state that is not in the vault.
@@ -241,6 +252,29 @@ impl Shared {
         true
     }
 
+    /// The bot's inbox, created on first use.
+    pub fn inbox(&self, id: &BotId) -> Arc<deliver::Inbox> {
+        self.inboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(deliver::Inbox::new(crate::messaging::queue::Queue::new(
+                    self.vault.view(id),
+                )))
+            })
+            .clone()
+    }
+
+    /// The running bot's client link, if it runs.
+    pub fn link(&self, id: &BotId) -> Option<Arc<deliver::Link>> {
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     pub fn emit(&self, e: RunnerEvent) {
         {
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -300,6 +334,8 @@ impl Runner {
             stop,
             bots: Default::default(),
             live: Default::default(),
+            inboxes: Default::default(),
+            links: Default::default(),
         });
         let mut tasks = JoinSet::new();
         if shared.cfg.console {
@@ -340,6 +376,17 @@ impl Runner {
     }
 
     /// Where the web surface listens (the real port when `listen` asked for 0).
+    /// Sends `text` to `to` (a phone number or JID) from a running,
+    /// connected bot; returns the message id.
+    pub async fn send(&self, bot: &BotId, to: &str, text: &str) -> Result<String> {
+        deliver::send(&self.shared, bot, to, text).await
+    }
+
+    /// Messages waiting in the bot's inbound queue.
+    pub fn queued(&self, bot: &BotId) -> Result<Vec<crate::messaging::queue::Queued>> {
+        self.shared.inbox(bot).queue.pending()
+    }
+
     pub fn web_addr(&self) -> Option<std::net::SocketAddr> {
         self.web_addr
     }

@@ -24,6 +24,46 @@ pub struct StatusRow {
     /// for about 30 days, so this is the time to bring it back.
     #[serde(default)]
     pub idle: bool,
+    /// Messages, hook deliveries and the inbound queue.
+    #[serde(default)]
+    pub messages: MessageCounts,
+}
+
+/// A bot's traffic as `status` shows it (totals since the vault has known it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCounts {
+    pub inbound: u64,
+    pub outbound: u64,
+    /// Messages waiting in the inbound queue for the hook.
+    pub queued: usize,
+    /// Most failed hook attempts of any queued message (0: none failing).
+    pub oldest_attempts: u32,
+    pub hook_failures: u64,
+    /// Inbound messages refused because the queue was full (WhatsApp keeps them).
+    pub refused_full: u64,
+    /// Queued messages dropped at the age limit.
+    pub expired: u64,
+}
+
+/// Reads a bot's message counts.
+pub fn message_counts(view: &crate::vault::BotView) -> Result<MessageCounts> {
+    let q = crate::messaging::queue::Queue::new(view.clone());
+    let t = q.traffic()?;
+    let queued = q.len()?;
+    let oldest_attempts = if queued > 0 {
+        q.pending()?.iter().map(|m| m.attempts).max().unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(MessageCounts {
+        inbound: t.inbound,
+        outbound: t.outbound,
+        queued,
+        oldest_attempts,
+        hook_failures: t.hook_failures,
+        refused_full: t.refused_full,
+        expired: t.expired,
+    })
 }
 
 /// Idle warning threshold: half of WhatsApp's roughly 30-day expiry of
@@ -71,6 +111,7 @@ pub fn collect(vault: &Vault) -> Result<Vec<StatusRow>> {
                 last_connection_error: m.last_connection_error,
                 credentials,
                 idle,
+                messages: message_counts(&view)?,
             })
         })
         .collect()
@@ -125,12 +166,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// The table `wavault status` prints.
 pub fn table(rows: &[StatusRow]) -> String {
     let mut out = format!(
-        "{:<20} {:<13} {:<16} {:<21} {:<21} {:>8}  {}\n",
-        "BOT", "STATUS", "PHONE", "LAST ACTIVITY", "AUTHENTICATED", "ATTEMPTS", "LAST ERROR"
+        "{:<20} {:<13} {:<16} {:<21} {:<21} {:>8} {:>7} {:>7} {:>6}  {}\n",
+        "BOT",
+        "STATUS",
+        "PHONE",
+        "LAST ACTIVITY",
+        "AUTHENTICATED",
+        "ATTEMPTS",
+        "IN",
+        "OUT",
+        "QUEUED",
+        "LAST ERROR"
     );
     for r in rows {
+        let m = &r.messages;
         out.push_str(&format!(
-            "{:<20} {:<13} {:<16} {:<21} {:<21} {:>8}  {}\n",
+            "{:<20} {:<13} {:<16} {:<21} {:<21} {:>8} {:>7} {:>7} {:>6}  {}\n",
             r.bot,
             format!(
                 "{}{}{}",
@@ -142,6 +193,13 @@ pub fn table(rows: &[StatusRow]) -> String {
             fmt_time(r.last_activity),
             fmt_time(r.authenticated_at),
             r.connection_attempts,
+            m.inbound,
+            m.outbound,
+            format!(
+                "{}{}",
+                m.queued,
+                if m.oldest_attempts > 0 { "!" } else { "" }
+            ),
             r.last_connection_error.as_deref().unwrap_or("-")
         ));
     }

@@ -68,6 +68,8 @@ pub fn kind_name(kind: Kind) -> String {
     match kind {
         Kind::SESSION_META => "session_meta".into(),
         Kind::SESSION_HISTORY => "session_history".into(),
+        Kind::INBOUND => "inbound_queue".into(),
+        Kind::TRAFFIC => "traffic".into(),
         Kind::TEST => "test".into(),
         other => crate::store::kind_name(other)
             .map_or_else(|| format!("kind_{:02x}", other.0), str::to_owned),

@@ -23,6 +23,10 @@ impl Kind {
     pub const SESSION_META: Kind = Kind(0x02);
     /// Session history (one record per transition).
     pub const SESSION_HISTORY: Kind = Kind(0x03);
+    /// Queued inbound messages awaiting the operator's hook (`messaging::queue`).
+    pub const INBOUND: Kind = Kind(0x04);
+    /// Traffic counters and the queue's sequence number (one record per bot).
+    pub const TRAFFIC: Kind = Kind(0x05);
     /// Scratch records used by tests and benchmarks.
     pub const TEST: Kind = Kind(0x0f);
 }

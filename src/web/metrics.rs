@@ -3,7 +3,8 @@
 //! Per bot (label `bot`, the operator's id): `wavault_bot_up`,
 //! `wavault_bot_status{status}` (1 for the current one), connection
 //! attempts, time of the last connect, logins without QR and pairings
-//! (from the history); for the process: the durable-write latency
+//! (from the history), messages in and out, the inbound queue's depth,
+//! hook failures, refused and expired messages; for the process: the durable-write latency
 //! histogram, vault size, timer job runs and last success, alerts raised.
 
 use std::fmt::Write;
@@ -144,6 +145,57 @@ pub(crate) fn render(shared: &Shared) -> Result<String> {
             esc(&r.bot),
             u8::from(r.idle)
         );
+    }
+
+    type Pick = fn(&status::MessageCounts) -> u64;
+    let message_metrics: [(&str, &str, &str, Pick); 6] = [
+        (
+            "wavault_bot_messages_in_total",
+            "counter",
+            "Inbound messages received",
+            |m| m.inbound,
+        ),
+        (
+            "wavault_bot_messages_out_total",
+            "counter",
+            "Messages sent (replies, reactions, send)",
+            |m| m.outbound,
+        ),
+        (
+            "wavault_bot_queue_depth",
+            "gauge",
+            "Inbound messages waiting for the hook",
+            |m| m.queued as u64,
+        ),
+        (
+            "wavault_bot_hook_failures_total",
+            "counter",
+            "Failed hook calls (error, non-2xx, non-zero exit, time limit)",
+            |m| m.hook_failures,
+        ),
+        (
+            "wavault_bot_queue_refused_total",
+            "counter",
+            "Inbound messages refused because the queue was full (left on WhatsApp)",
+            |m| m.refused_full,
+        ),
+        (
+            "wavault_bot_queue_expired_total",
+            "counter",
+            "Queued messages dropped at the age limit",
+            |m| m.expired,
+        ),
+    ];
+    for (name, kind, text, pick) in message_metrics {
+        help(&mut out, name, kind, text);
+        for (r, ..) in &per_bot {
+            let _ = writeln!(
+                out,
+                "{name}{{bot=\"{}\"}} {}",
+                esc(&r.bot),
+                pick(&r.messages)
+            );
+        }
     }
 
     let h = v.durable_latency();

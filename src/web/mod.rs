@@ -1,7 +1,8 @@
 //! The web surface of `wavault run --listen ADDR:PORT`: a dashboard page,
-//! the JSON API, Prometheus metrics and health checks. Read-only: it reads
-//! the same session metadata and history as `wavault status` and changes
-//! nothing in the vault.
+//! the JSON API, Prometheus metrics and health checks. It reads the same
+//! session metadata and history as `wavault status`; the one thing it does
+//! is `POST /api/bots/{id}/messages` (`{"to": "...", "text": "..."}`, JSON
+//! only), which sends like `wavault send`.
 //!
 //! Every request needs the bearer token (`Authorization: Bearer TOKEN`, or
 //! the `wavault_token` cookie the dashboard's prompt sets). Without it the
@@ -61,6 +62,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(dashboard))
         .route("/api/bots", get(bots))
         .route("/api/bots/{id}", get(one_bot))
+        .route("/api/bots/{id}/messages", axum::routing::post(send_message))
         .route("/api/dashboard", get(dashboard_data))
         .route("/api/bots/{id}/qr.svg", get(qr_svg))
         .route("/metrics", get(metrics_text))
@@ -140,9 +142,38 @@ async fn blocking<T: Send + 'static>(
 fn error_response(e: &Error) -> Response {
     let code = match e {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Usage(_) => StatusCode::BAD_REQUEST,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (code, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+}
+
+/// Body of `POST /api/bots/{id}/messages`.
+#[derive(Debug, serde::Deserialize)]
+struct SendBody {
+    to: String,
+    text: String,
+}
+
+async fn send_message(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: std::result::Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return error_response(&Error::Usage(
+            "the body must be JSON (content-type: application/json): {\"to\": \"4915112345678\", \"text\": \"...\"}".into(),
+        ));
+    };
+    let id = match crate::BotId::parse(&id) {
+        Ok(id) => id,
+        Err(_) => return error_response(&Error::NotFound(format!("bot {id}"))),
+    };
+    match crate::runner::deliver::send(&shared, &id, &body.to, &body.text).await {
+        Ok(mid) => Json(serde_json::json!({ "bot": id, "id": mid })).into_response(),
+        Err(e) => error_response(&e),
+    }
 }
 
 async fn dashboard() -> Html<&'static str> {

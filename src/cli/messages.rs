@@ -1,0 +1,141 @@
+//! `wavault send`, and the hook options shared by `bot add`, `bot set` and `run`.
+
+use super::run::parse_duration;
+use super::Global;
+use crate::botid::BotId;
+use crate::error::{Error, Result};
+use crate::messaging::hook::{self, keys, HookDefaults, Target};
+use crate::vault::BotConfig;
+use clap::Args;
+use std::time::Duration;
+
+/// Where inbound messages go, and the limits. On `bot add`/`bot set` they
+/// are the bot's own; on `run` they are the defaults for bots without.
+#[derive(Debug, Args, Clone, Default)]
+pub struct HookArgs {
+    /// POST each inbound message as JSON to URL; the answer may carry replies
+    #[arg(long, value_name = "URL", conflicts_with = "on_message")]
+    pub webhook: Option<String>,
+    /// Run CMD (sh -c) per inbound message with the JSON on stdin; its output may carry replies
+    #[arg(long, value_name = "CMD")]
+    pub on_message: Option<String>,
+    /// Time limit of one hook call [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub hook_timeout: Option<Duration>,
+    /// Hook calls in flight at once for one bot, at most one per chat [default: 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub hook_concurrency: Option<u32>,
+    /// Most messages waiting for the hook; beyond it WhatsApp keeps them [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_max: Option<u32>,
+    /// Queued messages older than this are dropped with an alert [default: 7d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub queue_max_age: Option<Duration>,
+}
+
+impl HookArgs {
+    fn check(&self) -> Result<()> {
+        if let Some(u) = &self.webhook {
+            hook::check_webhook(u)?;
+        }
+        if self
+            .on_message
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return Err(Error::Usage("--on-message needs a command".into()));
+        }
+        Ok(())
+    }
+
+    /// Writes the options given into a bot's config. A new webhook replaces
+    /// a command and the other way round.
+    pub fn apply(&self, cfg: &mut BotConfig) -> Result<()> {
+        self.check()?;
+        if let Some(u) = &self.webhook {
+            cfg.webhook = Some(u.clone());
+            cfg.extra.remove(keys::ON_MESSAGE);
+        }
+        if let Some(c) = &self.on_message {
+            cfg.extra.insert(keys::ON_MESSAGE.into(), c.clone());
+            cfg.webhook = None;
+        }
+        let mut set = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                cfg.extra.insert(k.into(), v);
+            }
+        };
+        set(
+            keys::TIMEOUT_MS,
+            self.hook_timeout.map(|d| d.as_millis().to_string()),
+        );
+        set(
+            keys::CONCURRENCY,
+            self.hook_concurrency.map(|n| n.to_string()),
+        );
+        set(keys::QUEUE_MAX, self.queue_max.map(|n| n.to_string()));
+        set(
+            keys::QUEUE_MAX_AGE_SECS,
+            self.queue_max_age.map(|d| d.as_secs().max(1).to_string()),
+        );
+        Ok(())
+    }
+
+    /// The defaults of `run`.
+    pub fn defaults(&self) -> Result<HookDefaults> {
+        self.check()?;
+        let d = HookDefaults::default();
+        Ok(HookDefaults {
+            target: match (&self.webhook, &self.on_message) {
+                (Some(u), _) => Some(Target::Webhook(u.clone())),
+                (None, Some(c)) => Some(Target::Command(c.clone())),
+                _ => None,
+            },
+            timeout: self.hook_timeout.unwrap_or(d.timeout),
+            concurrency: self.hook_concurrency.map_or(d.concurrency, |n| n as usize),
+            queue_max: self.queue_max.map_or(d.queue_max, |n| n as usize),
+            queue_max_age: self.queue_max_age.unwrap_or(d.queue_max_age),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The bot that sends
+    pub bot: BotId,
+    /// Phone number in international format (e.g. 4915112345678) or a JID
+    pub to: String,
+    /// The text ("-" reads it from standard input)
+    pub text: String,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `wavault send BOT TO TEXT`: through the running `wavault run`.
+pub fn send(g: &Global, args: SendArgs) -> Result<()> {
+    crate::messaging::parse_recipient(&args.to)?;
+    let text = if args.text == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| Error::io("reading the text from standard input", e))?;
+        s.trim_end_matches('\n').to_owned()
+    } else {
+        args.text
+    };
+    let req = serde_json::json!({"op": "send", "bot": args.bot, "to": args.to, "text": text});
+    let dir = g.dir()?;
+    let Some(v) = crate::runner::control::request(&dir, &req)? else {
+        return Err(Error::Unavailable(format!(
+            "no `wavault run` is running on {}: messages are sent by the running bot; start it and try again",
+            dir.display()
+        )));
+    };
+    let id = v["id"].as_str().unwrap_or_default().to_owned();
+    if args.json {
+        super::print_json(&serde_json::json!({"bot": args.bot, "id": id}))
+    } else {
+        println!("{id}");
+        Ok(())
+    }
+}

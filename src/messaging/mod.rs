@@ -1,0 +1,169 @@
+//! Bots that talk: inbound messages to the operator's hook, the hook's
+//! replies, proactive sends, and the durable queue in between.
+//!
+//! - [`queue`]: the sealed per-bot inbound queue and traffic counters;
+//! - [`hook`]: hook settings, calling a webhook or a command, reading its
+//!   answer into [`hook::Action`]s;
+//! - this module: the JSON summary of a message, recipients, and carrying
+//!   out actions and sends on a connected client.
+//!
+//! The runner wires them together (`runner::deliver`).
+
+pub mod hook;
+pub mod queue;
+
+use crate::botid::BotId;
+use crate::error::{Error, Result};
+use serde_json::{json, Value};
+use wacore::proto_helpers::{MessageBuilderExt, MessageExt};
+use wacore::types::events::InboundMessage;
+use whatsapp_rust::wacore_binary::JidExt;
+use whatsapp_rust::waproto::whatsapp as wa;
+use whatsapp_rust::Jid;
+
+/// The JSON object the hook receives for one inbound message.
+pub fn summary(bot: &BotId, m: &InboundMessage) -> Value {
+    let src = &m.info.source;
+    let base = m.message.get_base_message();
+    json!({
+        "bot": bot.as_str(),
+        "id": m.info.id.to_string(),
+        "chat": src.chat.to_string(),
+        "sender": src.sender.to_string(),
+        "is_group": src.is_group,
+        "from_me": src.is_from_me,
+        "push_name": m.info.push_name,
+        "time": m.info.timestamp.timestamp(),
+        "type": m.info.r#type,
+        "media_type": m.info.media_type,
+        "text": base.text_content(),
+        "caption": base.get_caption(),
+    })
+}
+
+/// A recipient from the command line or the API: a phone number in
+/// international format (digits, optionally with `+`, spaces or dashes) or
+/// a JID (`…@s.whatsapp.net`, `…@g.us`, `…@lid`).
+pub fn parse_recipient(to: &str) -> Result<Jid> {
+    let bad = || {
+        Error::Usage(format!(
+            "invalid recipient {to:?}: give a phone number in international format \
+             (digits with the country code, e.g. 4915112345678) or a JID \
+             (…@s.whatsapp.net, …@g.us, …@lid)"
+        ))
+    };
+    let t = to.trim();
+    if t.contains('@') {
+        let (user, server) = t.split_once('@').ok_or_else(bad)?;
+        let user_ok = !user.is_empty()
+            && user
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'-' || b == b':' || b == b'.');
+        if !user_ok || !matches!(server, "s.whatsapp.net" | "g.us" | "lid") {
+            return Err(bad());
+        }
+        return t.parse().map_err(|_| bad());
+    }
+    let digits: String = t
+        .trim_start_matches('+')
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-'))
+        .collect();
+    if !(6..=15).contains(&digits.len())
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || digits.starts_with('0')
+    {
+        return Err(bad());
+    }
+    format!("{digits}@s.whatsapp.net")
+        .parse()
+        .map_err(|_| bad())
+}
+
+/// Sends a text; returns the message id.
+pub async fn send_text(
+    client: &whatsapp_rust::Client,
+    to: &Jid,
+    text: &str,
+) -> std::result::Result<String, String> {
+    client
+        .send_message(to.clone(), wa::Message::text(text))
+        .await
+        .map(|r| r.message_id)
+        .map_err(|e| format!("sending failed: {e}"))
+}
+
+/// Carries out one hook action for a queued message in its chat. Returns
+/// the number of messages it sent.
+pub async fn perform(
+    client: &whatsapp_rust::Client,
+    q: &queue::Queued,
+    action: &hook::Action,
+) -> std::result::Result<u64, String> {
+    let chat: Jid = q
+        .chat
+        .parse()
+        .map_err(|_| "queued chat is not a JID".to_string())?;
+    let sender: Jid = q
+        .sender
+        .parse()
+        .map_err(|_| "queued sender is not a JID".to_string())?;
+    match action {
+        hook::Action::Reply { text } => send_text(client, &chat, text).await.map(|_| 1),
+        hook::Action::React { emoji } => {
+            let key = wa::MessageKey {
+                remote_jid: Some(q.chat.clone()),
+                from_me: Some(false),
+                id: Some(q.id.clone()),
+                participant: chat.is_group().then(|| q.sender.clone()),
+            };
+            client
+                .send_reaction(chat, key, emoji)
+                .await
+                .map(|_| 1)
+                .map_err(|e| format!("reaction failed: {e}"))
+        }
+        hook::Action::Read => {
+            let who = chat.is_group().then_some(&sender);
+            client
+                .mark_as_read(&chat, who, &[q.id.as_str()])
+                .await
+                .map(|_| 0)
+                .map_err(|e| format!("read receipt failed: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients() {
+        for (input, jid) in [
+            ("4915112345678", "4915112345678@s.whatsapp.net"),
+            ("+49 151 1234-5678", "4915112345678@s.whatsapp.net"),
+            (
+                "4915112345678@s.whatsapp.net",
+                "4915112345678@s.whatsapp.net",
+            ),
+            ("120363012345678901@g.us", "120363012345678901@g.us"),
+        ] {
+            assert_eq!(parse_recipient(input).unwrap().to_string(), jid, "{input}");
+        }
+        for bad in [
+            "",
+            "hello",
+            "12345",
+            "01511234567",
+            "1234567890123456",
+            "abc@s.whatsapp.net",
+            "123@example.com",
+            "@s.whatsapp.net",
+        ] {
+            let e = parse_recipient(bad).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{bad}");
+            assert!(e.to_string().contains("invalid recipient"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! The durable inbound queue and the traffic counters of one bot.
+//!
+//! Why it exists: an inbound message must survive a webhook outage and a
+//! crash. whatsapp-rust's inbound durability hook calls [`Queue::enqueue`]
+//! before the message is acknowledged to WhatsApp; only when the sealed
+//! entry is durable does the hook return `Ok` (and the server drop its copy).
+//! The delivery worker (`runner::deliver`) hands entries to the operator's
+//! hook and removes them only after the hook accepted them and the actions
+//! it asked for were carried out.
+//!
+//! Records (both sealed like every other record, see docs/FORMAT.md):
+//! - [`Kind::INBOUND`], name `chat \0 sender \0 id`: one [`Queued`] per
+//!   message. The name makes a redelivered message land on the same record
+//!   (the hook must be idempotent: the library may replay a batch).
+//! - [`Kind::TRAFFIC`], name `t`: one [`Traffic`] per bot: the queue's next
+//!   sequence number, inbound/outbound totals, hourly buckets for `stats`,
+//!   and the counts of hook failures, refused (queue full) and expired
+//!   messages.
+//!
+//! Ordering: entries carry a per-bot sequence number; delivery is in that
+//! order within a chat.
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::vault::{BatchOp, BotView, Kind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const TRAFFIC_NAME: &[u8] = b"t";
+/// Hourly traffic buckets older than this are dropped.
+pub const TRAFFIC_KEEP: Duration = Duration::from_secs(31 * 86_400);
+
+/// One queued inbound message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// Per-bot sequence number (delivery order within a chat).
+    pub seq: u64,
+    pub chat: String,
+    pub sender: String,
+    pub id: String,
+    /// Unix seconds when the message was queued.
+    pub received_at: i64,
+    /// The JSON object handed to the hook.
+    pub summary: String,
+    /// Failed hook calls (or failed actions) so far.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Set once the hook accepted the message: the actions (JSON array)
+    /// still to carry out. The entry goes once this is empty.
+    pub accepted: Option<String>,
+}
+
+impl Queued {
+    fn name(chat: &str, sender: &str, id: &str) -> Vec<u8> {
+        [
+            chat.as_bytes(),
+            b"\0",
+            sender.as_bytes(),
+            b"\0",
+            id.as_bytes(),
+        ]
+        .concat()
+    }
+
+    /// The record name of this entry.
+    pub fn record_name(&self) -> Vec<u8> {
+        Self::name(&self.chat, &self.sender, &self.id)
+    }
+}
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub chat: String,
+    pub sender: String,
+    pub id: String,
+    pub summary: String,
+}
+
+/// Counters of one bot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Sequence number the next queued message gets.
+    pub next_seq: u64,
+    /// Inbound messages received (queued ones counted once).
+    pub inbound: u64,
+    /// Messages sent (replies, reactions, `send`).
+    pub outbound: u64,
+    /// Hook calls that failed (error, non-2xx, non-zero exit, time limit).
+    pub hook_failures: u64,
+    /// Inbound messages refused because the queue was full (left unacknowledged
+    /// on the server, which delivers them again at the next connection).
+    pub refused_full: u64,
+    /// Queued messages dropped because they were older than the queue's age
+    /// limit (each one raised an alert).
+    pub expired: u64,
+    /// Hour start (unix seconds) → (inbound, outbound) in that hour.
+    pub hours: BTreeMap<i64, (u64, u64)>,
+}
+
+impl Traffic {
+    fn count(&mut self, now: i64, inbound: u64, outbound: u64) {
+        self.inbound += inbound;
+        self.outbound += outbound;
+        let hour = now - now.rem_euclid(3600);
+        let b = self.hours.entry(hour).or_insert((0, 0));
+        b.0 += inbound;
+        b.1 += outbound;
+        let cutoff = now - TRAFFIC_KEEP.as_secs() as i64;
+        self.hours.retain(|h, _| *h >= cutoff - 3600);
+    }
+
+    /// (inbound, outbound) in hours that start in `(since - 1 h, now]`: the
+    /// window rounded out to whole hours.
+    pub fn window(&self, since: i64, now: i64) -> (u64, u64) {
+        self.hours
+            .range(since - since.rem_euclid(3600)..=now)
+            .fold((0, 0), |acc, (_, b)| (acc.0 + b.0, acc.1 + b.1))
+    }
+}
+
+/// Why [`Queue::enqueue`] refused a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Taking the batch would exceed the size limit.
+    Full { queued: usize, max: usize },
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Full { queued, max } => write!(
+                f,
+                "inbound queue full ({queued} of {max} messages waiting for the hook)"
+            ),
+        }
+    }
+}
+
+/// The queue and counters of one bot. Writers of one bot share one `Queue`
+/// (its lock keeps sequence numbers and counters consistent).
+#[derive(Debug)]
+pub struct Queue {
+    view: BotView,
+    lock: Mutex<()>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
+    codec::decode(b).map_err(|e| Error::damaged(format!("{what} is malformed: {e}")))
+}
+
+impl Queue {
+    pub fn new(view: BotView) -> Self {
+        Queue {
+            view,
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of queued messages (nothing is decrypted).
+    pub fn len(&self) -> Result<usize> {
+        self.view.count(Kind::INBOUND)
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The counters (zero if none were written yet).
+    pub fn traffic(&self) -> Result<Traffic> {
+        match self.view.get(Kind::TRAFFIC, TRAFFIC_NAME)? {
+            Some(b) => decode(&b, "traffic counters"),
+            None => Ok(Traffic::default()),
+        }
+    }
+
+    fn put_traffic(t: &Traffic) -> BatchOp {
+        BatchOp::Put {
+            kind: Kind::TRAFFIC,
+            name: TRAFFIC_NAME.to_vec(),
+            data: codec::encode(t),
+        }
+    }
+
+    /// Queues `batch` (all or nothing, one atomic write) and waits until it
+    /// is durable. Messages already queued (a redelivery) are skipped.
+    /// Returns how many were new, or `Refused` (nothing written but the
+    /// refusal counter) when the queue would exceed `max`.
+    pub async fn enqueue(
+        &self,
+        batch: &[NewMessage],
+        max: usize,
+        now: i64,
+    ) -> Result<std::result::Result<usize, Refused>> {
+        let outcome = {
+            let _g = self.guard();
+            let mut fresh = Vec::new();
+            for m in batch {
+                let name = Queued::name(&m.chat, &m.sender, &m.id);
+                let dup = fresh
+                    .iter()
+                    .any(|(n, _): &(Vec<u8>, &NewMessage)| *n == name);
+                if !dup && self.view.get(Kind::INBOUND, &name)?.is_none() {
+                    fresh.push((name, m));
+                }
+            }
+            let queued = self.len()?;
+            let mut t = self.traffic()?;
+            if queued + fresh.len() > max {
+                t.refused_full += fresh.len() as u64;
+                self.view.apply(&[Self::put_traffic(&t)])?;
+                Err(Refused::Full { queued, max })
+            } else {
+                let mut ops = Vec::with_capacity(fresh.len() + 1);
+                for (name, m) in &fresh {
+                    let q = Queued {
+                        seq: t.next_seq,
+                        chat: m.chat.clone(),
+                        sender: m.sender.clone(),
+                        id: m.id.clone(),
+                        received_at: now,
+                        summary: m.summary.clone(),
+                        attempts: 0,
+                        last_error: None,
+                        accepted: None,
+                    };
+                    t.next_seq += 1;
+                    ops.push(BatchOp::Put {
+                        kind: Kind::INBOUND,
+                        name: name.clone(),
+                        data: codec::encode(&q),
+                    });
+                }
+                t.count(now, fresh.len() as u64, 0);
+                ops.push(Self::put_traffic(&t));
+                self.view.apply(&ops)?;
+                Ok(fresh.len())
+            }
+        };
+        self.view.durable().await?;
+        Ok(outcome)
+    }
+
+    /// Every queued message, oldest (lowest sequence number) first.
+    pub fn pending(&self) -> Result<Vec<Queued>> {
+        let mut v: Vec<Queued> = self
+            .view
+            .scan(Kind::INBOUND)?
+            .into_iter()
+            .map(|(_, d)| decode(&d, "a queued inbound message"))
+            .collect::<Result<_>>()?;
+        v.sort_by_key(|q| q.seq);
+        Ok(v)
+    }
+
+    /// Stores a changed entry (attempts, error, accepted actions).
+    pub fn update(&self, q: &Queued) -> Result<()> {
+        let _g = self.guard();
+        self.view
+            .put(Kind::INBOUND, &q.record_name(), &codec::encode(q))?;
+        self.view.vault().flush()
+    }
+
+    /// Removes a delivered entry, counting `outbound` messages it caused.
+    pub fn remove(&self, q: &Queued, now: i64, outbound: u64) -> Result<()> {
+        let _g = self.guard();
+        let mut ops = vec![BatchOp::Delete {
+            kind: Kind::INBOUND,
+            name: q.record_name(),
+        }];
+        if outbound > 0 {
+            let mut t = self.traffic()?;
+            t.count(now, 0, outbound);
+            ops.push(Self::put_traffic(&t));
+        }
+        self.view.apply(&ops)?;
+        self.view.vault().flush()
+    }
+
+    /// Adds to the counters: messages received outside the queue, messages
+    /// sent, hook failures.
+    pub fn count(&self, now: i64, inbound: u64, outbound: u64, hook_failures: u64) -> Result<()> {
+        let _g = self.guard();
+        let mut t = self.traffic()?;
+        t.count(now, inbound, outbound);
+        t.hook_failures += hook_failures;
+        self.view.apply(&[Self::put_traffic(&t)])
+    }
+
+    /// Removes entries queued before `now - max_age`, counting them as
+    /// expired, and returns them (the caller alerts).
+    pub fn expire(&self, max_age: Duration, now: i64) -> Result<Vec<Queued>> {
+        let cutoff = now - max_age.as_secs() as i64;
+        let old: Vec<Queued> = self
+            .pending()?
+            .into_iter()
+            .filter(|q| q.received_at < cutoff)
+            .collect();
+        if old.is_empty() {
+            return Ok(old);
+        }
+        let _g = self.guard();
+        let mut t = self.traffic()?;
+        t.expired += old.len() as u64;
+        let mut ops: Vec<BatchOp> = old
+            .iter()
+            .map(|q| BatchOp::Delete {
+                kind: Kind::INBOUND,
+                name: q.record_name(),
+            })
+            .collect();
+        ops.push(Self::put_traffic(&t));
+        self.view.apply(&ops)?;
+        self.view.vault().flush()?;
+        Ok(old)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::{crypto::KdfParams, BotConfig, Vault};
+    use crate::BotId;
+
+    fn vault() -> (tempfile::TempDir, Vault, BotId) {
+        let d = tempfile::tempdir().unwrap();
+        let v = Vault::create(&d.path().join("v"), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        let id = BotId::parse("sales").unwrap();
+        v.add_bot(&BotConfig::new(id.clone())).unwrap();
+        (d, v, id)
+    }
+
+    fn msg(chat: &str, id: &str) -> NewMessage {
+        NewMessage {
+            chat: chat.into(),
+            sender: chat.into(),
+            id: id.into(),
+            summary: format!("{{\"id\":\"{id}\"}}"),
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn enqueue_orders_dedups_and_counts() {
+        let (_d, v, id) = vault();
+        let q = Queue::new(v.view(&id));
+        rt().block_on(async {
+            let n = q
+                .enqueue(&[msg("a", "1"), msg("b", "2"), msg("a", "3")], 10, 1000)
+                .await
+                .unwrap();
+            assert_eq!(n, Ok(3));
+            // A redelivered batch (same chat, sender, id) adds nothing.
+            let n = q
+                .enqueue(&[msg("a", "1"), msg("a", "4"), msg("a", "4")], 10, 1001)
+                .await
+                .unwrap();
+            assert_eq!(n, Ok(1));
+        });
+        let p = q.pending().unwrap();
+        let ids: Vec<&str> = p.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "3", "4"]);
+        assert_eq!(p.iter().map(|m| m.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        let t = q.traffic().unwrap();
+        assert_eq!((t.inbound, t.next_seq), (4, 4));
+        assert_eq!(t.window(0, 2000), (4, 0));
+    }
+
+    #[test]
+    fn full_queue_refuses_the_whole_batch_and_counts_it() {
+        let (_d, v, id) = vault();
+        let q = Queue::new(v.view(&id));
+        rt().block_on(async {
+            assert_eq!(q.enqueue(&[msg("a", "1")], 2, 0).await.unwrap(), Ok(1));
+            let r = q
+                .enqueue(&[msg("a", "2"), msg("a", "3")], 2, 0)
+                .await
+                .unwrap();
+            assert_eq!(r, Err(Refused::Full { queued: 1, max: 2 }));
+        });
+        assert_eq!(q.len().unwrap(), 1);
+        assert_eq!(q.traffic().unwrap().refused_full, 2);
+    }
+
+    #[test]
+    fn update_remove_and_expire() {
+        let (_d, v, id) = vault();
+        let q = Queue::new(v.view(&id));
+        rt().block_on(async {
+            q.enqueue(&[msg("a", "1")], 10, 100).await.unwrap().unwrap();
+            q.enqueue(&[msg("a", "2")], 10, 5000)
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        let mut first = q.pending().unwrap().remove(0);
+        first.attempts = 3;
+        first.accepted = Some("[]".into());
+        q.update(&first).unwrap();
+        assert_eq!(q.pending().unwrap()[0], first);
+        let gone = q.expire(Duration::from_secs(1000), 5500).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].id, "1");
+        assert_eq!(q.traffic().unwrap().expired, 1);
+        let second = q.pending().unwrap().remove(0);
+        q.remove(&second, 5600, 2).unwrap();
+        assert!(q.is_empty().unwrap());
+        let t = q.traffic().unwrap();
+        assert_eq!(t.outbound, 2);
+        assert_eq!(t.window(3600, 7200), (1, 2));
+        assert_eq!(t.window(0, 3599), (1, 0));
+    }
+
+    #[test]
+    fn entries_are_sealed_and_names_blind() {
+        let (d, v, id) = vault();
+        let q = Queue::new(v.view(&id));
+        rt().block_on(async {
+            q.enqueue(
+                &[msg("4915112345678@s.whatsapp.net", "3EB0SECRETID")],
+                10,
+                0,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        });
+        v.flush().unwrap();
+        drop(q);
+        drop(v);
+        let mut hay = Vec::new();
+        for e in walk(d.path()) {
+            hay.extend(std::fs::read(e).unwrap());
+        }
+        for needle in [&b"4915112345678"[..], b"3EB0SECRETID"] {
+            assert!(
+                !hay.windows(needle.len()).any(|w| w == needle),
+                "found {:?} in clear",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+
+    fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                out.extend(walk(&e));
+            } else {
+                out.push(e);
+            }
+        }
+        out
+    }
+}

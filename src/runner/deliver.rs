@@ -1,0 +1,373 @@
+//! Inbound messages from WhatsApp to the operator's hook and back.
+//!
+//! Why it exists: a message must never be lost between WhatsApp and the
+//! operator's logic, and a slow or broken hook must never hold up a bot's
+//! connection or another bot. So the work is split:
+//!
+//! 1. [`QueueHook`] is whatsapp-rust's inbound durability hook: before a
+//!    message is acknowledged to WhatsApp it is sealed into the bot's queue
+//!    (`messaging::queue`) and made durable. A full queue refuses the batch:
+//!    the message stays unacknowledged (whatsapp-rust keeps its own durable
+//!    copy in the backend's pending-inbound rows) and comes again at the next
+//!    connection; an alert says so.
+//! 2. [`worker`], one task per running bot, hands queued messages to the
+//!    hook: oldest first, one at a time per chat (order within a chat is
+//!    kept), up to the bot's concurrency limit across chats, each call under
+//!    the bot's time limit. A failure is retried with exponential backoff;
+//!    an accepted message's actions (reply, react, read) are stored with it,
+//!    carried out once the bot is connected, and only then is the entry
+//!    removed. A crash at any point leaves the entry for the next run.
+//! 3. [`send`]: proactive messages (`wavault send`, `POST /api/bots/{id}/messages`).
+
+use super::bot::Meta;
+use super::{bot::raise, Shared};
+use crate::botid::BotId;
+use crate::error::{Error, Result};
+use crate::messaging::hook::{self, Action, HookSettings, Target};
+use crate::messaging::queue::{NewMessage, Queue, Queued};
+use crate::messaging::{self, summary};
+use crate::vault::now;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use wacore::types::events::InboundMessage;
+use whatsapp_rust::Client;
+
+/// Consecutive failures of one chat's head message before a `hook_failing` alert.
+pub const FAILING_ALERT_AFTER: u32 = 5;
+/// How often queued messages are checked against the age limit.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+/// Longest text `send` accepts (WhatsApp's own limit is about 65,000).
+pub const MAX_TEXT: usize = 65_536;
+
+/// A bot's queue and the bell that wakes its worker. One per bot for the
+/// runner's lifetime (restarts of the bot reuse it).
+pub(crate) struct Inbox {
+    pub queue: Queue,
+    pub wake: Notify,
+    /// A `queue_full` alert was raised and the queue has not drained since.
+    full_alerted: AtomicBool,
+}
+
+impl Inbox {
+    pub fn new(queue: Queue) -> Self {
+        Inbox {
+            queue,
+            wake: Notify::new(),
+            full_alerted: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What a running bot offers to senders: its client and whether it is
+/// connected now.
+pub(crate) struct Link {
+    pub inbox: Arc<Inbox>,
+    pub meta: Arc<Meta>,
+    pub client: Arc<Client>,
+    pub connected: watch::Receiver<bool>,
+}
+
+/// whatsapp-rust's inbound durability hook over the bot's queue.
+pub(crate) struct QueueHook {
+    pub shared: Arc<Shared>,
+    pub bot: BotId,
+    pub inbox: Arc<Inbox>,
+}
+
+fn settings(shared: &Shared, bot: &BotId) -> Result<HookSettings> {
+    let cfg = shared.vault.bot_config(bot)?;
+    Ok(HookSettings::resolve(&cfg, &shared.cfg.hooks))
+}
+
+#[async_trait::async_trait]
+impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook {
+    async fn on_messages(
+        &self,
+        _client: Arc<Client>,
+        batch: &[InboundMessage],
+    ) -> whatsapp_rust::anyhow::Result<()> {
+        let s = settings(&self.shared, &self.bot)?;
+        if s.target.is_none() {
+            // No hook: nothing to hold the message for; count it and let
+            // the library acknowledge it.
+            self.inbox.queue.count(now(), batch.len() as u64, 0, 0)?;
+            return Ok(());
+        }
+        let msgs: Vec<NewMessage> = batch
+            .iter()
+            .map(|m| NewMessage {
+                chat: m.info.source.chat.to_string(),
+                sender: m.info.source.sender.to_string(),
+                id: m.info.id.to_string(),
+                summary: summary(&self.bot, m).to_string(),
+            })
+            .collect();
+        match self.inbox.queue.enqueue(&msgs, s.queue_max, now()).await? {
+            Ok(_) => {
+                self.inbox.wake.notify_one();
+                Ok(())
+            }
+            Err(refused) => {
+                if !self.inbox.full_alerted.swap(true, Ordering::SeqCst) {
+                    let reason = format!(
+                        "{refused}: new messages stay unacknowledged on WhatsApp and arrive again \
+                         at the next connection; fix the hook or raise the limit (`wavault bot set --queue-max`)"
+                    );
+                    raise(&self.shared, &self.bot, "queue_full", reason).await;
+                }
+                Err(whatsapp_rust::anyhow::anyhow!("{refused}"))
+            }
+        }
+    }
+}
+
+/// Backoff before retry number `n` (1-based): base · 2^(n-1), capped.
+pub fn backoff(base: Duration, max: Duration, n: u32) -> Duration {
+    base.saturating_mul(1u32 << n.saturating_sub(1).min(20))
+        .min(max)
+}
+
+/// Delivers the bot's queue to its hook until the task is aborted.
+pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
+    let inbox = link.inbox.clone();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    // chat → (consecutive failures, not before)
+    let mut failing: HashMap<String, (u32, Instant)> = HashMap::new();
+    let mut tasks: tokio::task::JoinSet<(String, std::result::Result<(), String>)> =
+        tokio::task::JoinSet::new();
+    let mut next_expire = Instant::now();
+    loop {
+        let s = match settings(&shared, &bot) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("hook settings unreadable: {e}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if Instant::now() >= next_expire {
+            next_expire = Instant::now() + EXPIRE_EVERY;
+            expire(&shared, &bot, &inbox, s.queue_max_age).await;
+        }
+        let pending = match inbox.queue.pending() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("inbound queue unreadable: {e}");
+                Vec::new()
+            }
+        };
+        if pending.len() < s.queue_max {
+            inbox.full_alerted.store(false, Ordering::SeqCst);
+        }
+        let now_i = Instant::now();
+        let mut heads = HashSet::new();
+        let mut next_retry: Option<Instant> = None;
+        if let Some(target) = &s.target {
+            for q in pending {
+                if !heads.insert(q.chat.clone()) || in_flight.contains(&q.chat) {
+                    continue;
+                }
+                if let Some((_, at)) = failing.get(&q.chat) {
+                    if *at > now_i {
+                        next_retry = Some(next_retry.map_or(*at, |n: Instant| n.min(*at)));
+                        continue;
+                    }
+                }
+                if tasks.len() >= s.concurrency {
+                    break;
+                }
+                in_flight.insert(q.chat.clone());
+                let (shared, link, target, bot) =
+                    (shared.clone(), link.clone(), target.clone(), bot.clone());
+                let timeout = s.timeout;
+                tasks.spawn(async move {
+                    let chat = q.chat.clone();
+                    (
+                        chat,
+                        deliver_one(&shared, &bot, &link, &target, timeout, q).await,
+                    )
+                });
+            }
+        }
+        let sleep_until = next_retry.unwrap_or(next_expire).min(next_expire);
+        tokio::select! {
+            _ = inbox.wake.notified() => {}
+            done = tasks.join_next(), if !tasks.is_empty() => {
+                let Some(Ok((chat, outcome))) = done else { continue };
+                in_flight.remove(&chat);
+                match outcome {
+                    Ok(()) => { failing.remove(&chat); }
+                    Err(e) => {
+                        let n = failing.get(&chat).map_or(0, |f| f.0) + 1;
+                        let wait = backoff(shared.cfg.hook_backoff, shared.cfg.hook_backoff_max, n);
+                        failing.insert(chat, (n, Instant::now() + wait));
+                        tracing::warn!(failures = n, "hook delivery failed, retrying in {wait:?}: {e}");
+                        if n == FAILING_ALERT_AFTER {
+                            let reason = format!(
+                                "the hook failed {n} times in a row for one chat ({e}); \
+                                 messages stay queued and are retried"
+                            );
+                            raise(&shared, &bot, "hook_failing", reason).await;
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_until) => {}
+        }
+    }
+}
+
+async fn expire(shared: &Arc<Shared>, bot: &BotId, inbox: &Inbox, max_age: Duration) {
+    match inbox.queue.expire(max_age, now()) {
+        Ok(gone) if !gone.is_empty() => {
+            let reason = format!(
+                "{} queued message(s) older than the queue's age limit ({}s) were dropped \
+                 undelivered; check the hook, or raise the limit (`wavault bot set --queue-max-age`)",
+                gone.len(),
+                max_age.as_secs()
+            );
+            raise(shared, bot, "queue_expired", reason).await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!("inbound queue expiry failed: {e}"),
+    }
+}
+
+/// Hands one message to the hook (unless it accepted it before) and carries
+/// out its actions; removes the entry once all is done.
+async fn deliver_one(
+    shared: &Arc<Shared>,
+    bot: &BotId,
+    link: &Link,
+    target: &Target,
+    timeout: Duration,
+    mut q: Queued,
+) -> std::result::Result<(), String> {
+    let queue = &link.inbox.queue;
+    let fail = |q: &mut Queued, e: String, hook_failed: bool| {
+        q.attempts += 1;
+        q.last_error = Some(e.clone());
+        if let Err(w) = queue.update(q) {
+            tracing::error!("could not record a failed delivery: {w}");
+        }
+        if hook_failed {
+            let _ = queue.count(now(), 0, 0, 1);
+        }
+        Err(e)
+    };
+    if q.accepted.is_none() {
+        match hook::call(target, &q.summary, timeout, bot.as_str()).await {
+            Ok(actions) if actions.is_empty() => {
+                return queue.remove(&q, now(), 0).map_err(|e| e.to_string());
+            }
+            Ok(actions) => {
+                q.accepted = Some(serde_json::to_string(&actions).map_err(|e| e.to_string())?);
+                q.attempts = 0;
+                q.last_error = None;
+                queue.update(&q).map_err(|e| e.to_string())?;
+            }
+            Err(e) => return fail(&mut q, e, true),
+        }
+    }
+    let mut actions: Vec<Action> = serde_json::from_str(q.accepted.as_deref().unwrap_or("[]"))
+        .map_err(|e| format!("stored actions unreadable: {e}"))?;
+    while let Some(action) = actions.first().cloned() {
+        // Actions need the connection; wait for it a while, then retry later.
+        let mut connected = link.connected.clone();
+        let up = tokio::time::timeout(timeout, connected.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !up {
+            return fail(
+                &mut q,
+                "bot not connected for the hook's actions".into(),
+                false,
+            );
+        }
+        match tokio::time::timeout(
+            timeout.max(Duration::from_secs(30)),
+            messaging::perform(&link.client, &q, &action),
+        )
+        .await
+        {
+            Ok(Ok(sent)) => {
+                if sent > 0 {
+                    let t = now();
+                    let _ = queue.count(t, 0, sent, 0);
+                    link.meta.activity(t);
+                }
+                actions.remove(0);
+                if !actions.is_empty() {
+                    q.accepted = Some(serde_json::to_string(&actions).map_err(|e| e.to_string())?);
+                    queue.update(&q).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(Err(e)) => return fail(&mut q, e, false),
+            Err(_) => return fail(&mut q, "action timed out".into(), false),
+        }
+    }
+    let _ = shared;
+    queue.remove(&q, now(), 0).map_err(|e| e.to_string())
+}
+
+/// Sends `text` to `to` from a running, connected bot; returns the message id.
+pub(crate) async fn send(
+    shared: &Arc<Shared>,
+    bot: &BotId,
+    to: &str,
+    text: &str,
+) -> Result<String> {
+    let to = messaging::parse_recipient(to)?;
+    if text.is_empty() {
+        return Err(Error::Usage("the message text is empty".into()));
+    }
+    if text.len() > MAX_TEXT {
+        return Err(Error::Usage(format!(
+            "the message text is {} bytes; the limit is {MAX_TEXT}",
+            text.len()
+        )));
+    }
+    let link = shared.link(bot);
+    let Some(link) = link else {
+        shared.vault.bot_config(bot)?; // unknown bot: not found
+        return Err(Error::Unavailable(format!(
+            "bot {bot} is not running in this wavault (disabled, stopped or failed; see `wavault status`)"
+        )));
+    };
+    if !*link.connected.borrow() {
+        return Err(Error::Unavailable(format!(
+            "bot {bot} is not connected right now; try again once `wavault status` shows it connected"
+        )));
+    }
+    let id = tokio::time::timeout(
+        Duration::from_secs(30),
+        messaging::send_text(&link.client, &to, text),
+    )
+    .await
+    .map_err(|_| Error::Unavailable("WhatsApp did not take the message within 30 s".into()))?
+    .map_err(Error::Other)?;
+    let t = now();
+    link.inbox.queue.count(t, 0, 1, 0)?;
+    link.meta.activity(t);
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_millis(100);
+        let m = Duration::from_secs(5);
+        assert_eq!(backoff(b, m, 1), b);
+        assert_eq!(backoff(b, m, 2), Duration::from_millis(200));
+        assert_eq!(backoff(b, m, 4), Duration::from_millis(800));
+        assert_eq!(backoff(b, m, 10), m);
+        assert_eq!(backoff(b, m, 1000), m);
+    }
+}
