@@ -1,4 +1,5 @@
-//! `wavault send`, and the hook options shared by `bot add`, `bot set` and `run`.
+//! `wavault send`, `wavault queue`, and the hook options shared by `bot add`,
+//! `bot set` and `run`.
 
 use super::run::parse_duration;
 use super::Global;
@@ -137,5 +138,121 @@ pub fn send(g: &Global, args: SendArgs) -> Result<()> {
     } else {
         println!("{id}");
         Ok(())
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum QueueCommand {
+    /// The messages waiting for a bot's hook, oldest first
+    List {
+        bot: BotId,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put messages held back at the age limit into delivery again
+    Retry { bot: BotId },
+    /// Delete the messages held back at the age limit (they are gone for good)
+    Drop { bot: BotId },
+}
+
+/// One queued message as `queue list` shows it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct QueueRow {
+    pub seq: u64,
+    pub chat: String,
+    pub sender: String,
+    pub id: String,
+    pub received_at: i64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// `waiting`, `actions` (accepted, actions not yet carried out) or `held`.
+    pub state: String,
+}
+
+/// Runs a queue operation on an open vault (also the control socket's).
+pub fn queue_op(
+    q: &crate::messaging::queue::Queue,
+    op: &str,
+    now: i64,
+) -> Result<serde_json::Value> {
+    let v = match op {
+        "list" => serde_json::to_value(
+            q.pending()?
+                .into_iter()
+                .map(|m| QueueRow {
+                    state: if m.held {
+                        "held"
+                    } else if m.accepted.is_some() {
+                        "actions"
+                    } else {
+                        "waiting"
+                    }
+                    .into(),
+                    seq: m.seq,
+                    chat: m.chat,
+                    sender: m.sender,
+                    id: m.id,
+                    received_at: m.received_at,
+                    attempts: m.attempts,
+                    last_error: m.last_error,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        "retry" => serde_json::to_value(q.release(now)?),
+        "drop" => serde_json::to_value(q.drop_held()?.len()),
+        other => return Err(Error::Usage(format!("unknown queue operation {other:?}"))),
+    };
+    v.map_err(|e| Error::Other(e.to_string()))
+}
+
+/// `wavault queue list|retry|drop BOT`, through the running `run` when it holds the vault.
+pub fn queue(g: &Global, cmd: QueueCommand) -> Result<()> {
+    let (bot, op, json) = match &cmd {
+        QueueCommand::List { bot, json } => (bot, "list", *json),
+        QueueCommand::Retry { bot } => (bot, "retry", false),
+        QueueCommand::Drop { bot } => (bot, "drop", false),
+    };
+    let req = serde_json::json!({"op": "queue", "queue_op": op, "bot": bot});
+    let v = match crate::runner::control::request(&g.dir()?, &req)? {
+        Some(v) => v,
+        None => {
+            let vault = g.open()?;
+            vault.bot_config(bot)?;
+            let q = crate::messaging::queue::Queue::new(vault.view(bot));
+            queue_op(&q, op, crate::vault::now())?
+        }
+    };
+    match op {
+        "list" if json => super::print_json(&v),
+        "list" => {
+            let rows: Vec<QueueRow> =
+                serde_json::from_value(v).map_err(|e| Error::Other(e.to_string()))?;
+            println!(
+                "{:>6} {:<8} {:<21} {:>8}  {:<28} LAST ERROR",
+                "SEQ", "STATE", "RECEIVED", "ATTEMPTS", "CHAT"
+            );
+            for r in &rows {
+                println!(
+                    "{:>6} {:<8} {:<21} {:>8}  {:<28} {}",
+                    r.seq,
+                    r.state,
+                    crate::runner::status::fmt_time(Some(r.received_at)),
+                    r.attempts,
+                    r.chat,
+                    r.last_error.as_deref().unwrap_or("-")
+                );
+            }
+            println!("{} message(s) queued for bot {bot}", rows.len());
+            Ok(())
+        }
+        "retry" => {
+            println!("{v} held message(s) of bot {bot} are back in delivery");
+            Ok(())
+        }
+        _ => {
+            println!("dropped {v} held message(s) of bot {bot}");
+            Ok(())
+        }
     }
 }

@@ -12,6 +12,7 @@ mod run;
 mod vaultcmd;
 
 pub use bot::bot_rows;
+pub use messages::queue_op;
 pub use run::parse_duration;
 
 use crate::error::{Error, Result};
@@ -58,6 +59,9 @@ pub enum Command {
     Bot(bot::BotCommand),
     /// Send a text from a bot (through the running `wavault run`); prints the message id
     Send(messages::SendArgs),
+    /// Inbound messages waiting for a bot's hook: list, retry held ones, drop held ones
+    #[command(subcommand)]
+    Queue(messages::QueueCommand),
     /// Check every key slot, term and record; exit 0 only when all is sound
     Validate {
         /// Machine-readable output
@@ -227,6 +231,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => vaultcmd::init(&cli.global, &args),
         Command::Bot(cmd) => bot::run(&cli.global, cmd),
         Command::Send(args) => messages::send(&cli.global, args),
+        Command::Queue(cmd) => messages::queue(&cli.global, cmd),
         Command::Validate { json } => vaultcmd::validate(&cli.global, json),
         Command::Rotate(RotateCommand::Passphrase {
             new_passphrase_file,

@@ -50,6 +50,9 @@ pub struct Queued {
     /// Set once the hook accepted the message: the actions (JSON array)
     /// still to carry out. The entry goes once this is empty.
     pub accepted: Option<String>,
+    /// Taken out of delivery because it outlived the queue's age limit;
+    /// kept until the operator retries or drops it (`wavault queue`).
+    pub held: bool,
 }
 
 impl Queued {
@@ -93,8 +96,8 @@ pub struct Traffic {
     /// Inbound messages refused because the queue was full (left unacknowledged
     /// on the server, which delivers them again at the next connection).
     pub refused_full: u64,
-    /// Queued messages dropped because they were older than the queue's age
-    /// limit (each one raised an alert).
+    /// Queued messages held back because they outlived the queue's age
+    /// limit (each time an alert; `wavault queue retry|drop` decides).
     pub expired: u64,
     /// Hour start (unix seconds) → (inbound, outbound) in that hour.
     pub hours: BTreeMap<i64, (u64, u64)>,
@@ -230,6 +233,7 @@ impl Queue {
                         attempts: 0,
                         last_error: None,
                         accepted: None,
+                        held: false,
                     };
                     t.next_seq += 1;
                     ops.push(BatchOp::Put {
@@ -294,14 +298,19 @@ impl Queue {
         self.view.apply(&[Self::put_traffic(&t)])
     }
 
-    /// Removes entries queued before `now - max_age`, counting them as
-    /// expired, and returns them (the caller alerts).
+    /// Holds back entries queued before `now - max_age` (they stay, out of
+    /// delivery, counted as expired) and returns the newly held ones (the
+    /// caller alerts).
     pub fn expire(&self, max_age: Duration, now: i64) -> Result<Vec<Queued>> {
         let cutoff = now - max_age.as_secs() as i64;
         let old: Vec<Queued> = self
             .pending()?
             .into_iter()
-            .filter(|q| q.received_at < cutoff)
+            .filter(|q| !q.held && q.received_at < cutoff)
+            .map(|mut q| {
+                q.held = true;
+                q
+            })
             .collect();
         if old.is_empty() {
             return Ok(old);
@@ -311,15 +320,56 @@ impl Queue {
         t.expired += old.len() as u64;
         let mut ops: Vec<BatchOp> = old
             .iter()
-            .map(|q| BatchOp::Delete {
+            .map(|q| BatchOp::Put {
                 kind: Kind::INBOUND,
                 name: q.record_name(),
+                data: codec::encode(q),
             })
             .collect();
         ops.push(Self::put_traffic(&t));
         self.view.apply(&ops)?;
         self.view.vault().flush()?;
         Ok(old)
+    }
+
+    /// Puts held entries back into delivery (as if received `now`, with
+    /// their failure count reset). Returns how many.
+    pub fn release(&self, now: i64) -> Result<usize> {
+        let held: Vec<Queued> = self.pending()?.into_iter().filter(|q| q.held).collect();
+        let _g = self.guard();
+        let ops: Vec<BatchOp> = held
+            .iter()
+            .map(|q| {
+                let mut q = q.clone();
+                q.held = false;
+                q.attempts = 0;
+                q.received_at = now;
+                BatchOp::Put {
+                    kind: Kind::INBOUND,
+                    name: q.record_name(),
+                    data: codec::encode(&q),
+                }
+            })
+            .collect();
+        self.view.apply(&ops)?;
+        self.view.vault().flush()?;
+        Ok(held.len())
+    }
+
+    /// Deletes the held entries (the operator's decision). Returns them.
+    pub fn drop_held(&self) -> Result<Vec<Queued>> {
+        let held: Vec<Queued> = self.pending()?.into_iter().filter(|q| q.held).collect();
+        let _g = self.guard();
+        let ops: Vec<BatchOp> = held
+            .iter()
+            .map(|q| BatchOp::Delete {
+                kind: Kind::INBOUND,
+                name: q.record_name(),
+            })
+            .collect();
+        self.view.apply(&ops)?;
+        self.view.vault().flush()?;
+        Ok(held)
     }
 }
 
@@ -411,16 +461,37 @@ mod tests {
         first.accepted = Some("[]".into());
         q.update(&first).unwrap();
         assert_eq!(q.pending().unwrap()[0], first);
-        let gone = q.expire(Duration::from_secs(1000), 5500).unwrap();
-        assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].id, "1");
+        let held = q.expire(Duration::from_secs(1000), 5500).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].id, "1");
+        assert!(held[0].held);
+        // Held, not dropped; a second check does not count it again.
+        assert_eq!(q.len().unwrap(), 2);
+        assert!(q
+            .expire(Duration::from_secs(1000), 5500)
+            .unwrap()
+            .is_empty());
         assert_eq!(q.traffic().unwrap().expired, 1);
+        assert_eq!(q.release(6000).unwrap(), 1);
+        let back = q.pending().unwrap().remove(0);
+        assert!(!back.held);
+        assert_eq!((back.attempts, back.received_at), (0, 6000));
+        q.expire(Duration::from_secs(1), 7000).unwrap();
+        let dropped = q.drop_held().unwrap();
+        assert_eq!(dropped.len(), 2);
+        assert!(q.is_empty().unwrap());
+        rt().block_on(async {
+            q.enqueue(&[msg("a", "2")], 10, 7000)
+                .await
+                .unwrap()
+                .unwrap();
+        });
         let second = q.pending().unwrap().remove(0);
         q.remove(&second, 5600, 2).unwrap();
         assert!(q.is_empty().unwrap());
         let t = q.traffic().unwrap();
         assert_eq!(t.outbound, 2);
-        assert_eq!(t.window(3600, 7200), (1, 2));
+        assert_eq!(t.window(3600, 7200), (2, 2));
         assert_eq!(t.window(0, 3599), (1, 0));
     }
 

@@ -119,6 +119,18 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
                 }
                 to_value(&cfg.id)
             }
+            "queue" => {
+                let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
+                v.bot_config(&id)?;
+                let inbox = s.inbox(&id);
+                let out = crate::cli::queue_op(
+                    &inbox.queue,
+                    req["queue_op"].as_str().unwrap_or_default(),
+                    crate::vault::now(),
+                )?;
+                inbox.wake.notify_one();
+                Ok(out)
+            }
             "bot_config" => {
                 let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
                 to_value(&v.bot_config(&id)?)

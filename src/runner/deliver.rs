@@ -167,7 +167,7 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
         let mut heads = HashSet::new();
         let mut next_retry: Option<Instant> = None;
         if let Some(target) = &s.target {
-            for q in pending {
+            for q in pending.into_iter().filter(|q| !q.held) {
                 if !heads.insert(q.chat.clone()) || in_flight.contains(&q.chat) {
                     continue;
                 }
@@ -223,11 +223,11 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
 
 async fn expire(shared: &Arc<Shared>, bot: &BotId, inbox: &Inbox, max_age: Duration) {
     match inbox.queue.expire(max_age, now()) {
-        Ok(gone) if !gone.is_empty() => {
+        Ok(held) if !held.is_empty() => {
             let reason = format!(
-                "{} queued message(s) older than the queue's age limit ({}s) were dropped \
-                 undelivered; check the hook, or raise the limit (`wavault bot set --queue-max-age`)",
-                gone.len(),
+                "{} queued message(s) outlived the queue's age limit ({}s) undelivered and are held \
+                 back; fix the hook, then `wavault queue retry {bot}` (or `wavault queue drop {bot}`)",
+                held.len(),
                 max_age.as_secs()
             );
             raise(shared, bot, "queue_expired", reason).await;

@@ -41,8 +41,10 @@ pub struct MessageCounts {
     pub hook_failures: u64,
     /// Inbound messages refused because the queue was full (WhatsApp keeps them).
     pub refused_full: u64,
-    /// Queued messages dropped at the age limit.
+    /// Queued messages that ever outlived the age limit.
     pub expired: u64,
+    /// Queued messages held back now (age limit passed): `wavault queue retry|drop`.
+    pub held: usize,
 }
 
 /// Reads a bot's message counts.
@@ -50,10 +52,14 @@ pub fn message_counts(view: &crate::vault::BotView) -> Result<MessageCounts> {
     let q = crate::messaging::queue::Queue::new(view.clone());
     let t = q.traffic()?;
     let queued = q.len()?;
-    let oldest_attempts = if queued > 0 {
-        q.pending()?.iter().map(|m| m.attempts).max().unwrap_or(0)
+    let (oldest_attempts, held) = if queued > 0 {
+        let p = q.pending()?;
+        (
+            p.iter().map(|m| m.attempts).max().unwrap_or(0),
+            p.iter().filter(|m| m.held).count(),
+        )
     } else {
-        0
+        (0, 0)
     };
     Ok(MessageCounts {
         inbound: t.inbound,
@@ -63,6 +69,7 @@ pub fn message_counts(view: &crate::vault::BotView) -> Result<MessageCounts> {
         hook_failures: t.hook_failures,
         refused_full: t.refused_full,
         expired: t.expired,
+        held,
     })
 }
 
@@ -198,7 +205,11 @@ pub fn table(rows: &[StatusRow]) -> String {
             format!(
                 "{}{}",
                 m.queued,
-                if m.oldest_attempts > 0 { "!" } else { "" }
+                if m.oldest_attempts > 0 || m.held > 0 {
+                    "!"
+                } else {
+                    ""
+                }
             ),
             r.last_connection_error.as_deref().unwrap_or("-")
         ));

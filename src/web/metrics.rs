@@ -148,7 +148,7 @@ pub(crate) fn render(shared: &Shared) -> Result<String> {
     }
 
     type Pick = fn(&status::MessageCounts) -> u64;
-    let message_metrics: [(&str, &str, &str, Pick); 6] = [
+    let message_metrics: [(&str, &str, &str, Pick); 7] = [
         (
             "wavault_bot_messages_in_total",
             "counter",
@@ -182,8 +182,14 @@ pub(crate) fn render(shared: &Shared) -> Result<String> {
         (
             "wavault_bot_queue_expired_total",
             "counter",
-            "Queued messages dropped at the age limit",
+            "Queued messages that outlived the age limit (held back)",
             |m| m.expired,
+        ),
+        (
+            "wavault_bot_queue_held",
+            "gauge",
+            "Queued messages held back now, waiting for `wavault queue retry|drop`",
+            |m| m.held as u64,
         ),
     ];
     for (name, kind, text, pick) in message_metrics {

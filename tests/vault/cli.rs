@@ -2,7 +2,7 @@
 
 use crate::common::*;
 
-fn init(dir: &std::path::Path) {
+pub(crate) fn init(dir: &std::path::Path) {
     let out = run(wavault(dir).args(cheap_init_args()));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
@@ -145,7 +145,9 @@ fn vault_in_use_exits_4_naming_the_pid() {
 
 /// Starts `wavault run` on `dir`; the receiver gets a message once it
 /// logged that it is running (stderr keeps being drained).
-fn spawn_run(dir: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Receiver<()>) {
+pub(crate) fn spawn_run(
+    dir: &std::path::Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<()>) {
     use std::io::BufRead;
     let mut child = wavault(dir)
         .arg("run")

@@ -8,6 +8,7 @@ mod fuzz_corpus;
 mod golden;
 mod grep;
 mod kill;
+mod messaging;
 mod roundtrip;
 #[path = "../support/signal_state.rs"]
 mod signal_state;
