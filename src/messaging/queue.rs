@@ -194,14 +194,14 @@ impl Queue {
 
     /// Queues `batch` (all or nothing, one atomic write) and waits until it
     /// is durable. Messages already queued (a redelivery) are skipped.
-    /// Returns how many were new, or `Refused` (nothing written but the
+    /// Returns the new entries, or `Refused` (nothing written but the
     /// refusal counter) when the queue would exceed `max`.
     pub async fn enqueue(
         &self,
         batch: &[NewMessage],
         max: usize,
         now: i64,
-    ) -> Result<std::result::Result<usize, Refused>> {
+    ) -> Result<std::result::Result<Vec<Queued>, Refused>> {
         let outcome = {
             let _g = self.guard();
             let mut fresh = Vec::new();
@@ -222,6 +222,7 @@ impl Queue {
                 Err(Refused::Full { queued, max })
             } else {
                 let mut ops = Vec::with_capacity(fresh.len() + 1);
+                let mut created = Vec::with_capacity(fresh.len());
                 for (name, m) in &fresh {
                     let q = Queued {
                         seq: t.next_seq,
@@ -241,11 +242,12 @@ impl Queue {
                         name: name.clone(),
                         data: codec::encode(&q),
                     });
+                    created.push(q);
                 }
                 t.count(now, fresh.len() as u64, 0);
                 ops.push(Self::put_traffic(&t));
                 self.view.apply(&ops)?;
-                Ok(fresh.len())
+                Ok(created)
             }
         };
         self.view.durable().await?;
@@ -412,13 +414,13 @@ mod tests {
                 .enqueue(&[msg("a", "1"), msg("b", "2"), msg("a", "3")], 10, 1000)
                 .await
                 .unwrap();
-            assert_eq!(n, Ok(3));
+            assert_eq!(n.map(|v| v.len()), Ok(3));
             // A redelivered batch (same chat, sender, id) adds nothing.
             let n = q
                 .enqueue(&[msg("a", "1"), msg("a", "4"), msg("a", "4")], 10, 1001)
                 .await
                 .unwrap();
-            assert_eq!(n, Ok(1));
+            assert_eq!(n.map(|v| v.len()), Ok(1));
         });
         let p = q.pending().unwrap();
         let ids: Vec<&str> = p.iter().map(|m| m.id.as_str()).collect();
@@ -434,7 +436,9 @@ mod tests {
         let (_d, v, id) = vault();
         let q = Queue::new(v.view(&id));
         rt().block_on(async {
-            assert_eq!(q.enqueue(&[msg("a", "1")], 2, 0).await.unwrap(), Ok(1));
+            let one = q.enqueue(&[msg("a", "1")], 2, 0).await.unwrap().unwrap();
+            assert_eq!(one.len(), 1);
+            assert_eq!(one[0], q.pending().unwrap()[0]);
             let r = q
                 .enqueue(&[msg("a", "2"), msg("a", "3")], 2, 0)
                 .await

@@ -128,7 +128,7 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
                     req["queue_op"].as_str().unwrap_or_default(),
                     crate::vault::now(),
                 )?;
-                inbox.wake.notify_one();
+                inbox.changed();
                 Ok(out)
             }
             "bot_config" => {

@@ -50,6 +50,11 @@ pub(crate) struct Inbox {
     pub wake: Notify,
     /// A `queue_full` alert was raised and the queue has not drained since.
     full_alerted: AtomicBool,
+    /// Entries queued since the worker last looked (it keeps the queue in
+    /// memory and reads the vault only at start and after [`Inbox::changed`]).
+    fresh: std::sync::Mutex<Vec<Queued>>,
+    /// Someone else changed the stored queue (`wavault queue retry|drop`).
+    reload: AtomicBool,
 }
 
 impl Inbox {
@@ -58,7 +63,15 @@ impl Inbox {
             queue,
             wake: Notify::new(),
             full_alerted: AtomicBool::new(false),
+            fresh: std::sync::Mutex::new(Vec::new()),
+            reload: AtomicBool::new(true),
         }
+    }
+
+    /// The stored queue was changed outside the worker: it reads it again.
+    pub fn changed(&self) {
+        self.reload.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 }
 
@@ -107,7 +120,12 @@ impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook 
             })
             .collect();
         match self.inbox.queue.enqueue(&msgs, s.queue_max, now()).await? {
-            Ok(_) => {
+            Ok(created) => {
+                self.inbox
+                    .fresh
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(created);
                 self.inbox.wake.notify_one();
                 Ok(())
             }
@@ -131,14 +149,20 @@ pub fn backoff(base: Duration, max: Duration, n: u32) -> Duration {
         .min(max)
 }
 
+/// What a delivery task reports: its chat, the entry's sequence number,
+/// the outcome, and the entry as stored now (`None`: removed).
+type Done = (String, u64, std::result::Result<(), String>, Option<Queued>);
+
 /// Delivers the bot's queue to its hook until the task is aborted.
 pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
     let inbox = link.inbox.clone();
+    inbox.reload.store(true, Ordering::SeqCst);
+    // The queue in memory, by sequence number.
+    let mut queue: std::collections::BTreeMap<u64, Queued> = Default::default();
     let mut in_flight: HashSet<String> = HashSet::new();
     // chat → (consecutive failures, not before)
     let mut failing: HashMap<String, (u32, Instant)> = HashMap::new();
-    let mut tasks: tokio::task::JoinSet<(String, std::result::Result<(), String>)> =
-        tokio::task::JoinSet::new();
+    let mut tasks: tokio::task::JoinSet<Done> = tokio::task::JoinSet::new();
     let mut next_expire = Instant::now();
     loop {
         let s = match settings(&shared, &bot) {
@@ -149,26 +173,42 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
                 continue;
             }
         };
+        if inbox.reload.swap(false, Ordering::SeqCst) {
+            // Entries queued from here on are in `fresh`; the read below
+            // may see some of them too (the map keeps one of each).
+            inbox
+                .fresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            match inbox.queue.pending() {
+                Ok(p) => {
+                    queue = p.into_iter().map(|q| (q.seq, q)).collect();
+                }
+                Err(e) => {
+                    tracing::error!("inbound queue unreadable: {e}");
+                    inbox.reload.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        for q in std::mem::take(&mut *inbox.fresh.lock().unwrap_or_else(|e| e.into_inner())) {
+            queue.insert(q.seq, q);
+        }
         if Instant::now() >= next_expire {
             next_expire = Instant::now() + EXPIRE_EVERY;
-            expire(&shared, &bot, &inbox, s.queue_max_age).await;
-        }
-        let pending = match inbox.queue.pending() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("inbound queue unreadable: {e}");
-                Vec::new()
+            for q in expire(&shared, &bot, &inbox, s.queue_max_age).await {
+                queue.insert(q.seq, q);
             }
-        };
-        if pending.len() < s.queue_max {
+        }
+        if queue.len() < s.queue_max {
             inbox.full_alerted.store(false, Ordering::SeqCst);
         }
         let now_i = Instant::now();
         let mut heads = HashSet::new();
         let mut next_retry: Option<Instant> = None;
         if let Some(target) = &s.target {
-            for q in pending.into_iter().filter(|q| !q.held) {
-                if !heads.insert(q.chat.clone()) || in_flight.contains(&q.chat) {
+            for q in queue.values().filter(|q| !q.held) {
+                if !heads.insert(q.chat.as_str()) || in_flight.contains(&q.chat) {
                     continue;
                 }
                 if let Some((_, at)) = failing.get(&q.chat) {
@@ -181,15 +221,12 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
                     break;
                 }
                 in_flight.insert(q.chat.clone());
-                let (shared, link, target, bot) =
-                    (shared.clone(), link.clone(), target.clone(), bot.clone());
+                let (link, target, bot, q) = (link.clone(), target.clone(), bot.clone(), q.clone());
                 let timeout = s.timeout;
                 tasks.spawn(async move {
-                    let chat = q.chat.clone();
-                    (
-                        chat,
-                        deliver_one(&shared, &bot, &link, &target, timeout, q).await,
-                    )
+                    let (chat, seq) = (q.chat.clone(), q.seq);
+                    let (outcome, after) = deliver_one(&bot, &link, &target, timeout, q).await;
+                    (chat, seq, outcome, after)
                 });
             }
         }
@@ -197,8 +234,12 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
         tokio::select! {
             _ = inbox.wake.notified() => {}
             done = tasks.join_next(), if !tasks.is_empty() => {
-                let Some(Ok((chat, outcome))) = done else { continue };
+                let Some(Ok((chat, seq, outcome, after))) = done else { continue };
                 in_flight.remove(&chat);
+                match after {
+                    Some(q) => { queue.insert(seq, q); }
+                    None => { queue.remove(&seq); }
+                }
                 match outcome {
                     Ok(()) => { failing.remove(&chat); }
                     Err(e) => {
@@ -221,7 +262,13 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
     }
 }
 
-async fn expire(shared: &Arc<Shared>, bot: &BotId, inbox: &Inbox, max_age: Duration) {
+/// Holds back entries past the age limit (with an alert); returns them.
+async fn expire(
+    shared: &Arc<Shared>,
+    bot: &BotId,
+    inbox: &Inbox,
+    max_age: Duration,
+) -> Vec<Queued> {
     match inbox.queue.expire(max_age, now()) {
         Ok(held) if !held.is_empty() => {
             let reason = format!(
@@ -231,21 +278,39 @@ async fn expire(shared: &Arc<Shared>, bot: &BotId, inbox: &Inbox, max_age: Durat
                 max_age.as_secs()
             );
             raise(shared, bot, "queue_expired", reason).await;
+            held
         }
-        Ok(_) => {}
-        Err(e) => tracing::error!("inbound queue expiry failed: {e}"),
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::error!("inbound queue expiry failed: {e}");
+            Vec::new()
+        }
     }
 }
 
 /// Hands one message to the hook (unless it accepted it before) and carries
 /// out its actions; removes the entry once all is done.
+/// Returns the outcome and the entry as stored now (`None` once removed).
 async fn deliver_one(
-    shared: &Arc<Shared>,
     bot: &BotId,
     link: &Link,
     target: &Target,
     timeout: Duration,
     mut q: Queued,
+) -> (std::result::Result<(), String>, Option<Queued>) {
+    match deliver_inner(bot, link, target, timeout, &mut q).await {
+        Ok(()) => (Ok(()), None),
+        Err(e) => (Err(e), Some(q)),
+    }
+}
+
+/// `Ok` once the entry is done and removed.
+async fn deliver_inner(
+    bot: &BotId,
+    link: &Link,
+    target: &Target,
+    timeout: Duration,
+    q: &mut Queued,
 ) -> std::result::Result<(), String> {
     let queue = &link.inbox.queue;
     let fail = |q: &mut Queued, e: String, hook_failed: bool| {
@@ -262,15 +327,15 @@ async fn deliver_one(
     if q.accepted.is_none() {
         match hook::call(target, &q.summary, timeout, bot.as_str()).await {
             Ok(actions) if actions.is_empty() => {
-                return queue.remove(&q, now(), 0).map_err(|e| e.to_string());
+                return queue.remove(q, now(), 0).map_err(|e| e.to_string());
             }
             Ok(actions) => {
                 q.accepted = Some(serde_json::to_string(&actions).map_err(|e| e.to_string())?);
                 q.attempts = 0;
                 q.last_error = None;
-                queue.update(&q).map_err(|e| e.to_string())?;
+                queue.update(q).map_err(|e| e.to_string())?;
             }
-            Err(e) => return fail(&mut q, e, true),
+            Err(e) => return fail(q, e, true),
         }
     }
     let mut actions: Vec<Action> = serde_json::from_str(q.accepted.as_deref().unwrap_or("[]"))
@@ -282,15 +347,11 @@ async fn deliver_one(
             .await
             .is_ok_and(|r| r.is_ok());
         if !up {
-            return fail(
-                &mut q,
-                "bot not connected for the hook's actions".into(),
-                false,
-            );
+            return fail(q, "bot not connected for the hook's actions".into(), false);
         }
         match tokio::time::timeout(
             timeout.max(Duration::from_secs(30)),
-            messaging::perform(&link.client, &q, &action),
+            messaging::perform(&link.client, q, &action),
         )
         .await
         {
@@ -303,15 +364,14 @@ async fn deliver_one(
                 actions.remove(0);
                 if !actions.is_empty() {
                     q.accepted = Some(serde_json::to_string(&actions).map_err(|e| e.to_string())?);
-                    queue.update(&q).map_err(|e| e.to_string())?;
+                    queue.update(q).map_err(|e| e.to_string())?;
                 }
             }
-            Ok(Err(e)) => return fail(&mut q, e, false),
-            Err(_) => return fail(&mut q, "action timed out".into(), false),
+            Ok(Err(e)) => return fail(q, e, false),
+            Err(_) => return fail(q, "action timed out".into(), false),
         }
     }
-    let _ = shared;
-    queue.remove(&q, now(), 0).map_err(|e| e.to_string())
+    queue.remove(q, now(), 0).map_err(|e| e.to_string())
 }
 
 /// Sends `text` to `to` from a running, connected bot; returns the message id.
