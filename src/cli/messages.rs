@@ -111,9 +111,13 @@ pub struct SendArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    /// Without a running `wavault run`: how long to wait for the bot to connect
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
 }
 
-/// `wavault send BOT TO TEXT`: through the running `wavault run`.
+/// `wavault send BOT TO TEXT`: through the running `wavault run`, else by
+/// connecting the bot alone for the send.
 pub fn send(g: &Global, args: SendArgs) -> Result<()> {
     crate::messaging::parse_recipient(&args.to)?;
     let text = if args.text == "-" {
@@ -126,11 +130,26 @@ pub fn send(g: &Global, args: SendArgs) -> Result<()> {
     };
     let req = serde_json::json!({"op": "send", "bot": args.bot, "to": args.to, "text": text});
     let dir = g.dir()?;
-    let Some(v) = crate::runner::control::request(&dir, &req)? else {
-        return Err(Error::Unavailable(format!(
-            "no `wavault run` is running on {}: messages are sent by the running bot; start it and try again",
-            dir.display()
-        )));
+    let v = match crate::runner::control::request(&dir, &req)? {
+        Some(v) => v,
+        None => {
+            // No `run`: connect this bot alone for the send.
+            let vault = g.open()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("starting the async runtime", e))?;
+            let cfg = crate::runner::RunConfig::new(crate::runner::net::Net::production());
+            let id = rt.block_on(crate::runner::send_once(
+                vault,
+                cfg,
+                &args.bot,
+                &args.to,
+                &text,
+                args.connect_timeout,
+            ))?;
+            serde_json::json!({ "id": id })
+        }
     };
     let id = v["id"].as_str().unwrap_or_default().to_owned();
     if args.json {

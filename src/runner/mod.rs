@@ -485,6 +485,63 @@ fn mark_aborted_disconnected(v: &Vault) -> Result<()> {
 }
 
 /// The bots to start: the named ones (which must exist), else every enabled one.
+/// `wavault send` when no `wavault run` holds the vault: connects `bot`
+/// alone (its hook and queue work as in `run` meanwhile), waits up to
+/// `deadline` for the connection, sends, disconnects. Refused at once for a
+/// bot that is not paired (it would need a QR scan first).
+pub async fn send_once(
+    vault: Vault,
+    mut cfg: RunConfig,
+    bot: &BotId,
+    to: &str,
+    text: &str,
+    deadline: Duration,
+) -> Result<String> {
+    crate::messaging::parse_recipient(to)?;
+    vault.bot_config(bot)?;
+    if crate::store::credentials_state(&vault.view(bot)).as_deref() != Some("paired") {
+        return Err(Error::Unavailable(format!(
+            "bot {bot} is not paired: pair it first (`wavault run` shows its QR code)"
+        )));
+    }
+    cfg.bots = vec![bot.clone()];
+    cfg.console = false;
+    cfg.control_socket = false;
+    cfg.listen = None;
+    cfg.stagger = Duration::ZERO;
+    cfg.rotate_key_every = None;
+    cfg.sweep_every = Duration::from_secs(u32::MAX as u64);
+    cfg.idle_check_every = Duration::from_secs(u32::MAX as u64);
+    let runner = Runner::start(vault, cfg)?;
+    let sent = async {
+        let id = bot.as_str().to_owned();
+        let connected = runner
+            .wait_until(deadline, |rows| {
+                rows.iter()
+                    .any(|r| r.bot == id && (r.status == Status::Connected || r.status.is_permanent()))
+            })
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "bot {bot} did not connect within {deadline:?}; see `wavault status` for its last error"
+                ))
+            })?;
+        let row = connected.iter().find(|r| r.bot == id);
+        if row.is_some_and(|r| r.status != Status::Connected) {
+            return Err(Error::Unavailable(format!(
+                "bot {bot} cannot connect ({}); see `wavault status`",
+                row.map(|r| r.status.as_str()).unwrap_or_default()
+            )));
+        }
+        runner.send(bot, to, text).await
+    }
+    .await;
+    let stopped = runner.shutdown().await;
+    let id = sent?;
+    stopped?;
+    Ok(id)
+}
+
 fn select_bots(vault: &Vault, named: &[BotId]) -> Result<Vec<crate::vault::BotConfig>> {
     if named.is_empty() {
         return Ok(vault

@@ -1,5 +1,5 @@
 //! The messaging commands as a user meets them: hook settings on `bot add`
-//! and `bot set`, `send` (needs the running bot), `queue list|retry|drop`.
+//! and `bot set`, `send`, `queue list|retry|drop`.
 
 use crate::cli::{init, spawn_run};
 use crate::common::*;
@@ -121,9 +121,12 @@ fn send_needs_a_valid_recipient_and_the_running_bot() {
         "{}",
         stderr(&out)
     );
+    // No `run`: `send` would connect the bot alone, but it is not paired.
     let out = run(wavault(dir).args(["send", "b", "4915112345678", "hi"]));
     assert_eq!(code(&out), 7, "{}", stderr(&out));
-    assert!(stderr(&out).contains("wavault run"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not paired"), "{}", stderr(&out));
+    let out = run(wavault(dir).args(["send", "nobody", "4915112345678", "hi"]));
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
 
     // With `run` holding the vault: the bot runs but cannot reach WhatsApp
     // here, so it is not connected; an unknown bot is not found.
