@@ -351,7 +351,7 @@ async fn messages_sent_while_offline_arrive_at_the_next_login() {
         let stanza = log
             .sent
             .iter()
-            .find(|s| attr(&s.node, "id").as_deref() == Some(id))
+            .find(|s| s.node.tag == "message" && attr(&s.node, "id").as_deref() == Some(id))
             .unwrap();
         assert_eq!(attr(&stanza.node, "offline").as_deref(), Some("1"));
     }
@@ -485,7 +485,7 @@ async fn unacknowledged_message_is_redelivered_at_the_next_login() {
     let resent: Vec<_> = log
         .sent
         .iter()
-        .filter(|s| attr(&s.node, "id").as_deref() == Some(id.as_str()))
+        .filter(|s| s.node.tag == "message" && attr(&s.node, "id").as_deref() == Some(id.as_str()))
         .collect();
     assert_eq!(resent.len(), 2);
     assert_eq!(

@@ -7,7 +7,9 @@
 //! and an empty result for everything else (the passive/active switch,
 //! whose offline delivery `connection.rs` adds, pre-key upload,
 //! keepalive ping, props, blocklist, privacy, digest, usync), which the
-//! client accepts or only logs.
+//! client accepts or only logs. IQs about contacts (their usync entries and
+//! pre-key bundles) and the bot's pre-key upload are seen by `contact.rs`
+//! first.
 
 use whatsapp_rust::wacore_binary::Node;
 
