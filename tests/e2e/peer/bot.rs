@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use whatsapp_rust::anyhow::{self, bail, Context as _};
 use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::store::traits::Backend;
-use whatsapp_rust::types::events::{Event, EventHandler};
+use whatsapp_rust::types::events::{Event, EventHandler, InboundMessage};
 use whatsapp_rust::Client;
 
 use super::{Pairing, Peer, LOGIN_DEADLINE, PAIRING_LOGIN_DEADLINE};
@@ -110,6 +110,42 @@ impl EventLog {
         }
     }
 
+    /// Every message of every `Event::Messages` batch, in dispatch order.
+    pub fn messages(&self) -> Vec<InboundMessage> {
+        flatten_messages(&self.events.borrow())
+    }
+
+    /// Waits until `pred` holds for [`EventLog::messages`], at most
+    /// `timeout`; returns them.
+    pub async fn wait_messages(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&[InboundMessage]) -> bool,
+    ) -> anyhow::Result<Vec<InboundMessage>> {
+        let mut rx = self.events.subscribe();
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|events| pred(&flatten_messages(events))),
+        )
+        .await;
+        match waited {
+            Ok(Ok(events)) => Ok(flatten_messages(&events)),
+            Ok(Err(_)) => bail!("event log closed while waiting for {what}"),
+            Err(_) => {
+                let got: Vec<String> = self
+                    .messages()
+                    .iter()
+                    .map(|m| format!("{} from {}", m.info.id, m.info.source.sender))
+                    .collect();
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}; messages so far: [{}]",
+                    got.join(", ")
+                )
+            }
+        }
+    }
+
     /// Waits for the first event matching `pred` (it may already be there).
     pub async fn wait_for(
         &self,
@@ -119,6 +155,17 @@ impl EventLog {
     ) -> anyhow::Result<Arc<Event>> {
         self.wait_for_nth(what, 1, timeout, pred).await
     }
+}
+
+fn flatten_messages(events: &[Arc<Event>]) -> Vec<InboundMessage> {
+    events
+        .iter()
+        .filter_map(|e| match &**e {
+            Event::Messages(batch) => Some(batch.iter().cloned().collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 struct Recorder(EventLog);

@@ -19,6 +19,7 @@ use whatsapp_rust::wacore::net::{DisconnectReason, TransportEvent};
 use whatsapp_rust::wacore_binary::consts::WA_CONN_HEADER;
 use whatsapp_rust::wacore_binary::Node;
 
+use super::contact::{self, Queued};
 use super::noise::{HelloReply, NoiseSession, NoiseTransport};
 use super::pairing::{verify_pair_device_sign, QrCode, SignedIdentity};
 use super::stanza::{self, attr, child};
@@ -37,6 +38,8 @@ const RESTART_FALLBACK: Duration = Duration::from_secs(5);
 pub(crate) enum Command {
     Send(Node),
     Pair(Box<PairRequest>),
+    /// Push a contact message to an online bot connection.
+    Deliver(Queued),
     /// Close from the server side: the client sees the stream end.
     Close,
 }
@@ -79,6 +82,7 @@ pub(crate) fn open(
             client: None,
             client_static: None,
             commands: commands_tx,
+            online: false,
         },
     );
     // An unbounded channel only refuses when closed, and we hold both ends.
@@ -255,7 +259,7 @@ impl Connection {
                         .reply
                         .send(Err(anyhow!("connection is still handshaking")));
                 }
-                Input::Command(Command::Send(_)) | Input::RestartDue => {}
+                Input::Command(Command::Send(_) | Command::Deliver(_)) | Input::RestartDue => {}
                 Input::ClientClosed => return Ok(None),
             }
         }
@@ -339,7 +343,7 @@ impl Connection {
                         node: node.clone(),
                     })
                 });
-                self.on_node(session, &node)?;
+                self.on_node(session, &node).await?;
             }
             match self.next_input(session.restart_due).await {
                 Input::Data(data) => self.feed(&data)?,
@@ -353,6 +357,9 @@ impl Connection {
                     self.restart_stream(session)?;
                 }
                 Input::Command(Command::Send(node)) => self.send(session, node)?,
+                Input::Command(Command::Deliver(queued)) => {
+                    self.deliver(session, &queued, false)?
+                }
                 Input::Command(Command::Pair(req)) => self.start_pair(session, req)?,
                 Input::Command(Command::Close) => {
                     self.close_from_server();
@@ -417,25 +424,71 @@ impl Connection {
         self.send(session, stanza::stream_error_code(515))
     }
 
-    fn on_node(&self, session: &mut Session, node: &Node) -> anyhow::Result<()> {
-        if node.tag == "ib"
-            && session.restart_due.is_some()
-            && child(node, "unified_session").is_some()
-        {
-            return self.restart_stream(session);
-        }
-        if node.tag != "iq" {
-            return Ok(());
+    async fn on_node(&self, session: &mut Session, node: &Node) -> anyhow::Result<()> {
+        let shared = &*self.shared;
+        match &*node.tag {
+            "ib" if session.restart_due.is_some() && child(node, "unified_session").is_some() => {
+                return self.restart_stream(session);
+            }
+            "message" => {
+                for reply in contact::on_bot_message(shared, &session.client, node).await? {
+                    self.send(session, reply)?;
+                }
+                return Ok(());
+            }
+            "receipt" => {
+                for reply in contact::on_receipt(shared, self.id, &session.client, node) {
+                    self.send(session, reply)?;
+                }
+                return Ok(());
+            }
+            "ack" => {
+                contact::on_client_ack(shared, &session.client, node);
+                return Ok(());
+            }
+            "iq" => {}
+            _ => return Ok(()),
         }
         match attr(node, "type").as_deref() {
             Some("result") | Some("error") => self.on_answer(session, node),
             _ => {
-                for reply in super::login::answer_iq(node) {
+                let replies = match contact::answer_iq(shared, &session.client, node).await {
+                    Some(replies) => replies,
+                    None => super::login::answer_iq(node),
+                };
+                for reply in replies {
                     self.send(session, reply)?;
+                }
+                if attr(node, "xmlns").as_deref() == Some("passive")
+                    && child(node, "active").is_some()
+                {
+                    self.go_online(session)?;
                 }
                 Ok(())
             }
         }
+    }
+
+    /// Leaving passive mode is when the server delivers the offline queue:
+    /// every unacknowledged contact message of this phone, in order, then
+    /// the end marker. Without the marker the client waits 60 s before
+    /// sending anything.
+    fn go_online(&self, session: &mut Session) -> anyhow::Result<()> {
+        let backlog = self.shared.go_online(self.id, &session.client);
+        for queued in &backlog {
+            self.deliver(session, queued, true)?;
+        }
+        self.send(session, stanza::offline_done(backlog.len()))
+    }
+
+    fn deliver(&self, session: &mut Session, queued: &Queued, offline: bool) -> anyhow::Result<()> {
+        self.send(session, queued.stanza(offline))?;
+        if let ClientKind::Login { phone, .. } = &session.client {
+            let entry = (phone.clone(), queued.id.clone());
+            self.shared
+                .modify_log(|log| log.inbound_delivered.push(entry));
+        }
+        Ok(())
     }
 
     fn start_pair(&self, session: &mut Session, req: Box<PairRequest>) -> anyhow::Result<()> {

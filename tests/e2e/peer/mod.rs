@@ -7,8 +7,10 @@
 //! handshake (XX, IK, XXfallback), answers the start-up stanzas a login
 //! needs (see `/work/shared/docs/peer-notes.md`), plays the phone for
 //! pairing, injects faults, and records what it saw so tests can assert on
-//! it. It is generic over the storage backend: the bot under test is any
-//! `Arc<dyn Backend>`.
+//! it. It also plays contacts ([`Peer::contact`]): users with their own
+//! Signal identity who exchange encrypted 1:1 messages with the bots, with
+//! the server's offline queue in between (`contact.rs`). It is generic over
+//! the storage backend: the bot under test is any `Arc<dyn Backend>`.
 //!
 //! ```ignore
 //! let peer = Peer::new();
@@ -26,9 +28,11 @@
 
 mod bot;
 mod connection;
+mod contact;
 mod login;
 mod noise;
 mod pairing;
+mod signal;
 mod stanza;
 mod transport;
 
@@ -44,7 +48,8 @@ use whatsapp_rust::wacore::libsignal::protocol::KeyPair;
 use whatsapp_rust::wacore_binary::Node;
 
 pub use bot::{is_connected, is_logged_out, is_qr, is_stream_replaced};
-pub use bot::{BotOptions, RunningBot};
+pub use bot::{BotOptions, EventLog, RunningBot};
+pub use contact::{Contact, ContactMessage, ReceiptRecord};
 pub use noise::HandshakeKind;
 pub use pairing::QrCode;
 pub use stanza::{attr, child};
@@ -112,6 +117,15 @@ pub struct PeerLog {
     pub http_requests: Vec<String>,
     /// Protocol errors the peer hit (bad handshake, failed signature, …).
     pub errors: Vec<String>,
+    /// Every `<receipt>` a bot sent, in order.
+    pub receipts: Vec<ReceiptRecord>,
+    /// `<ack class="message">` a bot sent: (bot phone, message id).
+    pub bot_acks: Vec<(String, String)>,
+    /// Messages from a bot a contact could not decrypt (tests assert none).
+    pub decrypt_errors: Vec<String>,
+    /// (bot phone, message id) each time a contact message was pushed to a
+    /// bot connection: redeliveries show up as repeated ids.
+    pub inbound_delivered: Vec<(String, String)>,
 }
 
 impl PeerLog {
@@ -183,6 +197,9 @@ struct LiveConn {
     client: Option<ClientKind>,
     client_static: Option<[u8; 32]>,
     commands: mpsc::UnboundedSender<Command>,
+    /// The offline backlog was delivered: new contact messages go straight
+    /// to this connection.
+    online: bool,
 }
 
 /// State shared by the peer handle and its connection tasks.
@@ -191,6 +208,9 @@ pub(crate) struct Shared {
     log: watch::Sender<PeerLog>,
     live: Mutex<HashMap<u64, LiveConn>>,
     accounts: Mutex<HashMap<String, Account>>,
+    /// Bots' pre-key bundles and the per-phone message queues.
+    mailbox: Mutex<contact::Mailbox>,
+    contacts: Mutex<HashMap<String, Arc<contact::ContactState>>>,
     refusing: AtomicBool,
     /// Phones whose logins get no answer (the client waits, then retries).
     stalled: Mutex<std::collections::HashSet<String>>,
@@ -268,6 +288,8 @@ impl Peer {
                 log: watch::Sender::new(PeerLog::default()),
                 live: Mutex::new(HashMap::new()),
                 accounts: Mutex::new(HashMap::new()),
+                mailbox: Mutex::new(contact::Mailbox::default()),
+                contacts: Mutex::new(HashMap::new()),
                 refusing: AtomicBool::new(false),
                 stalled: Mutex::new(std::collections::HashSet::new()),
                 next_conn: AtomicU64::new(1),

@@ -119,12 +119,14 @@ pub(crate) fn failure(reason: u16) -> Node {
         .build()
 }
 
-/// End of the offline backlog (there is none): unblocks the client's sends
-/// and its post-login sequence.
-pub(crate) fn offline_done() -> Node {
+/// End of the offline backlog of `count` stanzas: unblocks the client's
+/// sends and its post-login sequence.
+pub(crate) fn offline_done(count: usize) -> Node {
     NodeBuilder::new("ib")
         .attr("from", SERVER_JID)
-        .children([NodeBuilder::new("offline").attr("count", "0").build()])
+        .children([NodeBuilder::new("offline")
+            .attr("count", count.to_string())
+            .build()])
         .build()
 }
 
