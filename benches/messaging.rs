@@ -6,9 +6,12 @@
 //! 2. reading a 10,000-message backlog (the worker does it at start);
 //! 3. the cost of one hook call: a webhook on loopback, and a command.
 //!
-//! Run: `cargo bench --bench messaging` (about a minute). The end-to-end
-//! path (contact → bot → hook → reply → contact) is measured by the
-//! `e2e_roundtrip` section at the end, against the in-process peer.
+//! 4. end to end against the in-process peer: a contact writes, the bot
+//!    queues it, a webhook on loopback answers with a reply, the contact
+//!    decrypts the reply. Round trips one at a time (latency), then a burst
+//!    of messages (throughput through the durable queue and the hook).
+//!
+//! Run: `cargo bench --bench messaging` (about a minute).
 
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/e2e/peer/mod.rs"]
@@ -17,8 +20,11 @@ mod peer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wacore::store::traits::DeviceStore;
 use wavault::messaging::hook::{self, Target};
 use wavault::messaging::queue::{NewMessage, Queue};
+use wavault::runner::net::Net;
+use wavault::runner::{RunConfig, Runner};
 use wavault::vault::crypto::KdfParams;
 use wavault::vault::BotConfig;
 use wavault::{BotId, Vault};
@@ -98,6 +104,107 @@ async fn hook_bench() -> (Duration, Duration) {
     (web, pct(&mut lat, 0.5))
 }
 
+/// A vault with one bot whose device record is as a finished pairing leaves it.
+async fn paired(dir: &std::path::Path, phone: u64) -> Vault {
+    let vault = Vault::create(dir, b"bench", KdfParams::INSECURE_FOR_TESTS).unwrap();
+    let id = BotId::parse("echo").unwrap();
+    vault.add_bot(&BotConfig::new(id.clone())).unwrap();
+    let mut device = wacore::store::Device::new();
+    device.pn = Some(format!("{phone}:1@s.whatsapp.net").parse().unwrap());
+    device.lid = Some(
+        format!("{}:1@lid", phone + 100_000_000_000_000)
+            .parse()
+            .unwrap(),
+    );
+    device.push_name = "wavault-bench".into();
+    vault.bot_backend(&id).unwrap().save(&device).await.unwrap();
+    vault.flush().unwrap();
+    vault
+}
+
+async fn e2e() {
+    use axum::routing::post;
+    let dir = tempfile::tempdir().unwrap();
+    let phone = 4_915_100_009_001u64;
+    let vault = paired(&dir.path().join("v"), phone).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        post(|axum::Json(v): axum::Json<serde_json::Value>| async move {
+            axum::Json(serde_json::json!({ "reply": format!("echo: {}", v["text"].as_str().unwrap_or("")) }))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let peer = peer::Peer::new();
+    let mut cfg = RunConfig::new(Net {
+        transport: Arc::new(peer.transport_factory()),
+        http: Arc::new(peer.http_client()),
+        version: Some(peer::PINNED_VERSION),
+    });
+    cfg.console = false;
+    cfg.control_socket = false;
+    cfg.push_name = "wavault-bench".into();
+    cfg.hooks.target = Some(Target::Webhook(url));
+    let runner = Runner::start(vault.clone(), cfg).unwrap();
+    runner
+        .wait_until(Duration::from_secs(30), |rows| {
+            rows.iter()
+                .all(|r| r.status == wavault::sessions::Status::Connected)
+        })
+        .await
+        .unwrap();
+    let phone = phone.to_string();
+    let contact = peer.contact("4917600009999");
+    let p = phone.clone();
+    peer.wait_for("pre-keys", Duration::from_secs(30), |log| {
+        log.has_prekey_bundle(&p)
+    })
+    .await
+    .unwrap();
+    let mut lat = Vec::new();
+    let n = 200;
+    for i in 0..n {
+        let text = format!("ping {i}");
+        let want = format!("echo: {text}");
+        let s = Instant::now();
+        contact.send_text(&phone, &text).await.unwrap();
+        contact
+            .wait_received("echo", Duration::from_secs(30), |r| {
+                r.iter().any(|m| m.text.as_deref() == Some(want.as_str()))
+            })
+            .await
+            .unwrap();
+        lat.push(s.elapsed());
+    }
+    println!(
+        "round trip contact → bot → queue → webhook → reply → contact, one at a time: p50 {:?}, p99 {:?} ({n} messages)",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
+    let burst = 1000;
+    let before = contact.received().len();
+    let s = Instant::now();
+    for i in 0..burst {
+        contact
+            .send_text(&phone, &format!("burst {i}"))
+            .await
+            .unwrap();
+    }
+    contact
+        .wait_received("all burst echoes", Duration::from_secs(300), |r| {
+            r.len() >= before + burst
+        })
+        .await
+        .unwrap();
+    let secs = s.elapsed().as_secs_f64();
+    println!(
+        "burst of {burst} messages: all replies back after {secs:.2} s ({:.0} msg/s in and out)",
+        burst as f64 / secs
+    );
+    runner.shutdown().await.unwrap();
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -143,5 +250,6 @@ fn main() {
 
         let (web, cmd) = hook_bench().await;
         println!("hook call p50: webhook on loopback {web:?}, command (sh -c) {cmd:?}");
+        e2e().await;
     });
 }

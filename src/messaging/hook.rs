@@ -194,7 +194,10 @@ async fn post(url: String, body: String, timeout: Duration) -> std::result::Resu
             .post(&url)
             .header("content-type", "application/json")
             .send(body)
-            .map_err(|e| format!("webhook: {e}"))?;
+            .map_err(|e| match e {
+                ureq::Error::Timeout(_) => format!("webhook timed out after {timeout:?}"),
+                e => format!("webhook: {e}"),
+            })?;
         resp.body_mut()
             .with_config()
             .limit(MAX_ANSWER)

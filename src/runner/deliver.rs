@@ -127,6 +127,9 @@ impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook 
                     .unwrap_or_else(|e| e.into_inner())
                     .extend(created);
                 self.inbox.wake.notify_one();
+                self.shared.emit(super::RunnerEvent::Traffic {
+                    bot: self.bot.clone(),
+                });
                 Ok(())
             }
             Err(refused) => {
@@ -236,6 +239,7 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
             done = tasks.join_next(), if !tasks.is_empty() => {
                 let Some(Ok((chat, seq, outcome, after))) = done else { continue };
                 in_flight.remove(&chat);
+                shared.emit(super::RunnerEvent::Traffic { bot: bot.clone() });
                 match after {
                     Some(q) => { queue.insert(seq, q); }
                     None => { queue.remove(&seq); }
@@ -413,6 +417,7 @@ pub(crate) async fn send(
     let t = now();
     link.inbox.queue.count(t, 0, 1, 0)?;
     link.meta.activity(t);
+    shared.emit(super::RunnerEvent::Traffic { bot: bot.clone() });
     Ok(id)
 }
 

@@ -128,6 +128,9 @@ pub enum RunnerEvent {
     Alert(alert::Alert),
     /// The bot's supervisor ended.
     Stopped { bot: BotId },
+    /// A bot's messages changed: one queued, delivered to the hook, or sent
+    /// (status counts are worth reading again).
+    Traffic { bot: BotId },
     /// A timer job finished (`sweep`, `rotate_key`).
     Job {
         name: &'static str,
@@ -614,6 +617,7 @@ async fn console(mut rx: broadcast::Receiver<RunnerEvent>, mut stop: watch::Rece
             RunnerEvent::Job { name, ok, detail } => {
                 println!("[{name}] {} {detail}", if ok { "done:" } else { "FAILED:" })
             }
+            RunnerEvent::Traffic { .. } => {}
         }
     }
 }

@@ -11,6 +11,8 @@ mod backup_tests;
 mod browser_tests;
 mod contact_tests;
 mod fault_tests;
+mod hook_server;
+mod messaging_tests;
 mod pairing_tests;
 mod peer;
 mod runner_tests;

@@ -346,6 +346,8 @@ pub(crate) async fn answer_iq(
                 match BotBundle::from_upload(node, *device) {
                     Some(Ok(bundle)) => {
                         lock(&shared.mailbox).bundles.insert(phone.clone(), bundle);
+                        let phone = phone.clone();
+                        shared.modify_log(|log| log.bundles_uploaded.push(phone));
                     }
                     Some(Err(e)) => shared.modify_log(|log| {
                         log.errors

@@ -34,6 +34,7 @@ mod noise;
 mod pairing;
 mod signal;
 mod stanza;
+mod tcp;
 mod transport;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ pub use contact::{Contact, ContactMessage, ReceiptRecord};
 pub use noise::HandshakeKind;
 pub use pairing::QrCode;
 pub use stanza::{attr, child};
+pub use tcp::TcpTransportFactory;
 pub use transport::{PeerHttpClient, PeerTransportFactory, PINNED_VERSION};
 
 use connection::Command;
@@ -126,9 +128,17 @@ pub struct PeerLog {
     /// (bot phone, message id) each time a contact message was pushed to a
     /// bot connection: redeliveries show up as repeated ids.
     pub inbound_delivered: Vec<(String, String)>,
+    /// Bot phones whose pre-key upload the server kept, once per upload.
+    pub bundles_uploaded: Vec<String>,
 }
 
 impl PeerLog {
+    /// Whether the bot logged in as `phone` has uploaded a pre-key bundle
+    /// (a contact needs it to start a Signal session).
+    pub fn has_prekey_bundle(&self, phone: &str) -> bool {
+        self.bundles_uploaded.iter().any(|p| p == phone)
+    }
+
     /// Connections that logged in as `phone`.
     pub fn logins<'a>(&'a self, phone: &'a str) -> impl Iterator<Item = &'a ConnectionRecord> {
         self.connections
