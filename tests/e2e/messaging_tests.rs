@@ -598,3 +598,153 @@ async fn sigkill_with_queued_messages_then_restart_keeps_the_conversation() {
     assert_clean_signal(&peer);
     runner.shutdown().await.unwrap();
 }
+
+/// A full queue refuses: the message stays unacknowledged on the server
+/// (and in whatsapp-rust's pending-inbound rows in the vault), an alert is
+/// raised, and the message arrives once there is room and the connection
+/// comes back: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_refuses_alerts_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &[]);
+    let hook = HookServer::start(Mode::Down).await;
+    let mut small = BotConfig::new(bot("small"));
+    small.webhook = Some(hook.url.clone());
+    small.extra.insert(keys::QUEUE_MAX.into(), "2".into());
+    vault.add_bot(&small).unwrap();
+    let phone = synth_paired(&vault, "small", 4_915_100_001_007).await;
+    let peer = Peer::new();
+    let runner = Runner::start(vault.clone(), cfg(&peer)).unwrap();
+    let mut events = runner.subscribe();
+    wait_connected(&runner, "small").await;
+    wait_prekeys(&peer, &phone).await;
+    let alice = peer.contact("4917600000007");
+    let mut ids = Vec::new();
+    for t in ["f1", "f2", "f3", "f4"] {
+        ids.push(alice.send_text(&phone, t).await.unwrap());
+    }
+    runner
+        .wait_until(DEADLINE, |rows| {
+            let m = &row(rows, "small").messages;
+            m.queued == 2 && m.refused_full >= 2
+        })
+        .await
+        .expect("two queued, the rest refused");
+    crate::runner_tests::next_event(&mut events, DEADLINE, "queue_full alert", |e| match e {
+        wavault::runner::RunnerEvent::Alert(a) if a.kind == "queue_full" => Some(()),
+        _ => None,
+    })
+    .await;
+    let log = peer.seen();
+    assert!(log.acked(&phone, &ids[0]) && log.acked(&phone, &ids[1]));
+    assert!(
+        !log.acked(&phone, &ids[2]) && !log.acked(&phone, &ids[3]),
+        "refused messages stay unacknowledged on the server"
+    );
+    // Room again, and a new connection: the server delivers the rest.
+    hook.set_mode(Mode::Reply(String::new()));
+    hook.wait("the two queued", DEADLINE, |s| s.accepted.len() >= 2)
+        .await;
+    runner
+        .wait_until(DEADLINE, |rows| row(rows, "small").messages.queued == 0)
+        .await
+        .expect("queue drained");
+    assert!(peer.drop_connections_of(&phone) >= 1);
+    hook.wait("all four", DEADLINE * 2, |s| s.accepted.len() == 4)
+        .await;
+    assert_eq!(hook.texts_from(alice.phone()), ["f1", "f2", "f3", "f4"]);
+    let phone2 = phone.clone();
+    let ids2 = ids.clone();
+    peer.wait_for("every message acknowledged", DEADLINE, |log| {
+        ids2.iter().all(|id| log.acked(&phone2, id))
+    })
+    .await
+    .expect("acknowledged once queued");
+    assert_clean_signal(&peer);
+    runner.shutdown().await.unwrap();
+}
+
+/// `--on-message CMD`: the command gets the JSON on stdin, its output is the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_hook_replies_through_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &[]);
+    let seen = dir.path().join("seen.jsonl");
+    let mut b = BotConfig::new(bot("cmd"));
+    b.extra.insert(
+        keys::ON_MESSAGE.into(),
+        format!(
+            r#"read -r line; printf '%s\n' "$line" >> '{}'; printf '{{"reply":"command saw it, %s"}}' "$WAVAULT_BOT""#,
+            seen.display()
+        ),
+    );
+    vault.add_bot(&b).unwrap();
+    let phone = synth_paired(&vault, "cmd", 4_915_100_001_008).await;
+    let peer = Peer::new();
+    let runner = Runner::start(vault.clone(), cfg(&peer)).unwrap();
+    wait_connected(&runner, "cmd").await;
+    wait_prekeys(&peer, &phone).await;
+    let alice = peer.contact("4917600000008");
+    alice.send_text(&phone, "run it").await.unwrap();
+    alice
+        .wait_received("the command's reply", DEADLINE, |r| {
+            r.iter()
+                .any(|m| m.text.as_deref() == Some("command saw it, cmd"))
+        })
+        .await
+        .unwrap();
+    let line = std::fs::read_to_string(&seen).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["text"], "run it");
+    assert_eq!(v["bot"], "cmd");
+    runner.shutdown().await.unwrap();
+}
+
+/// `wavault send` with no runner: the bot connects alone, sends, disconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_once_connects_sends_and_disconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["once", "unpaired"]);
+    let phone = synth_paired(&vault, "once", 4_915_100_001_009).await;
+    let peer = Peer::new();
+    let alice = peer.contact("4917600000009");
+    let id = wavault::runner::send_once(
+        vault.clone(),
+        cfg(&peer),
+        &bot("once"),
+        alice.phone(),
+        "sent without run",
+        LOGIN_DEADLINE,
+    )
+    .await
+    .unwrap();
+    alice
+        .wait_received("the message", DEADLINE, |r| {
+            r.iter()
+                .any(|m| m.id == id && m.text.as_deref() == Some("sent without run"))
+        })
+        .await
+        .unwrap();
+    peer.wait_for("the connection closed after the send", DEADLINE, |log| {
+        log.open_connections() == 0
+    })
+    .await
+    .expect("disconnected after the send");
+    let s = wavault::runner::status::collect(&vault).unwrap();
+    let once = row(&s, "once");
+    assert_eq!(once.status, Status::Disconnected);
+    assert_eq!(once.messages.outbound, 1);
+    assert!(peer.seen().logins(&phone).count() == 1);
+    let e = wavault::runner::send_once(
+        vault.clone(),
+        cfg(&peer),
+        &bot("unpaired"),
+        alice.phone(),
+        "x",
+        LOGIN_DEADLINE,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.exit_code(), exit::UNAVAILABLE);
+    assert!(e.to_string().contains("not paired"), "{e}");
+}
