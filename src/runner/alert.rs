@@ -10,7 +10,8 @@ use tokio::io::AsyncWriteExt;
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Alert {
     pub bot: String,
-    /// `logged_out`, `replaced`, `banned`, `client_outdated`, `qr_exhausted`, `idle`.
+    /// `logged_out`, `replaced`, `banned`, `client_outdated`, `qr_exhausted`, `idle`,
+    /// `start_failed`, and for messages `queue_full`, `queue_expired`, `hook_failing`.
     pub kind: String,
     pub reason: String,
     /// Unix seconds.

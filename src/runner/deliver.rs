@@ -36,7 +36,8 @@ use tokio::time::Instant;
 use wacore::types::events::InboundMessage;
 use whatsapp_rust::Client;
 
-/// Consecutive failures of one chat's head message before a `hook_failing` alert.
+/// Consecutive failures of one chat's head message before a `hook_failing`
+/// alert (one per outage: again only after a delivery succeeded).
 pub const FAILING_ALERT_AFTER: u32 = 5;
 /// How often queued messages are checked against the age limit.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
@@ -167,6 +168,8 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
     let mut failing: HashMap<String, (u32, Instant)> = HashMap::new();
     let mut tasks: tokio::task::JoinSet<Done> = tokio::task::JoinSet::new();
     let mut next_expire = Instant::now();
+    // One `hook_failing` alert per outage, not one per chat.
+    let mut failing_alerted = false;
     loop {
         let s = match settings(&shared, &bot) {
             Ok(s) => s,
@@ -245,13 +248,17 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
                     None => { queue.remove(&seq); }
                 }
                 match outcome {
-                    Ok(()) => { failing.remove(&chat); }
+                    Ok(()) => {
+                        failing.remove(&chat);
+                        failing_alerted = false;
+                    }
                     Err(e) => {
                         let n = failing.get(&chat).map_or(0, |f| f.0) + 1;
                         let wait = backoff(shared.cfg.hook_backoff, shared.cfg.hook_backoff_max, n);
                         failing.insert(chat, (n, Instant::now() + wait));
                         tracing::warn!(failures = n, "hook delivery failed, retrying in {wait:?}: {e}");
-                        if n == FAILING_ALERT_AFTER {
+                        if n >= FAILING_ALERT_AFTER && !failing_alerted {
+                            failing_alerted = true;
                             let reason = format!(
                                 "the hook failed {n} times in a row for one chat ({e}); \
                                  messages stay queued and are retried"
@@ -398,9 +405,19 @@ pub(crate) async fn send(
     let link = shared.link(bot);
     let Some(link) = link else {
         shared.vault.bot_config(bot)?; // unknown bot: not found
-        return Err(Error::Unavailable(format!(
-            "bot {bot} is not running in this wavault (disabled, stopped or failed; see `wavault status`)"
-        )));
+        let starting = shared
+            .bots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bot)
+            .is_some_and(|t| !t.handle.is_finished());
+        return Err(Error::Unavailable(if starting {
+            format!("bot {bot} is not connected right now (starting); try again in a moment")
+        } else {
+            format!(
+                "bot {bot} is not running in this wavault (disabled, stopped or failed; see `wavault status`)"
+            )
+        }));
     };
     if !*link.connected.borrow() {
         return Err(Error::Unavailable(format!(

@@ -353,6 +353,7 @@ async fn hook_down_then_up_delivers_everything_in_order_per_chat() {
     let mut c = cfg(&peer);
     c.hooks.target = Some(Target::Webhook(hook.url.clone()));
     let runner = Runner::start(vault.clone(), c).unwrap();
+    let mut events = runner.subscribe();
     wait_connected(&runner, "outage").await;
     wait_prekeys(&peer, &phone).await;
     let (alice, bob) = (peer.contact("4917600000003"), peer.contact("4917600000004"));
@@ -369,6 +370,12 @@ async fn hook_down_then_up_delivers_everything_in_order_per_chat() {
         .await
         .expect("six queued while the hook is down");
     assert!(hook.seen().accepted.is_empty());
+    // Failures in a row raise one `hook_failing` alert.
+    crate::runner_tests::next_event(&mut events, DEADLINE, "hook_failing alert", |e| match e {
+        wavault::runner::RunnerEvent::Alert(a) if a.kind == "hook_failing" => Some(()),
+        _ => None,
+    })
+    .await;
     hook.set_mode(Mode::Reply(String::new()));
     hook.wait("all six after the outage", DEADLINE, |s| {
         s.accepted.len() == 6
@@ -635,8 +642,13 @@ async fn full_queue_refuses_alerts_and_loses_nothing() {
         _ => None,
     })
     .await;
-    let log = peer.seen();
-    assert!(log.acked(&phone, &ids[0]) && log.acked(&phone, &ids[1]));
+    let (p, queued_ids) = (phone.clone(), ids[..2].to_vec());
+    let log = peer
+        .wait_for("acks of the two queued", DEADLINE, |log| {
+            queued_ids.iter().all(|id| log.acked(&p, id))
+        })
+        .await
+        .expect("queued messages are acknowledged");
     assert!(
         !log.acked(&phone, &ids[2]) && !log.acked(&phone, &ids[3]),
         "refused messages stay unacknowledged on the server"
