@@ -251,7 +251,8 @@ async fn dashboard_in_headless_chromium() {
             Duration::from_secs(20),
             "var rows = Array.from(document.querySelectorAll('#bots tbody tr')); \
              return rows.map(function (tr) { return [tr.dataset.bot, tr.querySelector('.status').textContent, \
-             !!tr.querySelector('td.qr svg'), getComputedStyle(tr.querySelector('.status')).backgroundColor]; });",
+             !!tr.querySelector('td.qr svg'), getComputedStyle(tr.querySelector('.status')).backgroundColor, \
+             tr.querySelector('td.messages').textContent, tr.querySelector('td.queued').textContent]; });",
             |v| {
                 v.as_array().is_some_and(|rows| {
                     rows.len() == 4 && rows.iter().any(|r| r[0] == "gamma-new" && r[2] == true)
@@ -283,6 +284,9 @@ async fn dashboard_in_headless_chromium() {
         "QR image for the bot waiting for a scan"
     );
     assert_eq!(row("alpha-connected")[2], false);
+    // Message counts and the queue, per bot.
+    assert_eq!(row("alpha-connected")[4], "0 / 0");
+    assert_eq!(row("alpha-connected")[5], "0");
     // Colours differ by status (green connected, red logged out).
     assert_ne!(row("alpha-connected")[3], row("beta-gone")[3]);
     peer.stall_logins(&flaky, false);
