@@ -22,7 +22,7 @@ use wavault::Vault;
 
 use crate::hook_server::{HookServer, Mode};
 use crate::peer::{Peer, TcpTransportFactory, LOGIN_DEADLINE, PINNED_VERSION};
-use crate::runner_tests::{bot, config, new_vault, synth_paired, PASS};
+use crate::runner_tests::{bot, config, new_vault, spawn_child, synth_paired, PASS};
 
 /// Deadline for one message to make its way through bot, hook and back.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -57,6 +57,52 @@ async fn wait_prekeys(peer: &Peer, phone: &str) {
     })
     .await
     .expect("pre-keys uploaded");
+}
+
+/// One paired bot in a new vault, run against a new peer.
+struct OneBot {
+    /// Holds the vault folder: bind it for as long as the runner runs.
+    dir: tempfile::TempDir,
+    vault: Vault,
+    phone: String,
+    peer: Peer,
+    runner: Runner,
+    /// The runner's config (to start it again).
+    cfg: RunConfig,
+}
+
+/// Starts `b` (paired as `phone`) with the default hook `hook`, if any;
+/// returns once it is connected and its pre-keys are with the server.
+async fn one_bot(b: BotConfig, phone: u64, hook: Option<&HookServer>) -> OneBot {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &[]);
+    let id = b.id.to_string();
+    vault.add_bot(&b).unwrap();
+    let phone = synth_paired(&vault, &id, phone).await;
+    let peer = Peer::new();
+    let mut c = cfg(&peer);
+    c.hooks.target = hook.map(|h| Target::Webhook(h.url.clone()));
+    let runner = Runner::start(vault.clone(), c.clone()).unwrap();
+    wait_connected(&runner, &id).await;
+    wait_prekeys(&peer, &phone).await;
+    OneBot {
+        dir,
+        vault,
+        phone,
+        peer,
+        runner,
+        cfg: c,
+    }
+}
+
+/// The contact kept the one Signal session it began, and nothing failed.
+async fn assert_one_session_and_clean(contact: &crate::peer::Contact, peer: &Peer) {
+    assert_eq!(
+        contact.sessions_started().await,
+        1,
+        "the contact never had to start a new Signal session"
+    );
+    assert_clean_signal(peer);
 }
 
 fn assert_clean_signal(peer: &Peer) {
@@ -289,16 +335,16 @@ async fn exchange(peer: &Peer, hook: &HookServer, contact: &str, bot_phone: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signal_session_continues_across_a_restart_with_messages_sent_while_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = new_vault(dir.path(), &["cont"]);
-    let phone = synth_paired(&vault, "cont", 4_915_100_001_002).await;
     let hook = HookServer::start(Mode::Reply("echo: ".into())).await;
-    let peer = Peer::new();
-    let mut c = cfg(&peer);
-    c.hooks.target = Some(Target::Webhook(hook.url.clone()));
-    let runner = Runner::start(vault.clone(), c.clone()).unwrap();
-    wait_connected(&runner, "cont").await;
-    wait_prekeys(&peer, &phone).await;
+    let OneBot {
+        dir: _dir, // dropping it would delete the vault
+        vault,
+        phone,
+        peer,
+        runner,
+        cfg: c,
+        ..
+    } = one_bot(BotConfig::new(bot("cont")), 4_915_100_001_002, Some(&hook)).await;
     let contact = "4917600000002";
     exchange(&peer, &hook, contact, &phone, &["one", "two", "three"]).await;
     runner.shutdown().await.unwrap();
@@ -334,28 +380,26 @@ async fn signal_session_continues_across_a_restart_with_messages_sent_while_down
         })
         .await
         .unwrap();
-    assert_eq!(
-        alice.sessions_started().await,
-        1,
-        "the contact never had to start a new Signal session"
-    );
-    assert_clean_signal(&peer);
+    assert_one_session_and_clean(&alice, &peer).await;
     runner.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_down_then_up_delivers_everything_in_order_per_chat() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = new_vault(dir.path(), &["outage"]);
-    let phone = synth_paired(&vault, "outage", 4_915_100_001_003).await;
     let hook = HookServer::start(Mode::Down).await;
-    let peer = Peer::new();
-    let mut c = cfg(&peer);
-    c.hooks.target = Some(Target::Webhook(hook.url.clone()));
-    let runner = Runner::start(vault.clone(), c).unwrap();
+    let OneBot {
+        dir: _dir, // dropping it would delete the vault
+        phone,
+        peer,
+        runner,
+        ..
+    } = one_bot(
+        BotConfig::new(bot("outage")),
+        4_915_100_001_003,
+        Some(&hook),
+    )
+    .await;
     let mut events = runner.subscribe();
-    wait_connected(&runner, "outage").await;
-    wait_prekeys(&peer, &phone).await;
     let (alice, bob) = (peer.contact("4917600000003"), peer.contact("4917600000004"));
     for i in 1..=3 {
         alice.send_text(&phone, &format!("a{i}")).await.unwrap();
@@ -506,7 +550,6 @@ async fn child_runner_over_tcp() {
 /// writing on the Signal session it began before the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_queued_messages_then_restart_keeps_the_conversation() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let vault = new_vault(dir.path(), &["kill"]);
     let phone = synth_paired(&vault, "kill", 4_915_100_001_006).await;
@@ -514,40 +557,18 @@ async fn sigkill_with_queued_messages_then_restart_keeps_the_conversation() {
     let peer = Peer::new();
     let addr = peer.listen_tcp().await;
     let hook = HookServer::start(Mode::Reply("echo: ".into())).await;
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "messaging_tests::child_runner_over_tcp",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("WAVAULT_E2E_TCP_CHILD_DIR", dir.path())
-        .env("WAVAULT_E2E_TCP_PEER", addr.to_string())
-        .env("WAVAULT_E2E_TCP_HOOK", &hook.url)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn child runner");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let found = std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.trim() == "CONNECTED");
-        let _ = tx.send(found);
-    });
-    if !matches!(
-        tokio::time::timeout(LOGIN_DEADLINE * 2, rx).await,
-        Ok(Ok(true))
-    ) {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "the child runner did not connect in time; peer saw {:?}",
-            peer.seen().errors
-        );
-    }
+    let addr_s = addr.to_string();
+    let (child, _) = spawn_child(
+        "messaging_tests::child_runner_over_tcp",
+        &[
+            ("WAVAULT_E2E_TCP_CHILD_DIR", dir.path().as_os_str()),
+            ("WAVAULT_E2E_TCP_PEER", std::ffi::OsStr::new(&addr_s)),
+            ("WAVAULT_E2E_TCP_HOOK", std::ffi::OsStr::new(&hook.url)),
+        ],
+        "CONNECTED",
+        LOGIN_DEADLINE * 2,
+    )
+    .await;
     let kill_child = |mut child: std::process::Child| {
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
@@ -597,12 +618,7 @@ async fn sigkill_with_queued_messages_then_restart_keeps_the_conversation() {
         hook.texts_from(contact),
         ["before 1", "before 2", "queued 1", "queued 2", "queued 3", "after 1", "after 2"]
     );
-    assert_eq!(
-        alice.sessions_started().await,
-        1,
-        "the contact never had to start a new Signal session"
-    );
-    assert_clean_signal(&peer);
+    assert_one_session_and_clean(&alice, &peer).await;
     runner.shutdown().await.unwrap();
 }
 
@@ -612,19 +628,18 @@ async fn sigkill_with_queued_messages_then_restart_keeps_the_conversation() {
 /// comes back: nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_refuses_alerts_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = new_vault(dir.path(), &[]);
     let hook = HookServer::start(Mode::Down).await;
     let mut small = BotConfig::new(bot("small"));
     small.webhook = Some(hook.url.clone());
     small.extra.insert(keys::QUEUE_MAX.into(), "2".into());
-    vault.add_bot(&small).unwrap();
-    let phone = synth_paired(&vault, "small", 4_915_100_001_007).await;
-    let peer = Peer::new();
-    let runner = Runner::start(vault.clone(), cfg(&peer)).unwrap();
+    let OneBot {
+        dir: _dir, // dropping it would delete the vault
+        phone,
+        peer,
+        runner,
+        ..
+    } = one_bot(small, 4_915_100_001_007, None).await;
     let mut events = runner.subscribe();
-    wait_connected(&runner, "small").await;
-    wait_prekeys(&peer, &phone).await;
     let alice = peer.contact("4917600000007");
     let mut ids = Vec::new();
     for t in ["f1", "f2", "f3", "f4"] {
@@ -679,9 +694,8 @@ async fn full_queue_refuses_alerts_and_loses_nothing() {
 /// `--on-message CMD`: the command gets the JSON on stdin, its output is the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_hook_replies_through_its_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = new_vault(dir.path(), &[]);
-    let seen = dir.path().join("seen.jsonl");
+    let scratch = tempfile::tempdir().unwrap();
+    let seen = scratch.path().join("seen.jsonl");
     let mut b = BotConfig::new(bot("cmd"));
     b.extra.insert(
         keys::ON_MESSAGE.into(),
@@ -690,12 +704,13 @@ async fn command_hook_replies_through_its_output() {
             seen.display()
         ),
     );
-    vault.add_bot(&b).unwrap();
-    let phone = synth_paired(&vault, "cmd", 4_915_100_001_008).await;
-    let peer = Peer::new();
-    let runner = Runner::start(vault.clone(), cfg(&peer)).unwrap();
-    wait_connected(&runner, "cmd").await;
-    wait_prekeys(&peer, &phone).await;
+    let OneBot {
+        dir: _dir, // dropping it would delete the vault
+        phone,
+        peer,
+        runner,
+        ..
+    } = one_bot(b, 4_915_100_001_008, None).await;
     let alice = peer.contact("4917600000008");
     alice.send_text(&phone, "run it").await.unwrap();
     alice

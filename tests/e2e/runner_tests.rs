@@ -327,6 +327,46 @@ async fn status_and_bot_list_work_from_a_second_process() {
     runner.shutdown().await.unwrap();
 }
 
+/// Starts this test binary again running only `test` (with `envs`), and
+/// waits until it prints a line containing `marker`; returns the child and
+/// what follows the marker on that line. On timeout the child is killed and
+/// the test fails.
+pub async fn spawn_child(
+    test: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+    marker: &str,
+    deadline: Duration,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn child test process");
+    let stdout = child.stdout.take().unwrap();
+    // A plain thread (not spawn_blocking): if the child never answers, the
+    // test fails at the deadline instead of the runtime waiting on the read.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let marker_owned = marker.to_owned();
+    std::thread::spawn(move || {
+        let found = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.split(&marker_owned).nth(1).map(|p| p.trim().to_owned()));
+        let _ = tx.send(found);
+    });
+    match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(Some(rest))) => (child, rest),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child {test} did not print {marker:?} in time: {other:?}");
+        }
+    }
+}
+
 /// Child half of the SIGKILL test: pairs a bot, prints CONNECTED, then waits to be killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_runner_for_sigkill() {
@@ -343,38 +383,15 @@ async fn child_runner_for_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     drop(new_vault(dir.path(), &["killme"]));
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "runner_tests::child_runner_for_sigkill",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("WAVAULT_E2E_CHILD_DIR", dir.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn child runner");
-    let stdout = child.stdout.take().unwrap();
-    // A plain thread (not spawn_blocking): if the child never answers, the
-    // test fails at the deadline instead of the runtime waiting on the read.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let found = std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.split("CONNECTED ").nth(1).map(|p| p.trim().to_owned()));
-        let _ = tx.send(found);
-    });
-    let line = tokio::time::timeout(PAIRING_LOGIN_DEADLINE + LOGIN_DEADLINE, rx).await;
-    let Ok(Ok(Some(line))) = line else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the child runner did not report CONNECTED in time: {line:?}");
-    };
+    let (mut child, line) = spawn_child(
+        "runner_tests::child_runner_for_sigkill",
+        &[("WAVAULT_E2E_CHILD_DIR", dir.path().as_os_str())],
+        "CONNECTED ",
+        PAIRING_LOGIN_DEADLINE + LOGIN_DEADLINE,
+    )
+    .await;
     let phone = line;
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
