@@ -163,6 +163,10 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
     inbox.reload.store(true, Ordering::SeqCst);
     // The queue in memory, by sequence number.
     let mut queue: std::collections::BTreeMap<u64, Queued> = Default::default();
+    // Handed-over entries below this were already in the last read of the
+    // vault (sequence numbers grow with every write): taking them again
+    // could bring back one delivered since.
+    let mut floor = 0u64;
     let mut in_flight: HashSet<String> = HashSet::new();
     // chat → (consecutive failures, not before)
     let mut failing: HashMap<String, (u32, Instant)> = HashMap::new();
@@ -180,8 +184,8 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
             }
         };
         if inbox.reload.swap(false, Ordering::SeqCst) {
-            // Entries queued from here on are in `fresh`; the read below
-            // may see some of them too (the map keeps one of each).
+            // Entries queued from here on are handed over in `fresh`; the
+            // read below may see some of them too (`floor` drops those).
             inbox
                 .fresh
                 .lock()
@@ -190,6 +194,9 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
             match inbox.queue.pending() {
                 Ok(p) => {
                     queue = p.into_iter().map(|q| (q.seq, q)).collect();
+                    if let Some(max) = queue.keys().next_back() {
+                        floor = floor.max(max + 1);
+                    }
                 }
                 Err(e) => {
                     tracing::error!("inbound queue unreadable: {e}");
@@ -198,7 +205,9 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
             }
         }
         for q in std::mem::take(&mut *inbox.fresh.lock().unwrap_or_else(|e| e.into_inner())) {
-            queue.insert(q.seq, q);
+            if q.seq >= floor {
+                queue.insert(q.seq, q);
+            }
         }
         if Instant::now() >= next_expire {
             next_expire = Instant::now() + EXPIRE_EVERY;
