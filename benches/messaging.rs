@@ -13,6 +13,8 @@
 //!
 //! Run: `cargo bench --bench messaging` (about a minute).
 
+#[path = "../tests/support/paired.rs"]
+mod paired;
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/e2e/peer/mod.rs"]
 mod peer;
@@ -20,7 +22,6 @@ mod peer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wacore::store::traits::DeviceStore;
 use wavault::messaging::hook::{self, Target};
 use wavault::messaging::queue::{NewMessage, Queue};
 use wavault::runner::net::Net;
@@ -105,20 +106,11 @@ async fn hook_bench() -> (Duration, Duration) {
 }
 
 /// A vault with one bot whose device record is as a finished pairing leaves it.
-async fn paired(dir: &std::path::Path, phone: u64) -> Vault {
+async fn paired_vault(dir: &std::path::Path, phone: u64) -> Vault {
     let vault = Vault::create(dir, b"bench", KdfParams::INSECURE_FOR_TESTS).unwrap();
     let id = BotId::parse("echo").unwrap();
     vault.add_bot(&BotConfig::new(id.clone())).unwrap();
-    let mut device = wacore::store::Device::new();
-    device.pn = Some(format!("{phone}:1@s.whatsapp.net").parse().unwrap());
-    device.lid = Some(
-        format!("{}:1@lid", phone + 100_000_000_000_000)
-            .parse()
-            .unwrap(),
-    );
-    device.push_name = "wavault-bench".into();
-    vault.bot_backend(&id).unwrap().save(&device).await.unwrap();
-    vault.flush().unwrap();
+    paired::write_paired_device(&vault, &id, phone, "wavault-bench").await;
     vault
 }
 
@@ -126,7 +118,7 @@ async fn e2e() {
     use axum::routing::post;
     let dir = tempfile::tempdir().unwrap();
     let phone = 4_915_100_009_001u64;
-    let vault = paired(&dir.path().join("v"), phone).await;
+    let vault = paired_vault(&dir.path().join("v"), phone).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let app = axum::Router::new().route(

@@ -21,6 +21,8 @@
 //! stagger: about 4 minutes). Environment knobs: `WAVAULT_BENCH_BOTS=N`,
 //! `WAVAULT_BENCH_STAGGER_MS=MS`.
 
+#[path = "../tests/support/paired.rs"]
+mod paired;
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/e2e/peer/mod.rs"]
 mod peer;
@@ -30,7 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::error::RecvError;
-use wacore::store::traits::DeviceStore;
 use wavault::runner::net::Net;
 use wavault::runner::{RunConfig, Runner, RunnerEvent, StartCase};
 use wavault::sessions::Status;
@@ -64,17 +65,7 @@ async fn paired_vault(dir: &std::path::Path, n: u64) -> Vault {
     for i in 0..n {
         let id = BotId::parse(&format!("bot-{i:04}")).unwrap();
         vault.add_bot(&BotConfig::new(id.clone())).unwrap();
-        let phone = 4_915_100_000_000u64 + i;
-        let mut device = wacore::store::Device::new();
-        device.pn = Some(format!("{phone}:1@s.whatsapp.net").parse().unwrap());
-        device.lid = Some(
-            format!("{}:1@lid", 100_000_000_000_000u64 + i)
-                .parse()
-                .unwrap(),
-        );
-        device.push_name = "wavault-bench".into();
-        let backend = vault.bot_backend(&id).unwrap();
-        backend.save(&device).await.unwrap();
+        paired::write_paired_device(&vault, &id, 4_915_100_000_000u64 + i, "wavault-bench").await;
     }
     vault.flush().unwrap();
     vault

@@ -317,12 +317,7 @@ mod tests {
         );
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::messaging::test_runtime as rt;
 
     #[test]
     fn command_hook_gets_stdin_and_its_answer_counts() {

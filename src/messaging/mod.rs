@@ -134,6 +134,15 @@ pub async fn perform(
     }
 }
 
+/// A single-thread runtime for the unit tests of this module's parts.
+#[cfg(test)]
+pub(crate) fn test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("test runtime")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

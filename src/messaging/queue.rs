@@ -398,12 +398,7 @@ mod tests {
         }
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::messaging::test_runtime as rt;
 
     #[test]
     fn enqueue_orders_dedups_and_counts() {

@@ -13,6 +13,8 @@ mod contact_tests;
 mod fault_tests;
 mod hook_server;
 mod messaging_tests;
+#[path = "../support/paired.rs"]
+mod paired;
 mod pairing_tests;
 mod peer;
 mod runner_tests;

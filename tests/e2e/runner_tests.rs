@@ -420,18 +420,7 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
 /// JID, LID), so the runner takes its no-QR path without a 10 s pairing.
 /// The peer accepts a login from any paired device. Returns the phone.
 pub async fn synth_paired(vault: &Vault, id: &str, phone: u64) -> String {
-    use wacore::store::traits::DeviceStore;
-    let mut device = wacore::store::Device::new();
-    device.pn = Some(format!("{phone}:1@s.whatsapp.net").parse().unwrap());
-    device.lid = Some(
-        format!("{}:1@lid", phone + 100_000_000_000_000)
-            .parse()
-            .unwrap(),
-    );
-    device.push_name = "wavault-test".into();
-    let backend = vault.bot_backend(&bot(id)).unwrap();
-    backend.save(&device).await.unwrap();
-    vault.flush().unwrap();
+    crate::paired::write_paired_device(vault, &bot(id), phone, "wavault-test").await;
     phone.to_string()
 }
 
