@@ -305,6 +305,9 @@ impl Queue {
     /// caller alerts).
     pub fn expire(&self, max_age: Duration, now: i64) -> Result<Vec<Queued>> {
         let cutoff = now - max_age.as_secs() as i64;
+        // Read and write under one lock: a delivery's update or removal in
+        // between must not be overwritten by a stale copy.
+        let _g = self.guard();
         let old: Vec<Queued> = self
             .pending()?
             .into_iter()
@@ -317,7 +320,6 @@ impl Queue {
         if old.is_empty() {
             return Ok(old);
         }
-        let _g = self.guard();
         let mut t = self.traffic()?;
         t.expired += old.len() as u64;
         let mut ops: Vec<BatchOp> = old
@@ -337,8 +339,8 @@ impl Queue {
     /// Puts held entries back into delivery (as if received `now`, with
     /// their failure count reset). Returns how many.
     pub fn release(&self, now: i64) -> Result<usize> {
-        let held: Vec<Queued> = self.pending()?.into_iter().filter(|q| q.held).collect();
         let _g = self.guard();
+        let held: Vec<Queued> = self.pending()?.into_iter().filter(|q| q.held).collect();
         let ops: Vec<BatchOp> = held
             .iter()
             .map(|q| {
@@ -360,8 +362,8 @@ impl Queue {
 
     /// Deletes the held entries (the operator's decision). Returns them.
     pub fn drop_held(&self) -> Result<Vec<Queued>> {
-        let held: Vec<Queued> = self.pending()?.into_iter().filter(|q| q.held).collect();
         let _g = self.guard();
+        let held: Vec<Queued> = self.pending()?.into_iter().filter(|q| q.held).collect();
         let ops: Vec<BatchOp> = held
             .iter()
             .map(|q| BatchOp::Delete {
