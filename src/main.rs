@@ -1,13 +1,12 @@
 //! The `wavault` binary: parse arguments, run, map errors to exit codes.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = match wavault::cli::Cli::try_parse() {
+    let cli = match wavault::cli::parse_args() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

@@ -274,3 +274,19 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{s}");
     Ok(())
 }
+
+/// Parses the command line. `--version` also says whether this build checks
+/// the WhatsApp server's certificate chain (`-V` is the version alone).
+pub fn parse_args() -> std::result::Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let long: &'static str = Box::leak(
+        format!(
+            "{}\n{}",
+            env!("CARGO_PKG_VERSION"),
+            crate::runner::certcheck::describe()
+        )
+        .into_boxed_str(),
+    );
+    let matches = Cli::command().long_version(long).try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}

@@ -9,6 +9,7 @@
 
 pub mod alert;
 mod bot;
+pub mod certcheck;
 pub mod control;
 pub(crate) mod deliver;
 pub mod net;

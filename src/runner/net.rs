@@ -27,13 +27,40 @@ impl std::fmt::Debug for Net {
 }
 
 impl Net {
-    /// The real WhatsApp endpoints.
+    /// The real WhatsApp endpoints. In a build whose whatsapp-rust skips
+    /// the server certificate check (see [`super::certcheck`]), every
+    /// connection attempt fails with [`super::certcheck::REFUSAL`] instead.
     pub fn production() -> Net {
+        let transport: Arc<dyn TransportFactory> =
+            if super::certcheck::server_cert_verification_active() {
+                Arc::new(whatsapp_rust::transport::TokioWebSocketTransportFactory::new())
+            } else {
+                tracing::error!("{}", super::certcheck::REFUSAL);
+                Arc::new(RefusingFactory)
+            };
         Net {
-            transport: Arc::new(whatsapp_rust::transport::TokioWebSocketTransportFactory::new()),
+            transport,
             http: Arc::new(whatsapp_rust::http::UreqHttpClient::new()),
             version: None,
         }
+    }
+}
+
+/// Refuses every connection (a build that would accept any server).
+struct RefusingFactory;
+
+#[async_trait]
+impl TransportFactory for RefusingFactory {
+    async fn create_transport(
+        &self,
+    ) -> Result<
+        (
+            Arc<dyn Transport>,
+            whatsapp_rust::async_channel::Receiver<TransportEvent>,
+        ),
+        whatsapp_rust::anyhow::Error,
+    > {
+        Err(whatsapp_rust::anyhow::anyhow!(super::certcheck::REFUSAL))
     }
 }
 

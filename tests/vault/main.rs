@@ -2,6 +2,7 @@
 //! One binary with modules, so the whole stack links once.
 
 mod backup;
+mod certcheck;
 mod cli;
 mod common;
 mod fuzz_corpus;
