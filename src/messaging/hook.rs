@@ -294,7 +294,12 @@ async fn post(
         if !status.is_success() {
             return Err(format!("webhook answered {}", status.as_u16()));
         }
-        match resp.body_mut().with_config().limit(MAX_ANSWER).read_to_vec() {
+        match resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_vec()
+        {
             Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
             Err(ureq::Error::BodyExceedsLimit(_)) => Ok(None),
             Err(e) => Err(format!("webhook answer: {e}")),
@@ -573,11 +578,15 @@ mod tests {
     fn answers_over_the_limits_are_refused() {
         let many = serde_json::to_string(&vec![serde_json::json!({"type": "read"}); 1000]).unwrap();
         let e = parse_answer(&many).unwrap_err();
-        assert!(e.contains("1000 actions") && e.contains("at most 16"), "{e}");
+        assert!(
+            e.contains("1000 actions") && e.contains("at most 16"),
+            "{e}"
+        );
         let e = parse_answer(&format!(r#"{{"actions":{many}}}"#)).unwrap_err();
         assert!(e.contains("1000 actions"), "{e}");
         // Exactly at the limit is fine.
-        let sixteen = serde_json::to_string(&vec![serde_json::json!({"type": "read"}); 16]).unwrap();
+        let sixteen =
+            serde_json::to_string(&vec![serde_json::json!({"type": "read"}); 16]).unwrap();
         assert_eq!(parse_answer(&sixteen).map(|a| a.len()), Ok(16));
 
         let long = "x".repeat(100_000);
@@ -590,12 +599,14 @@ mod tests {
         );
         let e = parse_answer(r#"{"reply":""}"#).unwrap_err();
         assert!(e.contains("empty"), "{e}");
-        let e = parse_answer(&serde_json::json!([{"type":"react","emoji":"x".repeat(65)}]).to_string())
-            .unwrap_err();
+        let e =
+            parse_answer(&serde_json::json!([{"type":"react","emoji":"x".repeat(65)}]).to_string())
+                .unwrap_err();
         assert!(e.contains("emoji"), "{e}");
         // An action cannot name another chat.
-        let e = parse_answer(r#"[{"type":"reply","text":"hi","to":"4915112345678@s.whatsapp.net"}]"#)
-            .unwrap_err();
+        let e =
+            parse_answer(r#"[{"type":"reply","text":"hi","to":"4915112345678@s.whatsapp.net"}]"#)
+                .unwrap_err();
         assert!(e.contains("unknown field") && e.contains("`to`"), "{e}");
     }
 
@@ -689,7 +700,10 @@ mod tests {
         assert!(r.unwrap_err().contains("timed out"));
         let pid = std::fs::read_to_string(&pidfile).expect("the hook wrote its child's pid");
         let pid = pid.trim();
-        assert!(wait_gone(pid), "the hook's `sleep 300` (pid {pid}) survived its timeout");
+        assert!(
+            wait_gone(pid),
+            "the hook's `sleep 300` (pid {pid}) survived its timeout"
+        );
     }
 
     /// Also when the caller stops waiting (the bot is stopped): dropping
@@ -715,14 +729,20 @@ mod tests {
                 if std::fs::read_to_string(&pidfile).is_ok_and(|p| p.ends_with('\n')) {
                     break;
                 }
-                assert!(tokio::time::Instant::now() < deadline, "the hook never started");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the hook never started"
+                );
             }
         });
         let pid = std::fs::read_to_string(&pidfile).unwrap();
         let pid = pid.trim();
         assert!(!gone(pid));
         drop(rt);
-        assert!(wait_gone(pid), "the hook's `sleep 300` (pid {pid}) survived the dropped call");
+        assert!(
+            wait_gone(pid),
+            "the hook's `sleep 300` (pid {pid}) survived the dropped call"
+        );
     }
 
     mod fuzz {
@@ -788,7 +808,9 @@ mod tests {
                 Err(e) => {
                     assert!(e.len() > 10 && e.len() < 400, "unclear error: {e:?}");
                     assert!(
-                        ["reply", "actions", "action", "emoji"].iter().any(|w| e.contains(w)),
+                        ["reply", "actions", "action", "emoji"]
+                            .iter()
+                            .any(|w| e.contains(w)),
                         "the error names no part of the answer: {e}"
                     );
                 }

@@ -131,7 +131,9 @@ pub async fn perform(
     action: &hook::Action,
 ) -> std::result::Result<u64, String> {
     if !may_act_in(&q.chat) {
-        return Err("hook actions are not carried out in broadcast, status or newsletter chats".into());
+        return Err(
+            "hook actions are not carried out in broadcast, status or newsletter chats".into(),
+        );
     }
     let chat: Jid = q
         .chat
@@ -211,7 +213,12 @@ mod tests {
 
     #[test]
     fn no_actions_in_broadcast_status_or_newsletter_chats() {
-        let reply = || vec![hook::Action::Reply { text: "hi".into() }, hook::Action::Read];
+        let reply = || {
+            vec![
+                hook::Action::Reply { text: "hi".into() },
+                hook::Action::Read,
+            ]
+        };
         for chat in [
             "status@broadcast",
             "1234567890@broadcast",

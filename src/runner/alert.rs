@@ -28,7 +28,13 @@ pub const ALERT_TIMEOUT: Duration = Duration::from_secs(30);
 /// clean environment (see `messaging::process`). Failures are logged, never
 /// propagated: an alert must not stop a bot.
 pub async fn deliver(command: &str, alert: &Alert) {
-    deliver_in(command, alert, std::env::vars_os().collect::<Vec<_>>(), ALERT_TIMEOUT).await
+    deliver_in(
+        command,
+        alert,
+        std::env::vars_os().collect::<Vec<_>>(),
+        ALERT_TIMEOUT,
+    )
+    .await
 }
 
 /// [`deliver`] with wavault's environment given as `parent`.
