@@ -190,7 +190,7 @@ pub struct QueueRow {
 }
 
 /// Runs a queue operation on an open vault (also the control socket's).
-pub fn queue_op(
+pub async fn queue_op(
     q: &crate::messaging::queue::Queue,
     op: &str,
     now: i64,
@@ -218,8 +218,8 @@ pub fn queue_op(
                 })
                 .collect::<Vec<_>>(),
         ),
-        "retry" => serde_json::to_value(q.release(now)?),
-        "drop" => serde_json::to_value(q.drop_held()?.len()),
+        "retry" => serde_json::to_value(q.release(now).await?),
+        "drop" => serde_json::to_value(q.drop_held().await?.len()),
         other => return Err(Error::Usage(format!("unknown queue operation {other:?}"))),
     };
     v.map_err(|e| Error::Other(e.to_string()))
@@ -239,7 +239,11 @@ pub fn queue(g: &Global, cmd: QueueCommand) -> Result<()> {
             let vault = g.open()?;
             vault.bot_config(bot)?;
             let q = crate::messaging::queue::Queue::new(vault.view(bot));
-            queue_op(&q, op, crate::vault::now())?
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("starting the async runtime", e))?;
+            rt.block_on(queue_op(&q, op, crate::vault::now()))?
         }
     };
     match op {

@@ -12,14 +12,25 @@
 //!   `{"type":"reply","text":"..."}`, `{"type":"react","emoji":"👍"}`,
 //!   `{"type":"read"}` (mark the message read).
 //!
+//! Limits of an answer (README "Messages: hooks, replies, sending"): at
+//! most [`MAX_ACTIONS`] actions, a reply of at most [`MAX_TEXT`] bytes (the
+//! limit of `send`) and not empty, an emoji of at most [`MAX_EMOJI`] bytes,
+//! no fields an action does not know (an action cannot name another chat),
+//! at most [`MAX_ANSWER`] bytes in all. An answer over a limit is ignored as
+//! a whole, like a malformed one: the message counts as delivered (the hook
+//! did take it; calling it again would get the same answer, forever) and a
+//! WARN line without identifiers says why.
+//!
 //! Settings live in the bot's config (`bot add`/`bot set`), with the
 //! defaults of `run` for bots that name no hook of their own.
 
 use crate::error::{Error, Result};
+use crate::messaging::process;
+pub use crate::messaging::MAX_TEXT;
 use crate::vault::BotConfig;
 use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// Keys of the hook settings in [`BotConfig::extra`].
 pub mod keys {
@@ -39,8 +50,12 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 pub const DEFAULT_QUEUE_MAX: usize = 10_000;
 /// Default age limit of a queued message.
 pub const DEFAULT_QUEUE_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
-/// Largest answer read from a hook.
+/// Largest answer read from a hook; a longer one is ignored.
 pub const MAX_ANSWER: u64 = 1024 * 1024;
+/// Most actions one answer may ask for; an answer with more is ignored.
+pub const MAX_ACTIONS: usize = 16;
+/// Longest emoji of a reaction, in bytes (one emoji with modifiers fits).
+pub const MAX_EMOJI: usize = 64;
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,8 +135,11 @@ pub fn check_webhook(url: &str) -> Result<()> {
 }
 
 /// One thing the hook asked the bot to do in the message's chat.
+///
+/// Unknown fields are refused: an action acts in the message's chat only,
+/// and a hook that writes `"to": ...` must hear that it is not obeyed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// Send a text message.
     Reply { text: String },
@@ -132,7 +150,8 @@ pub enum Action {
 }
 
 /// Reads a hook's answer. `Err` names what is wrong with a JSON answer that
-/// is not a valid action list (the message still counts as accepted).
+/// is not a valid action list or breaks a limit (the message still counts
+/// as accepted; the answer is ignored).
 pub fn parse_answer(body: &str) -> std::result::Result<Vec<Action>, String> {
     let body = body.trim();
     if body.is_empty() {
@@ -141,29 +160,68 @@ pub fn parse_answer(body: &str) -> std::result::Result<Vec<Action>, String> {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
         return Ok(Vec::new());
     };
-    let list = match &v {
-        serde_json::Value::Array(a) => a.clone(),
+    let reply;
+    let mut list: Vec<&serde_json::Value> = Vec::new();
+    match &v {
+        serde_json::Value::Array(a) => list.extend(a),
         serde_json::Value::Object(o) => {
-            let mut out = Vec::new();
             if let Some(r) = o.get("reply") {
-                let text = r.as_str().ok_or("\"reply\" must be a string")?.to_owned();
-                out.push(serde_json::json!({"type": "reply", "text": text}));
+                let text = r.as_str().ok_or("\"reply\" must be a string")?;
+                reply = serde_json::json!({"type": "reply", "text": text});
+                list.push(&reply);
             }
             if let Some(a) = o.get("actions") {
-                out.extend(
-                    a.as_array()
-                        .ok_or("\"actions\" must be a list")?
-                        .iter()
-                        .cloned(),
-                );
+                list.extend(a.as_array().ok_or("\"actions\" must be a list")?);
             }
-            out
         }
         _ => return Ok(Vec::new()),
-    };
+    }
+    if list.len() > MAX_ACTIONS {
+        return Err(format!(
+            "the answer asks for {} actions; at most {MAX_ACTIONS} are carried out per message",
+            list.len()
+        ));
+    }
     list.into_iter()
-        .map(|a| serde_json::from_value(a).map_err(|e| format!("bad action: {e}")))
+        .map(|a| {
+            let action: Action = serde_json::from_value(a.clone()).map_err(|e| {
+                format!(
+                    "bad action: {} (types: reply, react, read; an action acts in the message's chat only)",
+                    shorten(&e.to_string())
+                )
+            })?;
+            check_action(&action)?;
+            Ok(action)
+        })
         .collect()
+}
+
+/// `s` cut to a length fit for one log line (serde quotes what it refused,
+/// which may be long: the reason must stay readable).
+fn shorten(s: &str) -> String {
+    const MAX: usize = 120;
+    if s.chars().count() <= MAX {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(MAX).collect();
+    out.push('…');
+    out
+}
+
+/// The limits of one action.
+fn check_action(a: &Action) -> std::result::Result<(), String> {
+    match a {
+        Action::Reply { text } if text.is_empty() => Err("a reply's text is empty".into()),
+        Action::Reply { text } if text.len() > MAX_TEXT => Err(format!(
+            "a reply is {} bytes; the limit is {MAX_TEXT} (the same as for `wavault send`)",
+            text.len()
+        )),
+        Action::React { emoji } if emoji.len() > MAX_EMOJI => Err(format!(
+            "a reaction's emoji is {} bytes; the limit is {MAX_EMOJI}",
+            emoji.len()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Calls the hook with `json`; `Ok` with the actions when it accepted the
@@ -176,7 +234,14 @@ pub async fn call(
 ) -> std::result::Result<Vec<Action>, String> {
     let answer = match target {
         Target::Webhook(url) => post(url.clone(), json.to_owned(), timeout).await?,
-        Target::Command(cmd) => run_command(cmd, json, timeout, bot).await?,
+        Target::Command(cmd) => {
+            let parent: Vec<_> = std::env::vars_os().collect();
+            run_command(cmd, json, timeout, bot, parent).await?
+        }
+    };
+    let Some(answer) = answer else {
+        tracing::warn!("hook answer ignored: longer than {MAX_ANSWER} bytes");
+        return Ok(Vec::new());
     };
     Ok(parse_answer(&answer).unwrap_or_else(|e| {
         tracing::warn!("hook answer ignored: {e}");
@@ -184,10 +249,21 @@ pub async fn call(
     }))
 }
 
-async fn post(url: String, body: String, timeout: Duration) -> std::result::Result<String, String> {
+/// Longest redirect target quoted in an error.
+const MAX_LOCATION_SHOWN: usize = 200;
+
+/// `Ok(None)`: the answer was longer than [`MAX_ANSWER`].
+async fn post(
+    url: String,
+    body: String,
+    timeout: Duration,
+) -> std::result::Result<Option<String>, String> {
     let call = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
+            // A redirect would turn the POST into a GET without the message
+            // and count its 2xx as delivered: never follow one.
+            .max_redirects(0)
             .build()
             .into();
         let mut resp = agent
@@ -198,11 +274,36 @@ async fn post(url: String, body: String, timeout: Duration) -> std::result::Resu
                 ureq::Error::Timeout(_) => format!("webhook timed out after {timeout:?}"),
                 e => format!("webhook: {e}"),
             })?;
-        resp.body_mut()
+        let status = resp.status();
+        if status.is_redirection() {
+            let location: String = resp
+                .headers()
+                .get("location")
+                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+                .unwrap_or_else(|| "nowhere".into())
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_LOCATION_SHOWN)
+                .collect();
+            return Err(format!(
+                "webhook answered {} (redirect to {location}): redirects are not followed; \
+                 fix the webhook URL",
+                status.as_u16()
+            ));
+        }
+        if !status.is_success() {
+            return Err(format!("webhook answered {}", status.as_u16()));
+        }
+        match resp
+            .body_mut()
             .with_config()
             .limit(MAX_ANSWER)
-            .read_to_string()
-            .map_err(|e| format!("webhook answer: {e}"))
+            .read_to_vec()
+        {
+            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            Err(ureq::Error::BodyExceedsLimit(_)) => Ok(None),
+            Err(e) => Err(format!("webhook answer: {e}")),
+        }
     });
     // The agent's own limit ends the request; this one is a backstop.
     match tokio::time::timeout(timeout + Duration::from_secs(1), call).await {
@@ -212,52 +313,33 @@ async fn post(url: String, body: String, timeout: Duration) -> std::result::Resu
     }
 }
 
-async fn run_command(
+/// Runs the hook command with `json` on stdin, in the environment
+/// [`process::child_env`] makes of `parent` (wavault's own environment in
+/// production) plus `WAVAULT_BOT`. Returns its output (`None`: longer than
+/// [`MAX_ANSWER`]) when it exits 0.
+pub(crate) async fn run_command<I>(
     cmd: &str,
     json: &str,
     timeout: Duration,
     bot: &str,
-) -> std::result::Result<String, String> {
-    use tokio::io::AsyncReadExt;
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("WAVAULT_BOT", bot)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("hook command could not start: {e}"))?;
-    let mut stdin = child.stdin.take();
-    let mut stdout = child.stdout.take();
-    let work = async {
-        if let Some(mut s) = stdin.take() {
-            // A command that does not read its input is its own business.
-            let _ = s.write_all(json.as_bytes()).await;
-            let _ = s.write_all(b"\n").await;
-        }
-        let mut out = Vec::new();
-        if let Some(o) = stdout.as_mut() {
-            o.take(MAX_ANSWER)
-                .read_to_end(&mut out)
-                .await
-                .map_err(|e| format!("reading the hook command's output: {e}"))?;
-        }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| format!("hook command: {e}"))?;
-        if status.success() {
-            Ok(String::from_utf8_lossy(&out).into_owned())
-        } else {
-            Err(format!("hook command exited with {status}"))
-        }
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        // Dropping the future drops the child: kill_on_drop ends it.
-        Err(_) => Err(format!("hook command timed out after {timeout:?}")),
+    parent: I,
+) -> std::result::Result<Option<String>, String>
+where
+    I: IntoIterator<Item = (OsString, OsString)>,
+{
+    let f = process::run(process::Spec {
+        what: "hook command",
+        command: cmd,
+        input: json.as_bytes(),
+        env: process::child_env(parent, &[("WAVAULT_BOT", bot)]),
+        timeout,
+        capture: Some(MAX_ANSWER),
+    })
+    .await?;
+    if !f.status.success() {
+        return Err(format!("hook command exited with {}", f.status));
     }
+    Ok((!f.truncated).then(|| String::from_utf8_lossy(&f.stdout).into_owned()))
 }
 
 #[cfg(test)]
@@ -341,6 +423,15 @@ mod tests {
         status: &'static str,
         reply: &'static str,
     ) -> (String, std::thread::JoinHandle<String>) {
+        one_shot_server_with(status, String::new(), reply.to_owned())
+    }
+
+    /// [`one_shot_server`] with extra header lines (each ending in `\r\n`).
+    fn one_shot_server_with(
+        status: &'static str,
+        headers: String,
+        reply: String,
+    ) -> (String, std::thread::JoinHandle<String>) {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -365,7 +456,7 @@ mod tests {
             let mut s = stream;
             write!(
                 s,
-                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{reply}",
                 reply.len()
             )
             .unwrap();
@@ -431,5 +522,335 @@ mod tests {
         let r = rt().block_on(call(&t, "{}", Duration::from_millis(300), "sales"));
         assert!(r.unwrap_err().contains("timed out"));
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A redirect is a failed delivery, not followed: following it turns
+    /// the POST into a GET without the message, and its 2xx would count the
+    /// message as delivered.
+    #[test]
+    fn webhook_redirect_is_a_failure_and_not_followed() {
+        // Where a followed redirect would land: it answers 200 and a reply.
+        let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = format!("http://{}/moved", elsewhere.local_addr().unwrap());
+        elsewhere.set_nonblocking(true).unwrap();
+        let (url, server) = one_shot_server_with(
+            "302 Found",
+            format!("location: {target}\r\n"),
+            String::new(),
+        );
+        let followed = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok((mut s, _)) = elsewhere.accept() {
+                    s.set_nonblocking(false).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf);
+                    let body = r#"{"reply":"lost"}"#;
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        });
+        let r = rt().block_on(call(
+            &Target::Webhook(url),
+            "{}",
+            Duration::from_secs(2),
+            "s",
+        ));
+        server.join().unwrap();
+        let e = r.unwrap_err();
+        assert!(e.contains("302") && e.contains("redirect"), "{e}");
+        assert!(e.contains(&target), "{e}");
+        assert!(e.contains("fix the webhook URL"), "{e}");
+        assert!(!followed.join().unwrap(), "the redirect was followed");
+    }
+
+    /// The answer's limits: an answer over one is ignored as a whole (the
+    /// message counts as delivered: no retry loop), with a clear reason.
+    #[test]
+    fn answers_over_the_limits_are_refused() {
+        let many = serde_json::to_string(&vec![serde_json::json!({"type": "read"}); 1000]).unwrap();
+        let e = parse_answer(&many).unwrap_err();
+        assert!(
+            e.contains("1000 actions") && e.contains("at most 16"),
+            "{e}"
+        );
+        let e = parse_answer(&format!(r#"{{"actions":{many}}}"#)).unwrap_err();
+        assert!(e.contains("1000 actions"), "{e}");
+        // Exactly at the limit is fine.
+        let sixteen =
+            serde_json::to_string(&vec![serde_json::json!({"type": "read"}); 16]).unwrap();
+        assert_eq!(parse_answer(&sixteen).map(|a| a.len()), Ok(16));
+
+        let long = "x".repeat(100_000);
+        let e = parse_answer(&serde_json::json!({ "reply": long }).to_string()).unwrap_err();
+        assert!(e.contains("100000 bytes") && e.contains("65536"), "{e}");
+        let at_limit = "x".repeat(MAX_TEXT);
+        assert_eq!(
+            parse_answer(&serde_json::json!({ "reply": at_limit }).to_string()),
+            Ok(vec![Action::Reply { text: at_limit }])
+        );
+        let e = parse_answer(r#"{"reply":""}"#).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        let e =
+            parse_answer(&serde_json::json!([{"type":"react","emoji":"x".repeat(65)}]).to_string())
+                .unwrap_err();
+        assert!(e.contains("emoji"), "{e}");
+        // An action cannot name another chat.
+        let e =
+            parse_answer(r#"[{"type":"reply","text":"hi","to":"4915112345678@s.whatsapp.net"}]"#)
+                .unwrap_err();
+        assert!(e.contains("unknown field") && e.contains("`to`"), "{e}");
+    }
+
+    /// A command answering with more than [`MAX_ANSWER`] bytes is accepted
+    /// and its answer ignored (not retried forever).
+    #[test]
+    fn an_overlong_command_answer_is_ignored() {
+        let t = Target::Command(format!(
+            r#"cat >/dev/null; printf '{{"reply":"x"}}'; head -c {} /dev/zero | tr '\0' ' '"#,
+            MAX_ANSWER
+        ));
+        let r = rt().block_on(call(&t, "{}", Duration::from_secs(10), "s"));
+        assert_eq!(r, Ok(vec![]));
+    }
+
+    fn secret_env() -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = [
+            ("WAVAULT_PASSPHRASE", "vault-secret"),
+            ("WAVAULT_BACKUP_PASSPHRASE", "backup-secret"),
+            ("WAVAULT_NEW_PASSPHRASE", "new-secret"),
+            ("CREDENTIALS_DIRECTORY", "/run/credentials/wavault.service"),
+            ("WAVAULT_BOT", "spoofed"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        env.extend(std::env::vars_os().filter(|(k, _)| k == "PATH"));
+        env
+    }
+
+    /// The hook command, run through the same code as in production with a
+    /// parent environment holding every secret wavault may be given, sees
+    /// none of them; `PATH` and `WAVAULT_BOT` (the bot's, not a spoofed one) it does.
+    #[test]
+    fn hook_command_gets_a_clean_environment() {
+        let out = rt()
+            .block_on(run_command(
+                "cat >/dev/null; env",
+                "{}",
+                Duration::from_secs(10),
+                "sales",
+                secret_env(),
+            ))
+            .unwrap()
+            .unwrap();
+        for name in [
+            "WAVAULT_PASSPHRASE",
+            "WAVAULT_BACKUP_PASSPHRASE",
+            "WAVAULT_NEW_PASSPHRASE",
+            "CREDENTIALS_DIRECTORY",
+            "secret",
+        ] {
+            assert!(!out.contains(name), "{name} reached the hook: {out}");
+        }
+        assert!(out.lines().any(|l| l.starts_with("PATH=")), "{out}");
+        assert!(out.lines().any(|l| l == "WAVAULT_BOT=sales"), "{out}");
+    }
+
+    /// Whether `pid` is gone (or a zombie waiting for its new parent).
+    fn gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    fn wait_gone(pid: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if gone(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// A hook past its time limit is killed with its whole process group:
+    /// a background job of `sh` does not outlive it.
+    #[test]
+    fn timeout_kills_the_hooks_grandchildren() {
+        let d = tempfile::tempdir().unwrap();
+        let pidfile = d.path().join("pid");
+        let t = Target::Command(format!(
+            "sleep 300 & echo $! > '{}'; wait",
+            pidfile.display()
+        ));
+        let r = rt().block_on(call(&t, "{}", Duration::from_millis(700), "s"));
+        assert!(r.unwrap_err().contains("timed out"));
+        let pid = std::fs::read_to_string(&pidfile).expect("the hook wrote its child's pid");
+        let pid = pid.trim();
+        assert!(
+            wait_gone(pid),
+            "the hook's `sleep 300` (pid {pid}) survived its timeout"
+        );
+    }
+
+    /// Also when the caller stops waiting (the bot is stopped): dropping
+    /// the call kills the group.
+    #[test]
+    fn dropping_the_call_kills_the_hooks_grandchildren() {
+        let d = tempfile::tempdir().unwrap();
+        let pidfile = d.path().join("pid");
+        let t = Target::Command(format!(
+            "sleep 300 & echo $! > '{}'; wait",
+            pidfile.display()
+        ));
+        let rt = rt();
+        rt.block_on(async {
+            let call = call(&t, "{}", Duration::from_secs(300), "s");
+            tokio::pin!(call);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                tokio::select! {
+                    r = &mut call => panic!("the hook ended: {r:?}"),
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+                if std::fs::read_to_string(&pidfile).is_ok_and(|p| p.ends_with('\n')) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the hook never started"
+                );
+            }
+        });
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let pid = pid.trim();
+        assert!(!gone(pid));
+        drop(rt);
+        assert!(
+            wait_gone(pid),
+            "the hook's `sleep 300` (pid {pid}) survived the dropped call"
+        );
+    }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                prop_oneof![
+                    4 => Just("reply".to_string()),
+                    4 => Just("react".to_string()),
+                    4 => Just("read".to_string()),
+                    2 => Just("👍".to_string()),
+                    8 => ".{0,20}",
+                    // Around the reply limit.
+                    1 => (MAX_TEXT - 2..MAX_TEXT + 2).prop_map(|n| "y".repeat(n)),
+                ]
+                .prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 64, 24, |inner| {
+                let key = prop_oneof![
+                    Just("type".to_string()),
+                    Just("text".to_string()),
+                    Just("emoji".to_string()),
+                    Just("reply".to_string()),
+                    Just("actions".to_string()),
+                    Just("to".to_string()),
+                    "[a-z]{1,6}",
+                ];
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..24).prop_map(serde_json::Value::Array),
+                    prop::collection::btree_map(key, inner, 0..5)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn action() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                ".{0,10}".prop_map(|t| serde_json::json!({"type": "reply", "text": t})),
+                ".{0,3}".prop_map(|e| serde_json::json!({"type": "react", "emoji": e})),
+                Just(serde_json::json!({"type": "read"})),
+            ]
+        }
+
+        fn check(body: &str) {
+            match parse_answer(body) {
+                Ok(actions) => {
+                    assert!(actions.len() <= MAX_ACTIONS, "{} actions", actions.len());
+                    for a in &actions {
+                        match a {
+                            Action::Reply { text } => {
+                                assert!(!text.is_empty() && text.len() <= MAX_TEXT)
+                            }
+                            Action::React { emoji } => assert!(emoji.len() <= MAX_EMOJI),
+                            Action::Read => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    assert!(e.len() > 10 && e.len() < 400, "unclear error: {e:?}");
+                    assert!(
+                        ["reply", "actions", "action", "emoji"]
+                            .iter()
+                            .any(|w| e.contains(w)),
+                        "the error names no part of the answer: {e}"
+                    );
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+            #[test]
+            fn random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                check(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn random_text(s in ".{0,200}") {
+                check(&s);
+            }
+
+            #[test]
+            fn random_json(v in json_value()) {
+                check(&v.to_string());
+            }
+
+            #[test]
+            fn lists_of_actions(list in prop::collection::vec(action(), 0..40), wrap in 0..3u8) {
+                let n = list.len();
+                let body = match wrap {
+                    0 => serde_json::Value::Array(list),
+                    1 => serde_json::json!({ "actions": list }),
+                    _ => serde_json::json!({ "reply": "r", "actions": list }),
+                }
+                .to_string();
+                let extra = usize::from(wrap == 2);
+                let r = parse_answer(&body);
+                if n + extra > MAX_ACTIONS {
+                    prop_assert!(r.as_ref().is_err_and(|e| e.contains("actions")), "{:?}", r);
+                }
+                check(&body);
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! The runner wires them together (`runner::deliver`).
 
 pub mod hook;
+pub mod process;
 pub mod queue;
 
 use crate::botid::BotId;
@@ -20,6 +21,10 @@ use wacore::types::events::InboundMessage;
 use whatsapp_rust::wacore_binary::JidExt;
 use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::Jid;
+
+/// Longest text `send` accepts and a hook's reply may have, in bytes
+/// (WhatsApp's own limit is about 65,000).
+pub const MAX_TEXT: usize = 65_536;
 
 /// The JSON object the hook receives for one inbound message.
 pub fn summary(bot: &BotId, m: &InboundMessage) -> Value {
@@ -93,13 +98,43 @@ pub async fn send_text(
         .map_err(|e| format!("sending failed: {e}"))
 }
 
-/// Carries out one hook action for a queued message in its chat. Returns
-/// the number of messages it sent.
+/// Whether a hook's actions may act in `chat`: only in the chats `send`
+/// writes to (people, `@lid`, groups). Never in `status@broadcast` (a reply
+/// there would post a status to every contact), a broadcast list or a
+/// newsletter.
+pub fn may_act_in(chat: &str) -> bool {
+    chat.contains('@') && parse_recipient(chat).is_ok()
+}
+
+/// The actions a hook's answer may carry out for a message of `chat`: all
+/// of them, or none when the chat is not one [`may_act_in`] allows (logged
+/// at WARN, without identifiers). The message counts as delivered either
+/// way: asking the hook again would get the same answer.
+pub fn admissible(chat: &str, actions: Vec<hook::Action>) -> Vec<hook::Action> {
+    if actions.is_empty() || may_act_in(chat) {
+        return actions;
+    }
+    tracing::warn!(
+        dropped = actions.len(),
+        "hook actions not carried out: the message came from a broadcast, status or \
+         newsletter chat, where a bot neither replies nor reacts"
+    );
+    Vec::new()
+}
+
+/// Carries out one hook action for a queued message in its chat (the
+/// message's own chat: an action cannot name another). Returns the number
+/// of messages it sent.
 pub async fn perform(
     client: &whatsapp_rust::Client,
     q: &queue::Queued,
     action: &hook::Action,
 ) -> std::result::Result<u64, String> {
+    if !may_act_in(&q.chat) {
+        return Err(
+            "hook actions are not carried out in broadcast, status or newsletter chats".into(),
+        );
+    }
     let chat: Jid = q
         .chat
         .parse()
@@ -173,6 +208,34 @@ mod tests {
             let e = parse_recipient(bad).unwrap_err();
             assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{bad}");
             assert!(e.to_string().contains("invalid recipient"), "{e}");
+        }
+    }
+
+    #[test]
+    fn no_actions_in_broadcast_status_or_newsletter_chats() {
+        let reply = || {
+            vec![
+                hook::Action::Reply { text: "hi".into() },
+                hook::Action::Read,
+            ]
+        };
+        for chat in [
+            "status@broadcast",
+            "1234567890@broadcast",
+            "120363012345678901@newsletter",
+            "4915112345678",
+            "",
+        ] {
+            assert!(!may_act_in(chat), "{chat}");
+            assert_eq!(admissible(chat, reply()), vec![], "{chat}");
+        }
+        for chat in [
+            "4915112345678@s.whatsapp.net",
+            "120363012345678901@g.us",
+            "123456789012345@lid",
+        ] {
+            assert!(may_act_in(chat), "{chat}");
+            assert_eq!(admissible(chat, reply()), reply(), "{chat}");
         }
     }
 }

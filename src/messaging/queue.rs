@@ -266,32 +266,41 @@ impl Queue {
         Ok(v)
     }
 
-    /// Stores a changed entry (attempts, error, accepted actions).
-    pub fn update(&self, q: &Queued) -> Result<()> {
-        let _g = self.guard();
-        self.view
-            .put(Kind::INBOUND, &q.record_name(), &codec::encode(q))?;
-        self.view.vault().flush()
+    /// Stores a changed entry (attempts, error, accepted actions) and waits
+    /// until it is durable.
+    pub async fn update(&self, q: &Queued) -> Result<()> {
+        {
+            let _g = self.guard();
+            self.view
+                .put(Kind::INBOUND, &q.record_name(), &codec::encode(q))?;
+        }
+        self.view.durable().await
     }
 
-    /// Removes a delivered entry, counting `outbound` messages it caused.
-    pub fn remove(&self, q: &Queued, now: i64, outbound: u64) -> Result<()> {
-        let _g = self.guard();
-        let mut ops = vec![BatchOp::Delete {
-            kind: Kind::INBOUND,
-            name: q.record_name(),
-        }];
-        if outbound > 0 {
-            let mut t = self.traffic()?;
-            t.count(now, 0, outbound);
-            ops.push(Self::put_traffic(&t));
+    /// Removes a delivered entry, counting `outbound` messages it caused,
+    /// and waits until that is durable.
+    pub async fn remove(&self, q: &Queued, now: i64, outbound: u64) -> Result<()> {
+        {
+            let _g = self.guard();
+            let mut ops = vec![BatchOp::Delete {
+                kind: Kind::INBOUND,
+                name: q.record_name(),
+            }];
+            if outbound > 0 {
+                let mut t = self.traffic()?;
+                t.count(now, 0, outbound);
+                ops.push(Self::put_traffic(&t));
+            }
+            self.view.apply(&ops)?;
         }
-        self.view.apply(&ops)?;
-        self.view.vault().flush()
+        self.view.durable().await
     }
 
     /// Adds to the counters: messages received outside the queue, messages
-    /// sent, hook failures.
+    /// sent, hook failures. Not made durable by itself (no fsync, nothing to
+    /// wait for: the lock is held for one in-memory write only): counters
+    /// ride along with the next durable write, and a crash may lose the last
+    /// few counts, never a message.
     pub fn count(&self, now: i64, inbound: u64, outbound: u64, hook_failures: u64) -> Result<()> {
         let _g = self.guard();
         let mut t = self.traffic()?;
@@ -302,8 +311,16 @@ impl Queue {
 
     /// Holds back entries queued before `now - max_age` (they stay, out of
     /// delivery, counted as expired) and returns the newly held ones (the
-    /// caller alerts).
-    pub fn expire(&self, max_age: Duration, now: i64) -> Result<Vec<Queued>> {
+    /// caller alerts), once that is durable.
+    pub async fn expire(&self, max_age: Duration, now: i64) -> Result<Vec<Queued>> {
+        let old = self.expire_locked(max_age, now)?;
+        if !old.is_empty() {
+            self.view.durable().await?;
+        }
+        Ok(old)
+    }
+
+    fn expire_locked(&self, max_age: Duration, now: i64) -> Result<Vec<Queued>> {
         let cutoff = now - max_age.as_secs() as i64;
         // Read and write under one lock: a delivery's update or removal in
         // between must not be overwritten by a stale copy.
@@ -332,13 +349,18 @@ impl Queue {
             .collect();
         ops.push(Self::put_traffic(&t));
         self.view.apply(&ops)?;
-        self.view.vault().flush()?;
         Ok(old)
     }
 
     /// Puts held entries back into delivery (as if received `now`, with
-    /// their failure count reset). Returns how many.
-    pub fn release(&self, now: i64) -> Result<usize> {
+    /// their failure count reset). Returns how many, once durable.
+    pub async fn release(&self, now: i64) -> Result<usize> {
+        let n = self.release_locked(now)?;
+        self.view.durable().await?;
+        Ok(n)
+    }
+
+    fn release_locked(&self, now: i64) -> Result<usize> {
         let _g = self.guard();
         let held: Vec<Queued> = self.pending()?.into_iter().filter(|q| q.held).collect();
         let ops: Vec<BatchOp> = held
@@ -356,12 +378,18 @@ impl Queue {
             })
             .collect();
         self.view.apply(&ops)?;
-        self.view.vault().flush()?;
         Ok(held.len())
     }
 
-    /// Deletes the held entries (the operator's decision). Returns them.
-    pub fn drop_held(&self) -> Result<Vec<Queued>> {
+    /// Deletes the held entries (the operator's decision). Returns them,
+    /// once durable.
+    pub async fn drop_held(&self) -> Result<Vec<Queued>> {
+        let held = self.drop_held_locked()?;
+        self.view.durable().await?;
+        Ok(held)
+    }
+
+    fn drop_held_locked(&self) -> Result<Vec<Queued>> {
         let _g = self.guard();
         let held: Vec<Queued> = self.pending()?.into_iter().filter(|q| q.held).collect();
         let ops: Vec<BatchOp> = held
@@ -372,7 +400,6 @@ impl Queue {
             })
             .collect();
         self.view.apply(&ops)?;
-        self.view.vault().flush()?;
         Ok(held)
     }
 }
@@ -456,44 +483,86 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-        });
-        let mut first = q.pending().unwrap().remove(0);
-        first.attempts = 3;
-        first.accepted = Some("[]".into());
-        q.update(&first).unwrap();
-        assert_eq!(q.pending().unwrap()[0], first);
-        let held = q.expire(Duration::from_secs(1000), 5500).unwrap();
-        assert_eq!(held.len(), 1);
-        assert_eq!(held[0].id, "1");
-        assert!(held[0].held);
-        // Held, not dropped; a second check does not count it again.
-        assert_eq!(q.len().unwrap(), 2);
-        assert!(q
-            .expire(Duration::from_secs(1000), 5500)
-            .unwrap()
-            .is_empty());
-        assert_eq!(q.traffic().unwrap().expired, 1);
-        assert_eq!(q.release(6000).unwrap(), 1);
-        let back = q.pending().unwrap().remove(0);
-        assert!(!back.held);
-        assert_eq!((back.attempts, back.received_at), (0, 6000));
-        q.expire(Duration::from_secs(1), 7000).unwrap();
-        let dropped = q.drop_held().unwrap();
-        assert_eq!(dropped.len(), 2);
-        assert!(q.is_empty().unwrap());
-        rt().block_on(async {
+            let mut first = q.pending().unwrap().remove(0);
+            first.attempts = 3;
+            first.accepted = Some("[]".into());
+            q.update(&first).await.unwrap();
+            assert_eq!(q.pending().unwrap()[0], first);
+            let held = q.expire(Duration::from_secs(1000), 5500).await.unwrap();
+            assert_eq!(held.len(), 1);
+            assert_eq!(held[0].id, "1");
+            assert!(held[0].held);
+            // Held, not dropped; a second check does not count it again.
+            assert_eq!(q.len().unwrap(), 2);
+            assert!(q
+                .expire(Duration::from_secs(1000), 5500)
+                .await
+                .unwrap()
+                .is_empty());
+            assert_eq!(q.traffic().unwrap().expired, 1);
+            assert_eq!(q.release(6000).await.unwrap(), 1);
+            let back = q.pending().unwrap().remove(0);
+            assert!(!back.held);
+            assert_eq!((back.attempts, back.received_at), (0, 6000));
+            q.expire(Duration::from_secs(1), 7000).await.unwrap();
+            let dropped = q.drop_held().await.unwrap();
+            assert_eq!(dropped.len(), 2);
+            assert!(q.is_empty().unwrap());
             q.enqueue(&[msg("a", "2")], 10, 7000)
                 .await
                 .unwrap()
                 .unwrap();
+            let second = q.pending().unwrap().remove(0);
+            q.remove(&second, 5600, 2).await.unwrap();
         });
-        let second = q.pending().unwrap().remove(0);
-        q.remove(&second, 5600, 2).unwrap();
         assert!(q.is_empty().unwrap());
         let t = q.traffic().unwrap();
         assert_eq!(t.outbound, 2);
         assert_eq!(t.window(3600, 7200), (2, 2));
         assert_eq!(t.window(0, 3599), (1, 0));
+    }
+
+    /// The writes after a hook answered await the vault's group commit like
+    /// `enqueue` does: concurrent deliveries share fsyncs instead of each
+    /// running its own, synchronously, on a runtime thread while holding
+    /// the queue's lock (which serialised every delivery of the bot behind
+    /// every fsync).
+    #[test]
+    fn concurrent_removals_share_fsyncs() {
+        const N: usize = 64;
+        let (_d, v, id) = vault();
+        let q = std::sync::Arc::new(Queue::new(v.view(&id)));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let batch: Vec<NewMessage> = (0..N).map(|i| msg(&format!("c{i}"), "1")).collect();
+            q.enqueue(&batch, N, 0).await.unwrap().unwrap();
+        });
+        let entries = q.pending().unwrap();
+        assert_eq!(entries.len(), N);
+        let before = v.flush_count();
+        rt.block_on(async {
+            let tasks: Vec<_> = entries
+                .into_iter()
+                .map(|e| {
+                    let q = q.clone();
+                    tokio::spawn(async move { q.remove(&e, 0, 1).await.unwrap() })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let used = v.flush_count() - before;
+        assert!(q.is_empty().unwrap());
+        assert_eq!(q.traffic().unwrap().outbound, N as u64);
+        assert!(
+            (1..=N as u64 / 2).contains(&used),
+            "{N} concurrent removals used {used} fsyncs"
+        );
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Alerts for permanent failures: logged at error level and, when
 //! `--alert-command` is given, delivered to that command as one JSON object
-//! on its standard input (`{"bot","kind","reason","time"}`).
+//! on its standard input (`{"bot","kind","reason","time"}`), run like a hook
+//! command (`messaging::process`: clean environment, own process group,
+//! killed as a group past [`ALERT_TIMEOUT`]).
 
+use crate::messaging::process;
 use serde::Serialize;
+use std::ffi::OsString;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// One alert.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -21,32 +24,79 @@ pub struct Alert {
 /// How long an alert command may run.
 pub const ALERT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs `command` through `sh -c` with the alert as JSON on stdin.
-/// Failures are logged, never propagated: an alert must not stop a bot.
+/// Runs `command` through `sh -c` with the alert as JSON on stdin, in a
+/// clean environment (see `messaging::process`). Failures are logged, never
+/// propagated: an alert must not stop a bot.
 pub async fn deliver(command: &str, alert: &Alert) {
+    deliver_in(
+        command,
+        alert,
+        std::env::vars_os().collect::<Vec<_>>(),
+        ALERT_TIMEOUT,
+    )
+    .await
+}
+
+/// [`deliver`] with wavault's environment given as `parent`.
+pub(crate) async fn deliver_in<I>(command: &str, alert: &Alert, parent: I, timeout: Duration)
+where
+    I: IntoIterator<Item = (OsString, OsString)>,
+{
     let json = match serde_json::to_vec(alert) {
         Ok(j) => j,
         Err(e) => return tracing::error!("alert encoding failed: {e}"),
     };
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return tracing::error!("alert command could not start: {e}"),
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&json).await;
-        let _ = stdin.write_all(b"\n").await;
+    let r = process::run(process::Spec {
+        what: "alert command",
+        command,
+        input: &json,
+        env: process::child_env(parent, &[]),
+        timeout,
+        capture: None,
+    })
+    .await;
+    match r {
+        Ok(f) if f.status.success() => {}
+        Ok(f) => tracing::error!("alert command exited with {}", f.status),
+        Err(e) => tracing::error!("{e}"),
     }
-    match tokio::time::timeout(ALERT_TIMEOUT, child.wait()).await {
-        Ok(Ok(s)) if s.success() => {}
-        Ok(Ok(s)) => tracing::error!("alert command exited with {s}"),
-        Ok(Err(e)) => tracing::error!("alert command failed: {e}"),
-        Err(_) => tracing::error!("alert command timed out after {ALERT_TIMEOUT:?}"),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The alert command sees the allowed variables of wavault's
+    /// environment only: no passphrase, no credentials folder.
+    #[test]
+    fn alert_command_gets_a_clean_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("env");
+        let parent: Vec<(OsString, OsString)> = [
+            ("PATH", "/usr/bin:/bin"),
+            ("WAVAULT_PASSPHRASE", "hunter2"),
+            ("CREDENTIALS_DIRECTORY", "/run/credentials/x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let a = Alert {
+            bot: "sales".into(),
+            kind: "idle".into(),
+            reason: "r".into(),
+            time: 1,
+        };
+        let cmd = format!("cat > /dev/null; env > '{}'", out.display());
+        crate::messaging::test_runtime().block_on(deliver_in(
+            &cmd,
+            &a,
+            parent,
+            Duration::from_secs(10),
+        ));
+        let env = std::fs::read_to_string(&out).unwrap();
+        assert!(env.lines().any(|l| l == "PATH=/usr/bin:/bin"), "{env}");
+        for secret in ["WAVAULT_PASSPHRASE", "CREDENTIALS_DIRECTORY", "hunter2"] {
+            assert!(!env.contains(secret), "{secret} leaked: {env}");
+        }
     }
 }

@@ -123,11 +123,12 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
                 let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
                 v.bot_config(&id)?;
                 let inbox = s.inbox(&id);
-                let out = crate::cli::queue_op(
+                // A blocking thread: waiting here for the group commit is fine.
+                let out = tokio::runtime::Handle::current().block_on(crate::cli::queue_op(
                     &inbox.queue,
                     req["queue_op"].as_str().unwrap_or_default(),
                     crate::vault::now(),
-                )?;
+                ))?;
                 inbox.changed();
                 Ok(out)
             }

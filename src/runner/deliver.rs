@@ -41,8 +41,8 @@ use whatsapp_rust::Client;
 pub const FAILING_ALERT_AFTER: u32 = 5;
 /// How often queued messages are checked against the age limit.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
-/// Longest text `send` accepts (WhatsApp's own limit is about 65,000).
-pub const MAX_TEXT: usize = 65_536;
+/// Longest text `send` accepts (also the limit of a hook's reply).
+pub use crate::messaging::MAX_TEXT;
 
 /// A bot's queue and the bell that wakes its worker. One per bot for the
 /// runner's lifetime (restarts of the bot reuse it).
@@ -289,7 +289,7 @@ async fn expire(
     inbox: &Inbox,
     max_age: Duration,
 ) -> Vec<Queued> {
-    match inbox.queue.expire(max_age, now()) {
+    match inbox.queue.expire(max_age, now()).await {
         Ok(held) if !held.is_empty() => {
             let reason = format!(
                 "{} queued message(s) outlived the queue's age limit ({}s) undelivered and are held \
@@ -333,33 +333,25 @@ async fn deliver_inner(
     q: &mut Queued,
 ) -> std::result::Result<(), String> {
     let queue = &link.inbox.queue;
-    let fail = |q: &mut Queued, e: String, hook_failed: bool| {
-        q.attempts += 1;
-        q.last_error = Some(e.clone());
-        if let Err(w) = queue.update(q) {
-            tracing::error!("could not record a failed delivery: {w}");
-        }
-        if hook_failed {
-            let _ = queue.count(now(), 0, 0, 1);
-        }
-        Err(e)
-    };
     if q.accepted.is_none() {
         match hook::call(target, &q.summary, timeout, bot.as_str()).await {
-            Ok(actions) if actions.is_empty() => {
-                return queue.remove(q, now(), 0).map_err(|e| e.to_string());
-            }
             Ok(actions) => {
+                let actions = messaging::admissible(&q.chat, actions);
+                if actions.is_empty() {
+                    return queue.remove(q, now(), 0).await.map_err(|e| e.to_string());
+                }
                 q.accepted = Some(serde_json::to_string(&actions).map_err(|e| e.to_string())?);
                 q.attempts = 0;
                 q.last_error = None;
-                queue.update(q).map_err(|e| e.to_string())?;
+                queue.update(q).await.map_err(|e| e.to_string())?;
             }
-            Err(e) => return fail(q, e, true),
+            Err(e) => return fail(queue, q, e, true).await,
         }
     }
-    let mut actions: Vec<Action> = serde_json::from_str(q.accepted.as_deref().unwrap_or("[]"))
+    let stored: Vec<Action> = serde_json::from_str(q.accepted.as_deref().unwrap_or("[]"))
         .map_err(|e| format!("stored actions unreadable: {e}"))?;
+    // Also for actions stored by an older wavault that did not check the chat.
+    let mut actions = messaging::admissible(&q.chat, stored);
     while let Some(action) = actions.first().cloned() {
         // Actions need the connection; wait for it a while, then retry later.
         let mut connected = link.connected.clone();
@@ -367,7 +359,8 @@ async fn deliver_inner(
             .await
             .is_ok_and(|r| r.is_ok());
         if !up {
-            return fail(q, "bot not connected for the hook's actions".into(), false);
+            let e = "bot not connected for the hook's actions".to_string();
+            return fail(queue, q, e, false).await;
         }
         match tokio::time::timeout(
             timeout.max(Duration::from_secs(30)),
@@ -384,14 +377,32 @@ async fn deliver_inner(
                 actions.remove(0);
                 if !actions.is_empty() {
                     q.accepted = Some(serde_json::to_string(&actions).map_err(|e| e.to_string())?);
-                    queue.update(q).map_err(|e| e.to_string())?;
+                    queue.update(q).await.map_err(|e| e.to_string())?;
                 }
             }
-            Ok(Err(e)) => return fail(q, e, false),
-            Err(_) => return fail(q, "action timed out".into(), false),
+            Ok(Err(e)) => return fail(queue, q, e, false).await,
+            Err(_) => return fail(queue, q, "action timed out".into(), false).await,
         }
     }
-    queue.remove(q, now(), 0).map_err(|e| e.to_string())
+    queue.remove(q, now(), 0).await.map_err(|e| e.to_string())
+}
+
+/// Records a failed attempt (the entry stays for a retry); returns `Err(e)`.
+async fn fail(
+    queue: &Queue,
+    q: &mut Queued,
+    e: String,
+    hook_failed: bool,
+) -> std::result::Result<(), String> {
+    q.attempts += 1;
+    q.last_error = Some(e.clone());
+    if let Err(w) = queue.update(q).await {
+        tracing::error!("could not record a failed delivery: {w}");
+    }
+    if hook_failed {
+        let _ = queue.count(now(), 0, 0, 1);
+    }
+    Err(e)
 }
 
 /// Sends `text` to `to` from a running, connected bot; returns the message id.

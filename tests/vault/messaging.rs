@@ -194,7 +194,7 @@ fn queue_list_retry_and_drop() {
             q.enqueue(&[msg("NEW1")], 100, now).await.unwrap().unwrap();
         });
         assert_eq!(
-            q.expire(Duration::from_secs(7 * 86_400), now)
+            rt.block_on(q.expire(Duration::from_secs(7 * 86_400), now))
                 .unwrap()
                 .len(),
             2
@@ -246,8 +246,12 @@ fn queue_list_retry_and_drop() {
         let v = wavault::Vault::open(dir, PASS).unwrap();
         let q = Queue::new(v.view(&bot("q")));
         let later = wavault::vault::now() + 8 * 86_400;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         assert_eq!(
-            q.expire(Duration::from_secs(7 * 86_400), later)
+            rt.block_on(q.expire(Duration::from_secs(7 * 86_400), later))
                 .unwrap()
                 .len(),
             3
