@@ -53,7 +53,8 @@ pub struct RunArgs {
 pub const MAX_DURATION: Duration = Duration::from_secs(36_525 * 86_400);
 
 /// How a duration is written, for error messages.
-const DURATION_FORMS: &str = "a whole number and a unit: ms, s, m, h or d (e.g. 500ms, 30s, 5m, 12h, 30d)";
+const DURATION_FORMS: &str =
+    "a whole number and a unit: ms, s, m, h or d (e.g. 500ms, 30s, 5m, 12h, 30d)";
 
 /// Parses `500ms`, `30s`, `5m`, `12h`, `30d`: a whole number and a unit, at
 /// most [`MAX_DURATION`]. A bare number is refused (it was once taken as
@@ -282,14 +283,24 @@ mod tests {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
         assert_eq!(parse_duration("36525d"), Ok(super::MAX_DURATION));
-        for bad in ["7", "0", "", " ", "3w", "h", "-5s", "+5s", "1.5h", "5 s", "5S", "1h30m"] {
+        for bad in [
+            "7", "0", "", " ", "3w", "h", "-5s", "+5s", "1.5h", "5 s", "5S", "1h30m",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
         let e = parse_duration("30").unwrap_err();
         assert!(e.contains("no unit") && e.contains("30d"), "{e}");
-        for long in ["36526d", "213503982335d", "18446744073709551615ms", "99999999999999999999s"] {
+        for long in [
+            "36526d",
+            "213503982335d",
+            "18446744073709551615ms",
+            "99999999999999999999s",
+        ] {
             let e = parse_duration(long).unwrap_err();
-            assert!(e.contains("too long") && e.contains("100 years"), "{long}: {e}");
+            assert!(
+                e.contains("too long") && e.contains("100 years"),
+                "{long}: {e}"
+            );
         }
     }
 

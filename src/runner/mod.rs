@@ -105,9 +105,15 @@ impl RunConfig {
     pub fn check(&self) -> Result<()> {
         let periods = [
             ("the sweep period (--sweep-every)", Some(self.sweep_every)),
-            ("the key rotation period (--rotate-key-every)", self.rotate_key_every),
+            (
+                "the key rotation period (--rotate-key-every)",
+                self.rotate_key_every,
+            ),
             ("the idle check period", Some(self.idle_check_every)),
-            ("the hook time limit (--hook-timeout)", Some(self.hooks.timeout)),
+            (
+                "the hook time limit (--hook-timeout)",
+                Some(self.hooks.timeout),
+            ),
         ];
         for (what, d) in periods {
             let Some(d) = d else { continue };
@@ -119,11 +125,16 @@ impl RunConfig {
         }
         let ages = [
             ("the retention (--retention)", self.retention),
-            ("the queue age limit (--queue-max-age)", self.hooks.queue_max_age),
+            (
+                "the queue age limit (--queue-max-age)",
+                self.hooks.queue_max_age,
+            ),
         ];
         for (what, d) in ages {
             if d < Duration::from_secs(1) {
-                return Err(Error::Usage(format!("{what} is {d:?}: it must be at least 1s")));
+                return Err(Error::Usage(format!(
+                    "{what} is {d:?}: it must be at least 1s"
+                )));
             }
         }
         if self.hooks.concurrency == 0 || self.hooks.queue_max == 0 {

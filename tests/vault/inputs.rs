@@ -45,7 +45,11 @@ fn refused(args: &[&str], words: &[&str]) -> String {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = run_bounded(wavault(tmp.path()).args(args), Duration::from_secs(20));
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: exit 2 expected: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: exit 2 expected: {err}"
+    );
     for w in words {
         assert!(err.contains(w), "{args:?}: {w:?} missing from: {err}");
     }
@@ -79,25 +83,49 @@ fn sweep_older_than_overflow_is_refused() {
 /// silently stopped sweeps, key rotation and idle alerts.
 #[test]
 fn run_zero_periods_are_refused() {
-    refused(&["run", "--sweep-every", "0s"], &["--sweep-every", "more than 0"]);
+    refused(
+        &["run", "--sweep-every", "0s"],
+        &["--sweep-every", "more than 0"],
+    );
     refused(
         &["run", "--rotate-key-every", "0ms"],
         &["--rotate-key-every", "more than 0"],
     );
-    refused(&["run", "--hook-timeout", "0s"], &["--hook-timeout", "more than 0"]);
-    refused(&["run", "--retention", "0d"], &["--retention", "at least 1s"]);
-    refused(&["run", "--queue-max-age", "0s"], &["--queue-max-age", "at least 1s"]);
+    refused(
+        &["run", "--hook-timeout", "0s"],
+        &["--hook-timeout", "more than 0"],
+    );
+    refused(
+        &["run", "--retention", "0d"],
+        &["--retention", "at least 1s"],
+    );
+    refused(
+        &["run", "--queue-max-age", "0s"],
+        &["--queue-max-age", "at least 1s"],
+    );
     // Bare zeros: refused for the missing unit.
-    refused(&["run", "--sweep-every", "0"], &["--sweep-every", "no unit"]);
+    refused(
+        &["run", "--sweep-every", "0"],
+        &["--sweep-every", "no unit"],
+    );
 }
 
 /// Limits out of range name the valid range.
 #[test]
 fn zero_limits_are_refused_with_the_range() {
-    refused(&["run", "--hook-concurrency", "0"], &["--hook-concurrency", "1..=1024"]);
+    refused(
+        &["run", "--hook-concurrency", "0"],
+        &["--hook-concurrency", "1..=1024"],
+    );
     refused(&["run", "--queue-max", "0"], &["--queue-max", "1.."]);
-    refused(&["bot", "add", "x", "--queue-max", "0"], &["--queue-max", "1.."]);
-    refused(&["bot", "set", "idle", "--hook-timeout", "0s"], &["--hook-timeout", "more than 0"]);
+    refused(
+        &["bot", "add", "x", "--queue-max", "0"],
+        &["--queue-max", "1.."],
+    );
+    refused(
+        &["bot", "set", "idle", "--hook-timeout", "0s"],
+        &["--hook-timeout", "more than 0"],
+    );
 }
 
 /// `stats --since` with a huge value overflowed in the parser (a panic in a
