@@ -173,7 +173,13 @@ pub fn compute(
 /// Reads every bot (or the named ones, in the order given, each once) from
 /// the vault and computes its statistics over `[since, now]`. A named bot
 /// that is not in the vault is a [`crate::Error::NotFound`].
+///
+/// A `since` after `now` (clock skew, or a request built by hand) is an
+/// empty window at `now`; times before 1970 are taken as 1970 (no history
+/// is older, and the hourly message counters need a start they can round).
 pub fn collect(vault: &Vault, bots: &[BotId], since: i64, now: i64) -> Result<Vec<BotStats>> {
+    let now = now.max(0);
+    let since = since.clamp(0, now);
     let ids: Vec<BotId> = if bots.is_empty() {
         vault.list_bots()?.into_iter().map(|c| c.id).collect()
     } else {

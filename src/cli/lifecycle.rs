@@ -14,8 +14,8 @@ use crate::sweep::{self, ReauthReport, SweepReport};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// Retention: what is older goes [default: 30d]
-    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration, default_value = "30d")]
+    /// Retention: what is older goes (a duration with its unit, at least 1s, e.g. 30d)
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_age, default_value = "30d")]
     pub older_than: Duration,
     /// Report what would be removed; change nothing
     #[arg(long)]

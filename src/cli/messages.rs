@@ -1,7 +1,7 @@
 //! `wavault send`, `wavault queue`, and the hook options shared by `bot add`,
 //! `bot set` and `run`.
 
-use super::run::parse_duration;
+use super::run::{parse_age, parse_period};
 use super::Global;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
@@ -20,8 +20,8 @@ pub struct HookArgs {
     /// Run CMD (sh -c) per inbound message with the JSON on stdin; its output may carry replies
     #[arg(long, value_name = "CMD")]
     pub on_message: Option<String>,
-    /// Time limit of one hook call [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Time limit of one hook call, more than 0 [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_period)]
     pub hook_timeout: Option<Duration>,
     /// Hook calls in flight at once for one bot, at most one per chat [default: 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -29,8 +29,8 @@ pub struct HookArgs {
     /// Most messages waiting for the hook; beyond it WhatsApp keeps them [default: 10000]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_max: Option<u32>,
-    /// Queued messages older than this are dropped with an alert [default: 7d]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Queued messages older than this are dropped with an alert, at least 1s [default: 7d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     pub queue_max_age: Option<Duration>,
 }
 
@@ -112,7 +112,7 @@ pub struct SendArgs {
     #[arg(long)]
     pub json: bool,
     /// Without a running `wavault run`: how long to wait for the bot to connect
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_period)]
     pub connect_timeout: Duration,
 }
 

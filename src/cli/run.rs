@@ -16,8 +16,8 @@ pub struct RunArgs {
     /// Run only this bot (repeatable); default: every enabled bot
     #[arg(long = "bot", value_name = "ID")]
     pub bots: Vec<BotId>,
-    /// Delay between two bot starts
-    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    /// Delay between two bot starts (0s: all at once)
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     pub stagger: Duration,
     /// Command run (via sh -c) with one JSON alert on stdin for each permanent failure
     #[arg(long, value_name = "CMD")]
@@ -25,14 +25,14 @@ pub struct RunArgs {
     /// Hook defaults for bots without their own (a bot's own settings win)
     #[command(flatten)]
     pub hooks: super::messages::HookArgs,
-    /// Retention sweep period
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    /// Retention sweep period (more than 0)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_period)]
     pub sweep_every: Duration,
-    /// How long session history is kept
-    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    /// How long session history is kept (at least 1s)
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_age)]
     pub retention: Duration,
-    /// Rotate the data key on this period (off by default)
-    #[arg(long, value_parser = parse_duration)]
+    /// Rotate the data key on this period (off by default; more than 0)
+    #[arg(long, value_name = "DURATION", value_parser = parse_period)]
     pub rotate_key_every: Option<Duration>,
     /// Name the bots show in WhatsApp
     #[arg(long, default_value = "wavault")]
@@ -46,23 +46,79 @@ pub struct RunArgs {
     pub listen_any: bool,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h`, `30d` (a bare number is seconds).
+/// The longest duration any flag takes: 100 years (`36525d`). Longer ones
+/// are refused, never wrapped or saturated: a typo must not turn into a
+/// short retention, and every accepted value can be added to the current
+/// time (as an `Instant` or a unix time) without overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_525 * 86_400);
+
+/// How a duration is written, for error messages.
+const DURATION_FORMS: &str =
+    "a whole number and a unit: ms, s, m, h or d (e.g. 500ms, 30s, 5m, 12h, 30d)";
+
+/// Parses `500ms`, `30s`, `5m`, `12h`, `30d`: a whole number and a unit, at
+/// most [`MAX_DURATION`]. A bare number is refused (it was once taken as
+/// seconds: `--older-than 30` meant 30 s, not 30 days), and so is anything
+/// empty, negative, fractional or too long. Zero is accepted here; flags
+/// where zero makes no sense use [`parse_period`] or [`parse_age`].
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 30s, 5m, 1h, 30d"))?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m, h or d")),
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(format!("empty duration: write {DURATION_FORMS}"));
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit_ms: u64 = match unit {
+        _ if num.is_empty() => return Err(format!("bad duration {t:?}: write {DURATION_FORMS}")),
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => {
+            return Err(format!(
+                "{t:?} has no unit (is it {t}s? {t}d?): write {DURATION_FORMS}"
+            ))
+        }
+        _ => return Err(format!("bad duration {t:?}: write {DURATION_FORMS}")),
     };
-    Ok(Duration::from_millis(ms))
+    let too_long = || format!("duration {t:?} is too long: at most 36525d (100 years)");
+    // `num` is all ASCII digits: parsing fails only on overflow.
+    let n: u64 = num.parse().map_err(|_| too_long())?;
+    let d = n
+        .checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(too_long)?;
+    Ok(d)
+}
+
+/// A period or time limit (`--sweep-every`, `--rotate-key-every`,
+/// `--hook-timeout`, `--connect-timeout`): a duration more than 0 (a zero
+/// timer period panics; a zero time limit fails every call).
+pub fn parse_period(s: &str) -> std::result::Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{:?} is zero: it must be more than 0 (e.g. 30s, 1h)",
+            s.trim()
+        ));
+    }
+    Ok(d)
+}
+
+/// An age or window counted in whole seconds (`--older-than`,
+/// `--retention`, `--queue-max-age`, `stats --since`): at least 1s (below,
+/// it would be 0 seconds: a retention that deletes everything, an empty window).
+pub fn parse_age(s: &str) -> std::result::Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!(
+            "{:?} is under a second: it must be at least 1s (e.g. 1h, 30d)",
+            s.trim()
+        ));
+    }
+    Ok(d)
 }
 
 fn open_or_create(g: &Global) -> Result<(Vault, Passphrase)> {
@@ -79,11 +135,34 @@ fn open_or_create(g: &Global) -> Result<(Vault, Passphrase)> {
     Ok((v, pass))
 }
 
-pub fn run(g: &Global, args: RunArgs) -> Result<()> {
-    if let Some(addr) = args.listen {
-        crate::web::check_addr(addr, args.listen_any)?;
+impl RunArgs {
+    /// The runner's configuration from the flags, checked: every usage
+    /// error (durations and limits beyond what clap checks, the listen
+    /// address, the hook target) is found here, before the vault is opened
+    /// or the runtime starts.
+    pub fn plan(self) -> Result<RunConfig> {
+        if let Some(addr) = self.listen {
+            crate::web::check_addr(addr, self.listen_any)?;
+        }
+        let mut cfg = RunConfig::new(Net::production());
+        cfg.bots = self.bots;
+        cfg.stagger = self.stagger;
+        cfg.alert_command = self.alert_command;
+        cfg.hooks = self.hooks.defaults()?;
+        cfg.sweep_every = self.sweep_every;
+        cfg.retention = self.retention;
+        cfg.rotate_key_every = self.rotate_key_every;
+        cfg.push_name = self.push_name;
+        cfg.listen = self.listen;
+        cfg.check()?;
+        Ok(cfg)
     }
+}
+
+pub fn run(g: &Global, args: RunArgs) -> Result<()> {
+    let mut cfg = args.plan()?;
     let (vault, pass) = open_or_create(g)?;
+    cfg.backup_passphrase = Some(std::sync::Arc::new(pass));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,17 +171,6 @@ pub fn run(g: &Global, args: RunArgs) -> Result<()> {
         // Handlers first: a signal that arrives while bots start still
         // gets the clean shutdown.
         let mut signals = Signals::new()?;
-        let mut cfg = RunConfig::new(Net::production());
-        cfg.bots = args.bots;
-        cfg.stagger = args.stagger;
-        cfg.alert_command = args.alert_command;
-        cfg.hooks = args.hooks.defaults()?;
-        cfg.sweep_every = args.sweep_every;
-        cfg.retention = args.retention;
-        cfg.rotate_key_every = args.rotate_key_every;
-        cfg.push_name = args.push_name;
-        cfg.listen = args.listen;
-        cfg.backup_passphrase = Some(std::sync::Arc::new(pass));
         let bots = vault.list_bots()?.len();
         let runner = Runner::start(vault, cfg)?;
         if bots == 0 {
@@ -179,8 +247,8 @@ pub struct StatsArgs {
     /// Only this bot (repeatable); default: every bot
     #[arg(long = "bot", value_name = "ID")]
     pub bots: Vec<BotId>,
-    /// The window: from this long ago until now
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    /// The window: from this long ago until now (at least 1s)
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_age)]
     pub since: Duration,
     /// Machine-readable output
     #[arg(long)]
@@ -213,8 +281,35 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("3w").is_err());
-        assert!(parse_duration("h").is_err());
+        assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("36525d"), Ok(super::MAX_DURATION));
+        for bad in [
+            "7", "0", "", " ", "3w", "h", "-5s", "+5s", "1.5h", "5 s", "5S", "1h30m",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = parse_duration("30").unwrap_err();
+        assert!(e.contains("no unit") && e.contains("30d"), "{e}");
+        for long in [
+            "36526d",
+            "213503982335d",
+            "18446744073709551615ms",
+            "99999999999999999999s",
+        ] {
+            let e = parse_duration(long).unwrap_err();
+            assert!(
+                e.contains("too long") && e.contains("100 years"),
+                "{long}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn periods_and_ages_refuse_zero() {
+        use super::{parse_age, parse_period};
+        assert!(parse_period("0s").unwrap_err().contains("more than 0"));
+        assert_eq!(parse_period("1ms"), Ok(Duration::from_millis(1)));
+        assert!(parse_age("999ms").unwrap_err().contains("at least 1s"));
+        assert_eq!(parse_age("1s"), Ok(Duration::from_secs(1)));
     }
 }

@@ -96,6 +96,55 @@ impl RunConfig {
             listen: None,
         }
     }
+
+    /// Refuses what would panic in a timer task or silently misbehave: a
+    /// zero timer period (a tokio interval of 0 panics, stopping sweeps,
+    /// rotation and idle alerts while bots keep running), a period too long
+    /// to add to the current time, a retention under a second (the sweep
+    /// would delete all history), zero hook limits. [`Runner::start`] calls
+    /// it, so a configuration built in code meets the same rules as the flags.
+    pub fn check(&self) -> Result<()> {
+        let periods = [
+            ("the sweep period (--sweep-every)", Some(self.sweep_every)),
+            (
+                "the key rotation period (--rotate-key-every)",
+                self.rotate_key_every,
+            ),
+            ("the idle check period", Some(self.idle_check_every)),
+            (
+                "the hook time limit (--hook-timeout)",
+                Some(self.hooks.timeout),
+            ),
+        ];
+        for (what, d) in periods {
+            let Some(d) = d else { continue };
+            if d.is_zero() || tokio::time::Instant::now().checked_add(d).is_none() {
+                return Err(Error::Usage(format!(
+                    "{what} is {d:?}: it must be more than 0 and fit a timer (the flags take up to 36525d)"
+                )));
+            }
+        }
+        let ages = [
+            ("the retention (--retention)", self.retention),
+            (
+                "the queue age limit (--queue-max-age)",
+                self.hooks.queue_max_age,
+            ),
+        ];
+        for (what, d) in ages {
+            if d < Duration::from_secs(1) {
+                return Err(Error::Usage(format!(
+                    "{what} is {d:?}: it must be at least 1s"
+                )));
+            }
+        }
+        if self.hooks.concurrency == 0 || self.hooks.queue_max == 0 {
+            return Err(Error::Usage(
+                "--hook-concurrency and --queue-max must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What happened, for subscribers (console, tests, dashboards).
@@ -328,6 +377,7 @@ impl Runner {
     /// Starts every selected bot (staggered), the timers and the control
     /// socket. Must be called inside a tokio runtime.
     pub fn start(vault: Vault, cfg: RunConfig) -> Result<Runner> {
+        cfg.check()?;
         let bots = select_bots(&vault, &cfg.bots)?;
         let (events, first) = broadcast::channel(4096);
         let (stop, _) = watch::channel(false);
@@ -360,7 +410,7 @@ impl Runner {
             tasks.spawn(crate::web::serve(shared.clone(), listener));
         }
         for (i, cfg) in bots.into_iter().enumerate() {
-            shared.start_bot(cfg, shared.cfg.stagger * i as u32);
+            shared.start_bot(cfg, shared.cfg.stagger.saturating_mul(i as u32));
         }
         tasks.spawn(timers(shared.clone()));
         Ok(Runner {

@@ -8,6 +8,7 @@ mod common;
 mod fuzz_corpus;
 mod golden;
 mod grep;
+mod inputs;
 mod kill;
 mod messaging;
 mod roundtrip;
