@@ -717,9 +717,10 @@ mod tests {
             pidfile.display()
         ));
         let rt = rt();
+        // The call lives outside `block_on`, so it is still running (not
+        // yet dropped) when the grandchild is checked below.
+        let mut call = Box::pin(call(&t, "{}", Duration::from_secs(300), "s"));
         rt.block_on(async {
-            let call = call(&t, "{}", Duration::from_secs(300), "s");
-            tokio::pin!(call);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
                 tokio::select! {
@@ -737,7 +738,8 @@ mod tests {
         });
         let pid = std::fs::read_to_string(&pidfile).unwrap();
         let pid = pid.trim();
-        assert!(!gone(pid));
+        assert!(!gone(pid), "the hook's child is running while the call is");
+        drop(call);
         drop(rt);
         assert!(
             wait_gone(pid),
