@@ -259,8 +259,8 @@ fn token(g: &Global, cmd: TokenCommand) -> Result<()> {
         None => {
             let v = g.open()?;
             match cmd {
-                TokenCommand::Show => crate::web::token::load_or_create(&v)?,
-                TokenCommand::Rotate => crate::web::token::rotate(&v)?,
+                TokenCommand::Show => crate::web::token::load_or_create(&v)?.to_string(),
+                TokenCommand::Rotate => crate::web::token::rotate(&v)?.to_string(),
             }
         }
     };

@@ -186,6 +186,41 @@ pub fn open(
         .map_err(|_| CryptoError::Auth)
 }
 
+/// Version byte of a sealed blob ([`seal_blob`]): XChaCha20-Poly1305.
+pub const BLOB_VERSION: u8 = 1;
+
+/// A self-contained sealed blob: version byte [`BLOB_VERSION`], a fresh
+/// random 24-byte nonce, then [`seal`]'s ciphertext and tag, binding `ad`.
+/// For small secrets kept in their own file (the web token).
+pub fn seal_blob(key: &SecretKey, ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let nonce = random_nonce();
+    let sealed = seal(key, &nonce, ad, plaintext);
+    let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+    out.push(BLOB_VERSION);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// Opens what [`seal_blob`] produced. A short blob, another version byte, a
+/// wrong key or `ad`, or changed bytes: [`CryptoError::Auth`].
+pub fn open_blob(
+    key: &SecretKey,
+    ad: &[u8],
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let Some((&version, rest)) = blob.split_first() else {
+        return Err(CryptoError::Auth);
+    };
+    if version != BLOB_VERSION || rest.len() < NONCE_LEN + TAG_LEN {
+        return Err(CryptoError::Auth);
+    }
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let mut n = [0u8; NONCE_LEN];
+    n.copy_from_slice(nonce);
+    open(key, &n, ad, sealed)
+}
+
 /// Derives a purpose-bound sub-key from `master` (HKDF-SHA256, `info` names the purpose).
 pub fn subkey(master: &SecretKey, info: &[u8]) -> SecretKey {
     let hk = hkdf::Hkdf::<Sha256>::new(Some(b"wavault subkey v1"), master.expose());
@@ -243,6 +278,29 @@ mod tests {
             open(&SecretKey::random(), &n, b"ad", &ct),
             Err(CryptoError::Auth)
         );
+    }
+
+    #[test]
+    fn sealed_blob_layout_round_trip_and_refusals() {
+        let k = SecretKey::random();
+        let blob = seal_blob(&k, b"ad", b"secret");
+        assert_eq!(blob[0], BLOB_VERSION);
+        assert_eq!(blob.len(), 1 + NONCE_LEN + 6 + TAG_LEN);
+        // The layout is version, nonce, then what `seal` makes with that nonce.
+        let mut n = [0u8; NONCE_LEN];
+        n.copy_from_slice(&blob[1..1 + NONCE_LEN]);
+        assert_eq!(
+            &open(&k, &n, b"ad", &blob[1 + NONCE_LEN..]).unwrap()[..],
+            b"secret"
+        );
+        assert_eq!(&open_blob(&k, b"ad", &blob).unwrap()[..], b"secret");
+        assert_eq!(open_blob(&k, b"other", &blob), Err(CryptoError::Auth));
+        let mut v2 = blob.clone();
+        v2[0] = 2;
+        assert_eq!(open_blob(&k, b"ad", &v2), Err(CryptoError::Auth));
+        for len in 0..1 + NONCE_LEN + TAG_LEN {
+            assert_eq!(open_blob(&k, b"ad", &blob[..len]), Err(CryptoError::Auth));
+        }
     }
 
     #[test]

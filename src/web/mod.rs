@@ -5,24 +5,37 @@
 //! only), which sends like `wavault send`.
 //!
 //! Every request needs the bearer token (`Authorization: Bearer TOKEN`, or
-//! the `wavault_token` cookie the dashboard's prompt sets). Without it the
-//! answer is 401 and the prompt page, nothing else. Loopback addresses only
-//! unless `--listen-any`.
+//! the `wavault_token_<port>` cookie that `POST /login` sets: `HttpOnly`,
+//! `SameSite=Strict`, `Path=/`, `Secure` when the request came with
+//! `X-Forwarded-Proto: https`). Without it the answer is 401 and the prompt
+//! page, nothing else; `/login` and the static `/assets/*` are the only
+//! exceptions. Loopback addresses only unless `--listen-any`.
+//!
+//! Every request's `Host` must name the listen address (DNS rebinding):
+//! else 421 (400 without one). Every response carries a strict
+//! `Content-Security-Policy` (no inline script or style, nothing external),
+//! `X-Frame-Options: DENY` and `X-Content-Type-Options: nosniff`.
+//! Connections are capped ([`Limits`]); one that does not send its request
+//! headers within the header-read timeout, or its body within the body-read
+//! timeout, is closed.
 
 pub mod metrics;
 pub mod token;
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRef, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::runner::status::{self, StatusRow};
@@ -35,6 +48,39 @@ pub const START_GRACE: Duration = Duration::from_secs(60);
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 const PROMPT: &str = include_str!("prompt.html");
+const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("assets/dashboard.css");
+const PROMPT_CSS: &str = include_str!("assets/prompt.css");
+
+/// The policy on every response: the pages load only their own scripts and
+/// styles (no inline code, nothing from elsewhere) and cannot be framed.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Connection limits of the web surface.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A connection that has not sent a whole request head this long after
+    /// it opened (or after its previous response) is closed.
+    pub header_read_timeout: Duration,
+    /// A request whose body has not arrived this long after its head: 408.
+    pub body_read_timeout: Duration,
+    /// Largest request body (413 beyond).
+    pub max_body: usize,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_body: 1024 * 1024,
+            max_connections: 64,
+        }
+    }
+}
 
 /// Refuses a non-loopback address unless `any` (`--listen-any`) is set.
 pub fn check_addr(addr: SocketAddr, any: bool) -> Result<()> {
@@ -56,77 +102,426 @@ pub fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(l).map_err(|e| Error::io("listening socket", e))
 }
 
-/// The router over the runner's shared state.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// The name of the token cookie for a surface listening on `port`: cookies
+/// are shared by every port of a host, so each runner has its own.
+pub fn cookie_name(port: u16) -> String {
+    format!("wavault_token_{port}")
+}
+
+/// Whether a request's `Host` (or absolute-form authority) names the
+/// listen address `listen`: its IP literal with its port (no port means
+/// 80), or `localhost` when it listens on a loopback address. Listening on
+/// an unspecified address (`0.0.0.0`, `::`, with `--listen-any`), any IP
+/// literal with the port is accepted: DNS rebinding needs a name.
+pub fn host_allowed(listen: SocketAddr, host: &str) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((name, after)) = rest.split_once(']') else {
+            return false;
+        };
+        match after {
+            "" => (name, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (name, Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match host.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        }
+    };
+    let port = match port {
+        None => 80,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            match p.parse::<u16>() {
+                Ok(p) => p,
+                Err(_) => return false,
+            }
+        }
+        Some(_) => return false,
+    };
+    if port != listen.port() {
+        return false;
+    }
+    let ip = listen.ip();
+    if name.eq_ignore_ascii_case("localhost") {
+        return ip.is_loopback() || ip.is_unspecified();
+    }
+    // IPv6 only in brackets; IPv4 only without.
+    let bracketed = host.starts_with('[');
+    match name.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) if !bracketed => false,
+        Ok(IpAddr::V4(_)) if bracketed => false,
+        Ok(named) => ip.is_unspecified() || named == ip,
+        Err(_) => false,
+    }
+}
+
+/// What the middlewares know about this surface.
+#[derive(Debug)]
+struct Site {
+    listen: SocketAddr,
+    cookie: String,
+    limits: Limits,
+}
+
+/// The router's state.
+#[derive(Clone)]
+struct App {
+    shared: Arc<Shared>,
+    site: Arc<Site>,
+}
+
+impl FromRef<App> for Arc<Shared> {
+    fn from_ref(app: &App) -> Self {
+        app.shared.clone()
+    }
+}
+
+/// The router over the runner's shared state, for a surface listening on
+/// `listen` (the bound address: its port names the cookie, its address is
+/// what `Host` must say).
+pub(crate) fn router(shared: Arc<Shared>, listen: SocketAddr, limits: Limits) -> Router {
+    let app = App {
+        shared,
+        site: Arc::new(Site {
+            listen,
+            cookie: cookie_name(listen.port()),
+            limits,
+        }),
+    };
     Router::new()
         .route("/", get(dashboard))
+        .route("/login", post(login))
+        .route("/assets/{name}", get(asset))
         .route("/api/bots", get(bots))
         .route("/api/bots/{id}", get(one_bot))
-        .route("/api/bots/{id}/messages", axum::routing::post(send_message))
+        .route("/api/bots/{id}/messages", post(send_message))
         .route("/api/dashboard", get(dashboard_data))
         .route("/api/bots/{id}/qr.svg", get(qr_svg))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .layer(middleware::from_fn_with_state(shared.clone(), auth))
-        .with_state(shared)
+        .layer(middleware::from_fn_with_state(app.clone(), read_body))
+        .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .layer(middleware::from_fn_with_state(app.clone(), check_host))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(app)
 }
 
 /// Serves until the runner stops.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     let mut stop = shared.stop.subscribe();
-    let app = router(shared);
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!("web surface stopped: {e}");
+    let limits = Limits::default();
+    let listen = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("web surface: no local address: {e}");
+            return;
+        }
+    };
+    let app = router(shared, listen, limits);
+    serve_router(listener, app, limits, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await;
+}
+
+/// The answer to a connection beyond [`Limits::max_connections`].
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+content-length: 47\r\n\
+retry-after: 1\r\n\
+x-frame-options: DENY\r\n\
+x-content-type-options: nosniff\r\n\
+connection: close\r\n\r\n\
+too many connections to wavault; try again soon";
+
+/// Serves `app` on `listener` (HTTP/1.1) until `shutdown` completes, with
+/// the header-read timeout and the connection cap of `limits`. At shutdown,
+/// idle connections close at once; the others get 2 s to finish.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::warn!("web surface: accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Best effort, never waiting: the socket is closed right after.
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut close = close_rx.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = close.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    let _ = close_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+async fn check_host(State(app): State<App>, req: Request, next: Next) -> Response {
+    let listen = app.site.listen;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let authority_ok = req
+        .uri()
+        .authority()
+        .is_none_or(|a| host_allowed(listen, a.as_str()));
+    match host {
+        None => (
+            StatusCode::BAD_REQUEST,
+            "a Host header is required\n".to_owned(),
+        )
+            .into_response(),
+        Some(h) if host_allowed(listen, &h) && authority_ok => next.run(req).await,
+        Some(_) => (
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this server answers only to http://{listen}/ (the Host header is checked against DNS rebinding); \
+                 behind a proxy, forward the request with Host: {listen}\n"
+            ),
+        )
+            .into_response(),
     }
 }
 
-fn presented(headers: &HeaderMap) -> Option<String> {
+/// Buffers the request body within the body-read timeout and the size
+/// limit, so a half-sent body cannot hold a handler.
+async fn read_body(State(app): State<App>, req: Request, next: Next) -> Response {
+    let limits = app.site.limits;
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(
+        limits.body_read_timeout,
+        axum::body::to_bytes(body, limits.max_body),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is unreadable or larger than {} bytes\n",
+                    limits.max_body
+                ),
+            )
+                .into_response()
+        }
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                "the request body did not arrive in time\n",
+            )
+                .into_response()
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn presented(headers: &HeaderMap, cookie: &str) -> Option<Zeroizing<String>> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        return v.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+        return v
+            .strip_prefix("Bearer ")
+            .map(|t| Zeroizing::new(t.trim().to_owned()));
     }
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|kv| kv.trim().strip_prefix("wavault_token=").map(str::to_owned))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == cookie).then(|| Zeroizing::new(v.to_owned()))
+        })
 }
 
-async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+/// Whether `presented` is the current token (read from the file on every
+/// request: `wavault token rotate` takes effect at once).
+async fn token_ok(shared: &Arc<Shared>, presented: Option<&str>) -> bool {
+    let Some(p) = presented else { return false };
     let v = shared.vault.clone();
-    // Read on every request: `wavault token rotate` takes effect at once.
-    let expected = tokio::task::spawn_blocking(move || token::load(&v)).await;
-    let ok = match (presented(req.headers()), expected) {
-        (Some(p), Ok(Ok(Some(t)))) => token::matches(&p, &t),
+    match tokio::task::spawn_blocking(move || token::load(&v)).await {
+        Ok(Ok(Some(t))) => token::matches(p, &t),
         _ => false,
+    }
+}
+
+fn prompt(error: Option<&str>) -> Response {
+    let page = match error {
+        Some(e) => PROMPT.replace(
+            "<!--error-->",
+            &format!("<p class=\"error\" role=\"alert\">{e}</p>"),
+        ),
+        None => PROMPT.to_owned(),
     };
-    if !ok {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [
-                (header::WWW_AUTHENTICATE, "Bearer"),
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            PROMPT,
-        )
-            .into_response();
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::WWW_AUTHENTICATE, "Bearer"),
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let public = path == "/login" || path.starts_with("/assets/");
+    if !public {
+        let p = presented(req.headers(), &app.site.cookie);
+        if !token_ok(&app.shared, p.as_deref().map(String::as_str)).await {
+            return prompt(None);
+        }
     }
     let mut resp = next.run(req).await;
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        "no-store".parse().expect("static header"),
-    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// One field of an `application/x-www-form-urlencoded` body, decoded.
+fn form_field(body: &[u8], name: &str) -> Option<Zeroizing<String>> {
+    body.split(|&b| b == b'&').find_map(|kv| {
+        let (k, v) = match kv.iter().position(|&b| b == b'=') {
+            Some(i) => (&kv[..i], &kv[i + 1..]),
+            None => (kv, &[][..]),
+        };
+        if k != name.as_bytes() {
+            return None;
+        }
+        let mut out = Zeroizing::new(Vec::with_capacity(v.len()));
+        let mut i = 0;
+        while i < v.len() {
+            match v[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < v.len() => {
+                    let hex = std::str::from_utf8(&v[i + 1..i + 3]).ok();
+                    match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        let s = std::str::from_utf8(&out).ok()?;
+        Some(Zeroizing::new(s.to_owned()))
+    })
+}
+
+/// `POST /login` (form field `token`, as the prompt sends it): the right
+/// token sets the HttpOnly cookie and goes to the dashboard.
+async fn login(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let t = form_field(&body, "token");
+    let t = t.as_deref().map(|t| t.trim());
+    if !token_ok(&app.shared, t).await {
+        return prompt(Some(
+            "That is not the current token (see `wavault token show`).",
+        ));
+    }
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let cookie = Zeroizing::new(format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Strict{}",
+        app.site.cookie,
+        t.unwrap_or_default(),
+        if https { "; Secure" } else { "" }
+    ));
+    let Ok(cookie) = HeaderValue::from_str(&cookie) else {
+        return prompt(Some("That token cannot be stored in a cookie."));
+    };
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, HeaderValue::from_static("/")),
+            (header::SET_COOKIE, cookie),
+        ],
+    )
+        .into_response()
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    let (body, kind) = match name.as_str() {
+        "dashboard.js" => (DASHBOARD_JS, "text/javascript; charset=utf-8"),
+        "dashboard.css" => (DASHBOARD_CSS, "text/css; charset=utf-8"),
+        "prompt.css" => (PROMPT_CSS, "text/css; charset=utf-8"),
+        _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -317,5 +712,175 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response(),
         Err(resp) => resp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    #[test]
+    fn host_must_name_the_listen_address() {
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LocalHost:8080"] {
+            assert!(host_allowed(v4, ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "evil.example",
+            "127.0.0.1",
+            "127.0.0.1:8081",
+            "127.0.0.2:8080",
+            "localhost.:8080",
+            "localhost:8080.evil",
+            "127.0.0.1:08080x",
+            "127.0.0.1:",
+            "[127.0.0.1]:8080",
+            "[::1]:8080",
+            "",
+            ":8080",
+            "127.0.0.1:99999",
+        ] {
+            assert!(!host_allowed(v4, bad), "{bad}");
+        }
+        let v6: SocketAddr = "[::1]:9000".parse().unwrap();
+        assert!(host_allowed(v6, "[::1]:9000"));
+        assert!(host_allowed(v6, "localhost:9000"));
+        assert!(!host_allowed(v6, "::1:9000"));
+        assert!(!host_allowed(v6, "[::1"));
+        assert!(!host_allowed(v6, "[::1]x9000"));
+        assert!(!host_allowed(v6, "127.0.0.1:9000"));
+        // Port 80: the port may be left out.
+        let p80: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert!(host_allowed(p80, "127.0.0.1"));
+        assert!(host_allowed(p80, "localhost"));
+        // A public address: only itself, no `localhost`.
+        let lan: SocketAddr = "192.0.2.7:8080".parse().unwrap();
+        assert!(host_allowed(lan, "192.0.2.7:8080"));
+        assert!(!host_allowed(lan, "localhost:8080"));
+        assert!(!host_allowed(lan, "wavault.lan:8080"));
+        // Unspecified (--listen-any 0.0.0.0): IP literals with the port, no names.
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(host_allowed(any, "192.0.2.7:8080"));
+        assert!(host_allowed(any, "[2001:db8::1]:8080"));
+        assert!(!host_allowed(any, "192.0.2.7:8081"));
+        assert!(!host_allowed(any, "rebind.evil.example:8080"));
+    }
+
+    #[test]
+    fn form_field_decodes() {
+        assert_eq!(
+            form_field(b"a=1&token=ab%20c+d&x", "token")
+                .as_deref()
+                .map(String::as_str),
+            Some("ab c d")
+        );
+        assert_eq!(
+            form_field(b"token", "token").as_deref().map(String::as_str),
+            Some("")
+        );
+        assert_eq!(
+            form_field(b"token=%zz%4", "token")
+                .as_deref()
+                .map(String::as_str),
+            Some("%zz%4")
+        );
+        assert!(form_field(b"tok=1", "token").is_none());
+        assert!(form_field(b"token=%ff", "token").is_none(), "not UTF-8");
+    }
+
+    fn hello() -> Router {
+        Router::new().route("/", get(|| async { "hello\n" }))
+    }
+
+    async fn start(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_router(listener, hello(), limits, async move {
+            let _ = rx.await;
+        }));
+        (addr, tx)
+    }
+
+    /// Reads until the server closes; panics if that takes longer than `deadline`.
+    async fn read_until_closed(s: &mut TcpStream, deadline: Duration) -> String {
+        let mut got = Vec::new();
+        match tokio::time::timeout(deadline, s.read_to_end(&mut got)).await {
+            Ok(_) => String::from_utf8_lossy(&got).into_owned(),
+            Err(_) => panic!("the server kept the connection open past {deadline:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn half_sent_request_is_disconnected_after_the_header_timeout() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let started = Instant::now();
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Meanwhile a whole request is served.
+        let mut ok = TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let resp = read_until_closed(&mut ok, Duration::from_secs(10)).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        for s in [&mut half, &mut silent] {
+            let resp = read_until_closed(s, Duration::from_secs(10)).await;
+            assert!(!resp.contains("hello"), "{resp}");
+        }
+        assert!(started.elapsed() >= limits.header_read_timeout);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_beyond_the_cap_are_refused() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 2,
+            ..Limits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        // Two connections hold the two slots (half a request each).
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            held.push(s);
+        }
+        // The third is answered 503 and closed at once.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let resp = read_until_closed(&mut third, Duration::from_secs(10)).await;
+        assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+        assert!(resp.contains("too many connections"), "{resp}");
+        // A slot freed: served again (the server notices the close on its own time).
+        drop(held.pop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let resp = read_until_closed(&mut s, Duration::from_secs(10)).await;
+            if resp.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            // Refused: the 503, or a reset when the request was still unread.
+            assert!(
+                resp.is_empty() || resp.starts_with("HTTP/1.1 503"),
+                "{resp}"
+            );
+            assert!(Instant::now() < deadline, "the freed slot was never reused");
+            tokio::task::yield_now().await;
+        }
     }
 }

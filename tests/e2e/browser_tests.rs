@@ -223,7 +223,10 @@ async fn dashboard_in_headless_chromium() {
     )
     .await;
     let base = format!("http://{}/", runner.web_addr().unwrap());
-    let token = wavault::web::token::load(&vault).unwrap().unwrap();
+    let token = wavault::web::token::load(&vault)
+        .unwrap()
+        .unwrap()
+        .to_string();
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&shots).unwrap();
     let profile = tempfile::tempdir().unwrap();

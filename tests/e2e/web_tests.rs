@@ -71,7 +71,8 @@ async fn token_api_metrics_health_and_qr() {
     }
     let token = wavault::web::token::load(&vault)
         .unwrap()
-        .expect("created at start");
+        .expect("created at start")
+        .to_string();
 
     // No token, wrong token: 401 and the prompt, no data.
     for t in [None, Some("nope".to_string()), Some(format!("{token}x"))] {
@@ -201,9 +202,195 @@ async fn token_api_metrics_health_and_qr() {
     assert_eq!(get(format!("{base}/readyz"), auth.clone()).await.0, 200);
 
     // Rotating the token stops the old one at once.
-    let new = wavault::web::token::rotate(&vault).unwrap();
+    let new = wavault::web::token::rotate(&vault).unwrap().to_string();
     assert_ne!(new, token);
     assert_eq!(get(format!("{base}/api/bots"), auth.clone()).await.0, 401);
     assert_eq!(get(format!("{base}/api/bots"), Some(new)).await.0, 200);
+    runner.shutdown().await.unwrap();
+}
+
+/// One raw HTTP/1.1 exchange (`Connection: close`): (status, lower-cased
+/// headers, body). Lets a test send any `Host`.
+async fn raw(addr: std::net::SocketAddr, request: String) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn assert_security_headers(what: &str, headers: &[(String, String)]) {
+    let csp = header(headers, "content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no CSP {headers:?}"));
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{what}: {csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
+    assert_eq!(header(headers, "x-frame-options"), Some("DENY"), "{what}");
+    assert_eq!(
+        header(headers, "x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+}
+
+/// DNS rebinding, security headers, the server-set cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_check_security_headers_and_httponly_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["web-bot"]);
+    let peer = Peer::new();
+    let mut cfg = config(&peer);
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    let runner = Runner::start(vault.clone(), cfg).unwrap();
+    let addr = runner.web_addr().unwrap();
+    let port = addr.port();
+    let token = wavault::web::token::load(&vault)
+        .unwrap()
+        .unwrap()
+        .to_string();
+    let get = |path: &str, host: Option<&str>, extra: &str| {
+        let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+        format!("GET {path} HTTP/1.1\r\n{host}{extra}Connection: close\r\n\r\n")
+    };
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let me = format!("127.0.0.1:{port}");
+
+    // A name that is not the listen address: refused even with the token.
+    for host in [
+        format!("rebind.evil.example:{port}"),
+        "rebind.evil.example".to_string(),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        format!("localhost.evil.example:{port}"),
+    ] {
+        let (code, headers, body) = raw(addr, get("/api/bots", Some(&host), &bearer)).await;
+        assert_eq!(code, 421, "{host}: {body}");
+        assert!(!body.contains("web-bot"), "{host}: {body}");
+        assert_security_headers(&host, &headers);
+    }
+    // No Host at all (HTTP/1.0): 400.
+    let (code, _, body) = raw(addr, format!("GET /api/bots HTTP/1.0\r\n{bearer}\r\n")).await;
+    assert_eq!(code, 400, "{body}");
+    // The listen address and `localhost` are served.
+    for host in [me.clone(), format!("localhost:{port}")] {
+        let (code, _, body) = raw(addr, get("/api/bots", Some(&host), &bearer)).await;
+        assert_eq!(code, 200, "{host}: {body}");
+        assert!(body.contains("web-bot"), "{body}");
+    }
+
+    // Security headers on pages, API, metrics, the prompt and assets.
+    for (path, auth, want) in [
+        ("/", true, 200),
+        ("/api/bots", true, 200),
+        ("/metrics", true, 200),
+        ("/", false, 401),
+        ("/assets/dashboard.js", false, 200),
+    ] {
+        let (code, headers, _) =
+            raw(addr, get(path, Some(&me), if auth { &bearer } else { "" })).await;
+        assert_eq!(code, want, "{path}");
+        assert_security_headers(path, &headers);
+    }
+    // No inline code for the CSP to allow.
+    let (_, _, page) = raw(addr, get("/", Some(&me), &bearer)).await;
+    let (_, _, prompt) = raw(addr, get("/", Some(&me), "")).await;
+    for html in [&page, &prompt] {
+        assert!(
+            !html.contains("<script>") && !html.contains("<style"),
+            "{html}"
+        );
+        assert!(
+            !html.contains(" onclick=") && !html.contains(" style="),
+            "{html}"
+        );
+    }
+    assert!(page.contains("src=\"/assets/dashboard.js\""), "{page}");
+    // The prompt never writes the cookie from script.
+    assert!(!prompt.contains("document.cookie"), "{prompt}");
+
+    // Login: the server sets an HttpOnly cookie named with the port.
+    let post = |body: String, extra: &str| {
+        format!(
+            "POST /login HTTP/1.1\r\nHost: {me}\r\n{extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let (code, headers, body) = raw(addr, post("token=wrong".into(), "")).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(header(&headers, "set-cookie").is_none(), "{headers:?}");
+    assert!(body.contains("not the current token"), "{body}");
+    let (code, headers, _) = raw(addr, post(format!("token={token}"), "")).await;
+    assert_eq!(code, 303);
+    assert_eq!(header(&headers, "location"), Some("/"));
+    let cookie = header(&headers, "set-cookie")
+        .expect("a cookie")
+        .to_string();
+    let name = format!("wavault_token_{port}");
+    assert!(cookie.starts_with(&format!("{name}=")), "{cookie}");
+    let attrs: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    for a in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(attrs.contains(&a), "{a} in {cookie}");
+    }
+    assert!(!attrs.contains(&"Secure"), "plain HTTP: {cookie}");
+    // Behind a TLS proxy that says so: Secure.
+    let (code, headers, _) = raw(
+        addr,
+        post(format!("token={token}"), "X-Forwarded-Proto: https\r\n"),
+    )
+    .await;
+    assert_eq!(code, 303);
+    let secure = header(&headers, "set-cookie").unwrap();
+    assert!(secure.split(';').any(|a| a.trim() == "Secure"), "{secure}");
+    // The cookie opens the API; the same value under another name does not.
+    let value = attrs[0].split_once('=').unwrap().1;
+    let (code, _, body) = raw(
+        addr,
+        get(
+            "/api/bots",
+            Some(&me),
+            &format!("Cookie: {name}={value}\r\n"),
+        ),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    for other in [
+        "wavault_token".to_string(),
+        format!("wavault_token_{}", port.wrapping_add(1)),
+    ] {
+        let (code, _, _) = raw(
+            addr,
+            get(
+                "/api/bots",
+                Some(&me),
+                &format!("Cookie: {other}={value}\r\n"),
+            ),
+        )
+        .await;
+        assert_eq!(code, 401, "{other}");
+    }
     runner.shutdown().await.unwrap();
 }
