@@ -9,6 +9,7 @@ mod golden;
 mod grep;
 mod kill;
 mod messaging;
+mod process;
 mod roundtrip;
 #[path = "../support/signal_state.rs"]
 mod signal_state;
