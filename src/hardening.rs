@@ -105,9 +105,8 @@ pub fn scrub_environ_block(names: &[&str]) -> std::io::Result<usize> {
         use std::os::unix::fs::FileExt;
         use zeroize::Zeroizing;
         let stat = std::fs::read_to_string("/proc/self/stat")?;
-        let (start, end) = env_bounds(&stat).ok_or_else(|| {
-            std::io::Error::other("no env_start/env_end in /proc/self/stat")
-        })?;
+        let (start, end) = env_bounds(&stat)
+            .ok_or_else(|| std::io::Error::other("no env_start/env_end in /proc/self/stat"))?;
         let mem = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -166,10 +165,16 @@ mod tests {
         let got: Vec<&[u8]> = r.iter().map(|r| &block[r.clone()]).collect();
         assert_eq!(
             got,
-            [&b"WAVAULT_PASSPHRASE=s3cret"[..], b"WAVAULT_PASSPHRASE=again"]
+            [
+                &b"WAVAULT_PASSPHRASE=s3cret"[..],
+                b"WAVAULT_PASSPHRASE=again"
+            ]
         );
         assert!(entries_named(b"", &["A"]).is_empty());
-        assert!(entries_named(b"A", &["A"]).is_empty(), "no '=': not an entry");
+        assert!(
+            entries_named(b"A", &["A"]).is_empty(),
+            "no '=': not an entry"
+        );
     }
 
     #[test]

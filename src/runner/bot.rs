@@ -98,7 +98,9 @@ impl AttemptSink for Meta {
                 attempts: m.connection_attempts,
                 error: outcome.err(),
             }),
-            Err(e) => tracing::error!(bot = %self.bot, "could not record a connection attempt: {e}"),
+            Err(e) => {
+                tracing::error!(bot = %self.bot, "could not record a connection attempt: {e}")
+            }
         }
     }
 }

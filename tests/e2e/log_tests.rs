@@ -128,7 +128,11 @@ async fn default_log_filter_keeps_numbers_jids_and_text_out_of_the_log() {
     let log = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let readers = [
-        drain(c.stdout.take().unwrap(), log.clone(), Some(("CONNECTED", tx))),
+        drain(
+            c.stdout.take().unwrap(),
+            log.clone(),
+            Some(("CONNECTED", tx)),
+        ),
         drain(c.stderr.take().unwrap(), log.clone(), None),
     ];
     let stdin = c.stdin.take().unwrap();
@@ -157,19 +161,20 @@ async fn default_log_filter_keeps_numbers_jids_and_text_out_of_the_log() {
         })
         .await
         .unwrap();
-    assert_eq!(hook.texts_from(contact), [text], "the message was delivered");
+    assert_eq!(
+        hook.texts_from(contact),
+        [text],
+        "the message was delivered"
+    );
 
     // Closing stdin stops the child cleanly: everything it logs is in.
     drop(stdin);
     let mut c = child.0.take().unwrap();
-    let status = tokio::time::timeout(
-        DEADLINE,
-        tokio::task::spawn_blocking(move || c.wait()),
-    )
-    .await
-    .expect("the child exits after its stdin closes")
-    .unwrap()
-    .unwrap();
+    let status = tokio::time::timeout(DEADLINE, tokio::task::spawn_blocking(move || c.wait()))
+        .await
+        .expect("the child exits after its stdin closes")
+        .unwrap()
+        .unwrap();
     for r in readers {
         r.join().unwrap();
     }

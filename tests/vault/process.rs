@@ -159,7 +159,10 @@ fn run_has_no_passphrase_in_its_environment() {
             // Not root: a non-dumpable process's environ is closed to its
             // own user too, which is protection enough.
             eprintln!("/proc/<pid>/environ unreadable ({e}): checking non-dumpable instead");
-            assert!(r.non_dumpable(), "environ closed but the process is dumpable?");
+            assert!(
+                r.non_dumpable(),
+                "environ closed but the process is dumpable?"
+            );
             return;
         }
         Err(e) => panic!("reading /proc/<pid>/environ: {e}"),
