@@ -70,7 +70,7 @@ pub fn disable_core_dumps() -> Vec<Note> {
             current: Some(0),
             maximum: Some(0),
         };
-        if let Err(e) = setrlimit(Resource::Core, zero.clone()) {
+        if let Err(e) = setrlimit(Resource::Core, zero) {
             // Under the systemd unit the filter refuses the call, and
             // LimitCORE=0 has already done it.
             let now = getrlimit(Resource::Core);

@@ -27,7 +27,10 @@ pub const ENV_VARS: [&str; 3] = [
 /// Passphrase variables taken out of the environment by [`stash_env`],
 /// kept (zeroizing) for the life of the process: a command may resolve the
 /// same source more than once.
-static STASH: Mutex<Vec<(&'static str, Zeroizing<Vec<u8>>)>> = Mutex::new(Vec::new());
+static STASH: Mutex<Vec<Stashed>> = Mutex::new(Vec::new());
+
+/// A variable's name and value.
+type Stashed = (&'static str, Zeroizing<Vec<u8>>);
 
 /// Moves every set variable of [`ENV_VARS`] from the process environment
 /// into the in-memory stash; returns the names it moved. Call it while the
