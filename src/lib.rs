@@ -12,6 +12,8 @@ pub mod cli;
 pub mod codec;
 pub mod error;
 pub mod fuzzing;
+pub mod hardening;
+pub mod logs;
 pub mod messaging;
 pub mod passphrase;
 pub mod runner;

@@ -1,11 +1,12 @@
 //! The `wavault` binary: parse arguments, run, map errors to exit codes.
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // First, while single-threaded: passphrase variables out of the
+    // environment, core dumps off (src/hardening.rs).
+    let notes = wavault::hardening::at_start();
     let cli = match wavault::cli::parse_args() {
         Ok(c) => c,
         Err(e) => {
@@ -17,14 +18,8 @@ fn main() -> ExitCode {
             });
         }
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sled=error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    wavault::logs::init();
+    notes.iter().for_each(|n| n.log());
     match wavault::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -5,10 +5,66 @@
 //! (`$CREDENTIALS_DIRECTORY/wavault-passphrase`), then a prompt on the
 //! controlling terminal. With no source and no terminal the caller gets a
 //! clear error at once instead of a hang.
+//!
+//! The `wavault` binary moves the passphrase variables ([`ENV_VARS`]) out of
+//! its environment at the very start of `main` ([`stash_env`]): children
+//! never inherit them and `/proc/<pid>/environ` no longer shows them. The
+//! variable step of [`Source::resolve`] reads the live variable (a library
+//! caller may set it itself) and, when it is unset, that in-memory stash.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use zeroize::Zeroizing;
+
+/// The environment variables that carry passphrases.
+pub const ENV_VARS: [&str; 3] = [
+    "WAVAULT_PASSPHRASE",
+    "WAVAULT_NEW_PASSPHRASE",
+    "WAVAULT_BACKUP_PASSPHRASE",
+];
+
+/// Passphrase variables taken out of the environment by [`stash_env`],
+/// kept (zeroizing) for the life of the process: a command may resolve the
+/// same source more than once.
+static STASH: Mutex<Vec<Stashed>> = Mutex::new(Vec::new());
+
+/// A variable's name and value.
+type Stashed = (&'static str, Zeroizing<Vec<u8>>);
+
+/// Moves every set variable of [`ENV_VARS`] from the process environment
+/// into the in-memory stash; returns the names it moved. Call it while the
+/// process is single-threaded (first thing in `main`): the environment is
+/// not safe to change while other threads may read it. The bytes of the
+/// original environment block are scrubbed separately
+/// ([`crate::hardening::scrub_environ_block`]).
+pub fn stash_env() -> Vec<&'static str> {
+    let mut stash = STASH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut moved = Vec::new();
+    for name in ENV_VARS {
+        if let Some(v) = std::env::var_os(name) {
+            let bytes = Zeroizing::new(v.into_encoded_bytes());
+            std::env::remove_var(name);
+            stash.retain(|(n, _)| *n != name);
+            stash.push((name, bytes));
+            moved.push(name);
+        }
+    }
+    moved
+}
+
+/// The variable's value: the live environment (a library caller may set it
+/// at any time; the binary has removed it), else the stash.
+fn from_env(name: &str) -> Option<Passphrase> {
+    if let Some(v) = std::env::var_os(name) {
+        return Some(Passphrase::new(v.into_encoded_bytes()));
+    }
+    let stash = STASH.lock().unwrap_or_else(|e| e.into_inner());
+    stash
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| Passphrase::new(v.to_vec()))
+}
 
 /// A passphrase held in memory that is wiped on drop.
 pub struct Passphrase(Zeroizing<Vec<u8>>);
@@ -52,9 +108,8 @@ impl Source {
         if let Some(f) = &self.file {
             return read_file(f, self.label);
         }
-        if let Some(v) = std::env::var_os(self.env) {
-            let bytes = v.into_encoded_bytes();
-            return non_empty(Passphrase::new(bytes), self.label, self.env);
+        if let Some(p) = from_env(self.env) {
+            return non_empty(p, self.label, self.env);
         }
         if let (Some(name), Some(dir)) =
             (self.credential, std::env::var_os("CREDENTIALS_DIRECTORY"))

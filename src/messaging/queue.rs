@@ -155,6 +155,11 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
 }
 
 impl Queue {
+    /// The bot whose queue this is.
+    pub fn bot(&self) -> &crate::BotId {
+        self.view.bot()
+    }
+
     pub fn new(view: BotView) -> Self {
         Queue {
             view,

@@ -39,6 +39,12 @@ impl Meta {
         let after = s.update(now(), reason, f)?;
         drop(s);
         if after.status != before {
+            tracing::info!(
+                bot = %self.bot,
+                "{before} -> {} ({})",
+                after.status,
+                reason.unwrap_or("-")
+            );
             self.shared.emit(RunnerEvent::Status {
                 bot: self.bot.clone(),
                 status: after.status,
@@ -55,20 +61,20 @@ impl Meta {
             m.status = status;
             m.last_activity = Some(t);
         }) {
-            tracing::error!("could not record a status change: {e}");
+            tracing::error!(bot = %self.bot, "could not record a status change: {e}");
         }
     }
 
     /// Real traffic (a message sent) counts as activity.
     pub(crate) fn activity(&self, t: i64) {
         if let Err(e) = self.update(None, |m| m.last_activity = Some(t)) {
-            tracing::error!("could not record activity: {e}");
+            tracing::error!(bot = %self.bot, "could not record activity: {e}");
         }
     }
 
     fn error(&self, text: String) {
         if let Err(e) = self.update(None, |m| m.last_connection_error = Some(text)) {
-            tracing::error!("could not record a connection error: {e}");
+            tracing::error!(bot = %self.bot, "could not record a connection error: {e}");
         }
     }
 
@@ -92,7 +98,9 @@ impl AttemptSink for Meta {
                 attempts: m.connection_attempts,
                 error: outcome.err(),
             }),
-            Err(e) => tracing::error!("could not record a connection attempt: {e}"),
+            Err(e) => {
+                tracing::error!(bot = %self.bot, "could not record a connection attempt: {e}")
+            }
         }
     }
 }
@@ -122,7 +130,7 @@ pub(crate) async fn supervise(
     };
     if !stopped {
         if let Err(e) = run(&shared, &cfg, &mut stop).await {
-            tracing::error!("a bot failed to start: {e}");
+            tracing::error!(bot = %bot, "the bot failed to start: {e}");
             let meta = Meta {
                 shared: shared.clone(),
                 bot: bot.clone(),
@@ -222,7 +230,7 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
             _ = stop.wait() => {
                 let grace = shared.cfg.shutdown_grace;
                 if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
-                    tracing::warn!("a bot did not disconnect within {grace:?}");
+                    tracing::warn!(bot = %id, "the bot did not disconnect within {grace:?}");
                 }
                 meta.status(Status::Disconnected, Some("shutdown"));
                 return Ok(());
@@ -234,7 +242,7 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
                     raise(shared, id, kind, reason).await;
                     let grace = shared.cfg.shutdown_grace;
                     if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
-                        tracing::warn!("a stopped bot did not disconnect within {grace:?}");
+                        tracing::warn!(bot = %id, "the stopped bot did not disconnect within {grace:?}");
                     }
                     return Ok(());
                 }
@@ -346,7 +354,7 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event) -> Flow {
                 // the rest exactly once.
                 let n = batch.messages.len() as u64;
                 if let Err(e) = shared.inbox(bot).queue.count(t, n, 0, 0) {
-                    tracing::error!("could not count inbound messages: {e}");
+                    tracing::error!(bot = %bot, "could not count inbound messages: {e}");
                 }
             }
         }
@@ -362,7 +370,7 @@ pub(crate) async fn raise(shared: &Arc<Shared>, bot: &BotId, kind: &str, reason:
         reason,
         time: now(),
     };
-    tracing::error!(kind = %a.kind, "bot alert: {}", a.reason);
+    tracing::error!(bot = %a.bot, kind = %a.kind, "bot alert: {}", a.reason);
     shared.emit(RunnerEvent::Alert(a.clone()));
     if let Some(cmd) = &shared.cfg.alert_command {
         alert::deliver(cmd, &a).await;

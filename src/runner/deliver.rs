@@ -178,7 +178,7 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
         let s = match settings(&shared, &bot) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("hook settings unreadable: {e}");
+                tracing::error!(bot = %bot, "hook settings unreadable: {e}");
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
@@ -199,7 +199,7 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
                     }
                 }
                 Err(e) => {
-                    tracing::error!("inbound queue unreadable: {e}");
+                    tracing::error!(bot = %bot, "inbound queue unreadable: {e}");
                     inbox.reload.store(true, Ordering::SeqCst);
                 }
             }
@@ -265,7 +265,7 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
                         let n = failing.get(&chat).map_or(0, |f| f.0) + 1;
                         let wait = backoff(shared.cfg.hook_backoff, shared.cfg.hook_backoff_max, n);
                         failing.insert(chat, (n, Instant::now() + wait));
-                        tracing::warn!(failures = n, "hook delivery failed, retrying in {wait:?}: {e}");
+                        tracing::warn!(bot = %bot, failures = n, "hook delivery failed, retrying in {wait:?}: {e}");
                         if n >= FAILING_ALERT_AFTER && !failing_alerted {
                             failing_alerted = true;
                             let reason = format!(
@@ -302,7 +302,7 @@ async fn expire(
         }
         Ok(_) => Vec::new(),
         Err(e) => {
-            tracing::error!("inbound queue expiry failed: {e}");
+            tracing::error!(bot = %bot, "inbound queue expiry failed: {e}");
             Vec::new()
         }
     }
@@ -397,7 +397,7 @@ async fn fail(
     q.attempts += 1;
     q.last_error = Some(e.clone());
     if let Err(w) = queue.update(q).await {
-        tracing::error!("could not record a failed delivery: {w}");
+        tracing::error!(bot = %queue.bot(), "could not record a failed delivery: {w}");
     }
     if hook_failed {
         let _ = queue.count(now(), 0, 0, 1);

@@ -12,6 +12,7 @@ mod browser_tests;
 mod contact_tests;
 mod fault_tests;
 mod hook_server;
+mod log_tests;
 mod messaging_tests;
 #[path = "../support/paired.rs"]
 mod paired;

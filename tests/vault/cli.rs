@@ -517,6 +517,7 @@ fn systemd_unit_keeps_its_hardening() {
         ("RestartSec", "5s"),
         ("KillSignal", "SIGTERM"),
         ("TimeoutStopSec", "15s"),
+        ("LimitCORE", "0"),
     ];
     for (k, v) in exact {
         assert_eq!(

@@ -11,6 +11,7 @@ mod grep;
 mod inputs;
 mod kill;
 mod messaging;
+mod process;
 mod roundtrip;
 #[path = "../support/signal_state.rs"]
 mod signal_state;
