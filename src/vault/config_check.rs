@@ -149,66 +149,37 @@ mod tests {
 
     #[test]
     fn refuses_each_bad_field_by_name() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut BotConfig)>)> = vec![
-            (
-                "webhook",
-                Box::new(|c| c.webhook = Some("file:///etc/passwd".into())),
-            ),
-            (
-                "webhook",
-                Box::new(|c| c.webhook = Some("http://a/\r\nX: y".into())),
-            ),
-            (
-                keys::ON_MESSAGE,
-                Box::new(|c| {
-                    c.extra.insert(keys::ON_MESSAGE.into(), "  ".into());
-                }),
-            ),
-            (
-                keys::ON_MESSAGE,
-                Box::new(|c| {
-                    c.webhook = Some("https://a".into());
-                    c.extra.insert(keys::ON_MESSAGE.into(), "true".into());
-                }),
-            ),
-            (
-                keys::CONCURRENCY,
-                Box::new(|c| {
-                    c.extra.insert(keys::CONCURRENCY.into(), "1000000".into());
-                }),
-            ),
-            (
-                keys::CONCURRENCY,
-                Box::new(|c| {
-                    c.extra.insert(keys::CONCURRENCY.into(), "0".into());
-                }),
-            ),
-            (
-                keys::TIMEOUT_MS,
-                Box::new(|c| {
-                    c.extra
-                        .insert(keys::TIMEOUT_MS.into(), "18446744073709551615".into());
-                }),
-            ),
-            (
-                keys::QUEUE_MAX,
-                Box::new(|c| {
-                    c.extra.insert(keys::QUEUE_MAX.into(), "-1".into());
-                }),
-            ),
-            (
-                keys::QUEUE_MAX_AGE_SECS,
-                Box::new(|c| {
-                    c.extra
-                        .insert(keys::QUEUE_MAX_AGE_SECS.into(), "ten".into());
-                }),
-            ),
-            ("phone", Box::new(|c| c.phone = Some("123".into()))),
-            (
-                "phone",
-                Box::new(|c| c.phone = Some("15551234567@evil".into())),
-            ),
-            ("phone", Box::new(|c| c.phone = Some("0123456789".into()))),
+        type Forge = fn(&mut BotConfig);
+        let cases: Vec<(&str, Forge)> = vec![
+            ("webhook", |c| c.webhook = Some("file:///etc/passwd".into())),
+            ("webhook", |c| c.webhook = Some("http://a/\r\nX: y".into())),
+            (keys::ON_MESSAGE, |c| {
+                c.extra.insert(keys::ON_MESSAGE.into(), "  ".into());
+            }),
+            (keys::ON_MESSAGE, |c| {
+                c.webhook = Some("https://a".into());
+                c.extra.insert(keys::ON_MESSAGE.into(), "true".into());
+            }),
+            (keys::CONCURRENCY, |c| {
+                c.extra.insert(keys::CONCURRENCY.into(), "1000000".into());
+            }),
+            (keys::CONCURRENCY, |c| {
+                c.extra.insert(keys::CONCURRENCY.into(), "0".into());
+            }),
+            (keys::TIMEOUT_MS, |c| {
+                c.extra
+                    .insert(keys::TIMEOUT_MS.into(), "18446744073709551615".into());
+            }),
+            (keys::QUEUE_MAX, |c| {
+                c.extra.insert(keys::QUEUE_MAX.into(), "-1".into());
+            }),
+            (keys::QUEUE_MAX_AGE_SECS, |c| {
+                c.extra
+                    .insert(keys::QUEUE_MAX_AGE_SECS.into(), "ten".into());
+            }),
+            ("phone", |c| c.phone = Some("123".into())),
+            ("phone", |c| c.phone = Some("15551234567@evil".into())),
+            ("phone", |c| c.phone = Some("0123456789".into())),
         ];
         for (field, set) in cases {
             let mut c = cfg();
