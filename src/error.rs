@@ -82,6 +82,7 @@ impl Error {
                     B::NotABackup
                     | B::FutureVersion(_)
                     | B::KdfTooExpensive
+                    | B::KdfMemoryAboveLimit { .. }
                     | B::HeaderTampered
                     | B::ChunkTampered { .. }
                     | B::Truncated { .. }

@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::stream::{HeaderInfo, StreamReader, StreamWriter};
+use super::stream::{HeaderInfo, StreamReader, StreamWriter, DEFAULT_MAX_READ_MEMORY_KIB};
 use crate::botid::BotId;
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::messaging::hook::keys;
 use crate::vault::crypto::KdfParams;
 use crate::vault::fsutil;
-use crate::vault::{now, BotDump, Vault};
+use crate::vault::{now, BotConfig, BotDump, Vault};
 
 /// Largest frame a reader accepts (the codec's own limit).
 pub const MAX_FRAME: u32 = codec::MAX_DECODE as u32;
@@ -187,7 +188,9 @@ pub fn export(
     let tmp = temp_path(out);
     let written =
         write_file(vault, &manifest, &tmp, passphrase, kdf, progress).and_then(|records| {
-            let (_, back) = read_file(&tmp, passphrase, &mut |_, _| {})?;
+            // Our own file: its parameters are what the caller chose.
+            let (_, back) =
+                read_file_limited(&tmp, passphrase, KdfParams::MAX.memory_kib, &mut |_, _| {})?;
             if back.manifest != manifest {
                 return Err(Error::Other(
                     "the backup read back differs from what was written".into(),
@@ -277,14 +280,28 @@ fn write_file(
 
 /// Reads and verifies a whole backup file into memory. Nothing is trusted
 /// before the stream authenticated it, and the frames must agree with the
-/// manifest. `progress` counts bytes of the file.
+/// manifest. A header asking for more Argon2id memory than
+/// [`DEFAULT_MAX_READ_MEMORY_KIB`] (1 GiB) is refused before the KDF runs;
+/// [`read_file_limited`] takes another limit. `progress` counts bytes of the file.
 pub fn read_file(path: &Path, passphrase: &[u8], progress: Progress<'_>) -> Result<(u64, Backup)> {
+    read_file_limited(path, passphrase, DEFAULT_MAX_READ_MEMORY_KIB, progress)
+}
+
+/// [`read_file`] accepting up to `max_kdf_memory_kib` of Argon2id memory
+/// (never more than the format's cap, [`KdfParams::MAX`]).
+pub fn read_file_limited(
+    path: &Path,
+    passphrase: &[u8],
+    max_kdf_memory_kib: u32,
+    progress: Progress<'_>,
+) -> Result<(u64, Backup)> {
     let file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound(format!("backup file {}", path.display())),
         _ => Error::io(format!("opening {}", path.display()), e),
     })?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (header, mut r) = StreamReader::open(BufReader::new(file), passphrase)?;
+    let (header, mut r) =
+        StreamReader::open_limited(BufReader::new(file), passphrase, max_kdf_memory_kib)?;
     let manifest: Manifest = read_frame(&mut r, "the manifest")?
         .ok_or_else(|| malformed("the payload is empty (no manifest)".into()))?;
     let mut bots = Vec::with_capacity(manifest.bots.len().min(100_000));
@@ -328,6 +345,55 @@ pub fn read_file(path: &Path, passphrase: &[u8], progress: Progress<'_>) -> Resu
     ))
 }
 
+/// A bot's hooks as a backup carries them: the webhook URL and the
+/// on-message command (`sh -c`), each when set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hooks {
+    pub webhook: Option<String>,
+    pub on_message: Option<String>,
+}
+
+impl Hooks {
+    /// The hooks of `cfg`.
+    pub fn of(cfg: &BotConfig) -> Hooks {
+        Hooks {
+            webhook: cfg.webhook.clone(),
+            on_message: cfg.extra.get(keys::ON_MESSAGE).cloned(),
+        }
+    }
+
+    /// True when neither is set (the bot uses the `run` defaults).
+    pub fn is_empty(&self) -> bool {
+        self.webhook.is_none() && self.on_message.is_none()
+    }
+
+    /// "webhook URL" / "on-message command `CMD`", for people.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(u) = &self.webhook {
+            parts.push(format!("webhook {u}"));
+        }
+        if let Some(c) = &self.on_message {
+            parts.push(format!("on-message command `{c}`"));
+        }
+        if parts.is_empty() {
+            "none (the `run` default applies)".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// The hooks of one restored bot, and whether they were written.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredHooks {
+    pub bot: String,
+    pub webhook: Option<String>,
+    pub on_message: Option<String>,
+    /// True with `--keep-hooks`; false: removed, the bot uses the `run` defaults.
+    pub restored: bool,
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
@@ -337,14 +403,25 @@ pub struct RestoreReport {
     pub records: u64,
     /// Automatic backup of the replaced bots, taken first.
     pub auto_backup: Option<PathBuf>,
+    /// The restored bots that carried a webhook or an on-message command.
+    pub hooks: Vec<RestoredHooks>,
 }
 
-/// Restores `select` (every bot in the backup when empty) into `vault`.
-/// Checks everything before changing anything: the named bots must be in
-/// the backup, and bots that exist already need `force`; with `force`,
-/// `before_replace` gets the existing bots first (the automatic backup).
-/// Then each bot is applied in its own transaction (wholly old or wholly
-/// new after a crash). `progress` counts bots.
+/// How to restore.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions<'a> {
+    /// The bots to restore; empty: every bot in the backup.
+    pub select: &'a [BotId],
+    /// Overwrite bots that exist (after `before_replace`).
+    pub force: bool,
+    /// Write the bots' webhooks and on-message commands too. Without it they
+    /// are removed: a backup made elsewhere must not bring commands that
+    /// `run` would execute on this host.
+    pub keep_hooks: bool,
+}
+
+/// Restores `select` (every bot in the backup when empty) into `vault`,
+/// without hooks: [`restore_with`] with `keep_hooks` false.
 pub fn restore(
     vault: &Vault,
     backup: &Backup,
@@ -353,6 +430,42 @@ pub fn restore(
     before_replace: &mut dyn FnMut(&[BotId]) -> Result<Option<PathBuf>>,
     progress: Progress<'_>,
 ) -> Result<RestoreReport> {
+    let opts = RestoreOptions {
+        select,
+        force,
+        keep_hooks: false,
+    };
+    restore_with(vault, backup, opts, before_replace, progress)
+}
+
+/// A restored configuration that fails [`BotConfig::check`]: exit 5, like
+/// any backup whose content is not acceptable.
+fn refused(cfg: &BotConfig, p: &crate::vault::ConfigProblem) -> Error {
+    Error::Damaged {
+        what: format!(
+            "the backup's configuration of bot {} is not acceptable: {p}",
+            cfg.id
+        ),
+        hint: "nothing was restored. Fix the bot where the backup was made and export it again, or restore the other bots with --bot ID",
+    }
+}
+
+/// Restores into `vault`. Checks everything before changing anything: the
+/// named bots must be in the backup, every chosen configuration must pass
+/// the checks of `bot add`/`bot set` ([`BotConfig::check`]), and bots that
+/// exist already need `force`; with `force`, `before_replace` gets the
+/// existing bots first (the automatic backup). Then each bot is applied in
+/// its own transaction (wholly old or wholly new after a crash), with its
+/// webhook and on-message command removed unless `keep_hooks`. `progress`
+/// counts bots.
+pub fn restore_with(
+    vault: &Vault,
+    backup: &Backup,
+    opts: RestoreOptions<'_>,
+    before_replace: &mut dyn FnMut(&[BotId]) -> Result<Option<PathBuf>>,
+    progress: Progress<'_>,
+) -> Result<RestoreReport> {
+    let select = opts.select;
     let chosen: Vec<&BotDump> = if select.is_empty() {
         backup.bots.iter().collect()
     } else {
@@ -371,13 +484,16 @@ pub fn restore(
             })
             .collect::<Result<_>>()?
     };
+    for d in &chosen {
+        d.config.check().map_err(|p| refused(&d.config, &p))?;
+    }
     let existing = vault.list_bots()?;
     let clash: Vec<BotId> = chosen
         .iter()
         .filter(|d| existing.iter().any(|c| c.id == d.config.id))
         .map(|d| d.config.id.clone())
         .collect();
-    if !clash.is_empty() && !force {
+    if !clash.is_empty() && !opts.force {
         return Err(Error::AlreadyExists(format!(
             "{} already in this vault; nothing was changed. Use --force to overwrite (an automatic backup of the current state is taken first)",
             clash.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
@@ -390,8 +506,25 @@ pub fn restore(
     };
     let total = chosen.len() as u64;
     let mut records = 0;
+    let mut hooks = Vec::new();
     for (i, dump) in chosen.iter().enumerate() {
-        vault.replace_bot(dump)?;
+        let h = Hooks::of(&dump.config);
+        if h.is_empty() || opts.keep_hooks {
+            vault.replace_bot(dump)?;
+        } else {
+            let mut stripped = (*dump).clone();
+            stripped.config.webhook = None;
+            stripped.config.extra.remove(keys::ON_MESSAGE);
+            vault.replace_bot(&stripped)?;
+        }
+        if !h.is_empty() {
+            hooks.push(RestoredHooks {
+                bot: dump.config.id.to_string(),
+                webhook: h.webhook,
+                on_message: h.on_message,
+                restored: opts.keep_hooks,
+            });
+        }
         records += dump.records.len() as u64;
         progress(i as u64 + 1, total);
     }
@@ -400,6 +533,7 @@ pub fn restore(
         replaced: clash.iter().map(|b| b.to_string()).collect(),
         records,
         auto_backup,
+        hooks,
     })
 }
 
@@ -413,6 +547,10 @@ pub struct InspectBot {
     pub bytes: u64,
     /// Whether it holds paired credentials.
     pub credentials: String,
+    /// Its webhook URL, if it has one.
+    pub webhook: Option<String>,
+    /// Its on-message command (run with `sh -c`), if it has one.
+    pub on_message: Option<String>,
 }
 
 /// What `backup inspect` prints.
@@ -449,6 +587,8 @@ pub fn inspect(file_bytes: u64, b: &Backup) -> Inspection {
                 records: d.records.len() as u64,
                 bytes: d.payload_bytes(),
                 credentials: crate::store::dump_credentials_state(d).to_string(),
+                webhook: d.config.webhook.clone(),
+                on_message: d.config.extra.get(keys::ON_MESSAGE).cloned(),
             })
             .collect(),
     }

@@ -11,7 +11,8 @@
 //!
 //! Checks on read, in order: magic ([`BackupError::NotABackup`]), version
 //! ([`BackupError::FutureVersion`]), KDF cap ([`BackupError::KdfTooExpensive`],
-//! before any KDF work), unwrap of the file key ([`BackupError::WrongPassphrase`]),
+//! before any KDF work), the reader's memory limit
+//! ([`BackupError::KdfMemoryAboveLimit`], 1 GiB unless raised), unwrap of the file key ([`BackupError::WrongPassphrase`]),
 //! header MAC ([`BackupError::HeaderTampered`]); then per chunk: frame length,
 //! tag ([`BackupError::ChunkTampered`]), end of input
 //! ([`BackupError::Truncated`], [`BackupError::TrailingBytes`]).
@@ -53,6 +54,13 @@ const MAC_OFFSET: usize = WRAP_AD_LEN + NONCE_LEN + WRAPPED_LEN;
 /// Bytes of the whole header.
 pub const HEADER_LEN: usize = MAC_OFFSET + MAC_LEN;
 
+/// The most Argon2id memory (KiB) a backup file may ask for when it is read,
+/// unless the reader raises it (`--max-kdf-memory-mib`, up to
+/// [`KdfParams::MAX`]): 1 GiB. The parameters are used before anything is
+/// authenticated, so a crafted header must not pick how much memory restore
+/// allocates.
+pub const DEFAULT_MAX_READ_MEMORY_KIB: u32 = 1024 * 1024;
+
 /// HKDF info of the header-MAC key (sub-key of the file key).
 const HEADER_MAC_INFO: &[u8] = b"backup header-mac v1";
 /// HKDF info of the payload key (sub-key of the file key).
@@ -77,6 +85,9 @@ pub enum BackupError {
 
     #[error("the backup file asks for Argon2id parameters above the cap (memory 4 GiB, 64 iterations, 64 lanes), so it was refused before any key derivation: it is damaged or crafted; use an intact copy of the backup")]
     KdfTooExpensive,
+
+    #[error("the backup file asks for {asked_mib} MiB of memory for Argon2id, above the {limit_mib} MiB this command accepts, so it was refused before any key derivation: if you made this backup with that much memory on purpose, pass --max-kdf-memory-mib {asked_mib} (at most {max_mib}); otherwise the file is damaged or crafted", asked_mib = asked_kib.div_ceil(1024), limit_mib = limit_kib / 1024, max_mib = KdfParams::MAX.memory_kib / 1024)]
+    KdfMemoryAboveLimit { asked_kib: u32, limit_kib: u32 },
 
     #[error("wrong passphrase for this backup file: nothing was changed; check --backup-passphrase-file / WAVAULT_BACKUP_PASSPHRASE")]
     WrongPassphrase,
@@ -447,8 +458,20 @@ impl<R: Read> std::fmt::Debug for StreamReader<R> {
 
 impl<R: Read> StreamReader<R> {
     /// Reads the header from `input` and authenticates it with `passphrase`.
-    /// Runs the KDF once, and only for parameters within [`KdfParams::MAX`].
-    pub fn open(mut input: R, passphrase: &[u8]) -> Result<(HeaderInfo, Self), BackupError> {
+    /// Runs the KDF once, and only for parameters within [`KdfParams::MAX`]
+    /// and memory within [`DEFAULT_MAX_READ_MEMORY_KIB`].
+    pub fn open(input: R, passphrase: &[u8]) -> Result<(HeaderInfo, Self), BackupError> {
+        Self::open_limited(input, passphrase, DEFAULT_MAX_READ_MEMORY_KIB)
+    }
+
+    /// [`StreamReader::open`] accepting up to `max_memory_kib` of Argon2id
+    /// memory (never more than [`KdfParams::MAX`]): a header asking for
+    /// more is [`BackupError::KdfMemoryAboveLimit`], before any KDF work.
+    pub fn open_limited(
+        mut input: R,
+        passphrase: &[u8],
+        max_memory_kib: u32,
+    ) -> Result<(HeaderInfo, Self), BackupError> {
         let mut header = [0u8; HEADER_LEN];
         // Magic and version first: a newer version may have another header length.
         let got = read_full(&mut input, &mut header[..=MAGIC.len()]).map_err(BackupError::Io)?;
@@ -472,6 +495,13 @@ impl<R: Read> StreamReader<R> {
         let f = Fields::parse(&header);
         if f.kdf.exceeds_cap() {
             return Err(BackupError::KdfTooExpensive);
+        }
+        let limit_kib = max_memory_kib.min(KdfParams::MAX.memory_kib);
+        if f.kdf.memory_kib > limit_kib {
+            return Err(BackupError::KdfMemoryAboveLimit {
+                asked_kib: f.kdf.memory_kib,
+                limit_kib,
+            });
         }
         // Parameters Argon2 itself rejects (zero lanes, too little memory) are
         // never written: the header was changed.
@@ -770,6 +800,49 @@ mod tests {
             assert!(matches!(err(&file[..9]), BackupError::FutureVersion(x) if x == v));
         }
         assert!(err(&file).to_string().contains("upgrade wavault"));
+    }
+
+    #[test]
+    fn memory_above_the_read_limit_is_refused_before_any_work() {
+        let mut f = make(b"x");
+        // 2 GiB: within the format's cap, above the default read limit.
+        f[KDF_OFFSET..KDF_OFFSET + 4].copy_from_slice(&(2 * 1024 * 1024u32).to_le_bytes());
+        let e = err(&f);
+        assert!(
+            matches!(
+                e,
+                BackupError::KdfMemoryAboveLimit {
+                    asked_kib: 2_097_152,
+                    limit_kib: DEFAULT_MAX_READ_MEMORY_KIB
+                }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        for needle in [
+            "2048 MiB",
+            "1024 MiB",
+            "--max-kdf-memory-mib 2048",
+            "at most 4096",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} in {msg}");
+        }
+        // A raised limit lets a real file through; a lower one refuses it.
+        let file = make(b"y");
+        assert!(StreamReader::open_limited(&file[..], PW, K.memory_kib).is_ok());
+        assert!(matches!(
+            StreamReader::open_limited(&file[..], PW, K.memory_kib - 1),
+            Err(BackupError::KdfMemoryAboveLimit { asked_kib, limit_kib })
+                if asked_kib == K.memory_kib && limit_kib == K.memory_kib - 1
+        ));
+        // Never above the format's cap, whatever the caller asks.
+        let mut f = make(b"z");
+        f[KDF_OFFSET..KDF_OFFSET + 4]
+            .copy_from_slice(&(KdfParams::MAX.memory_kib + 1).to_le_bytes());
+        assert!(matches!(
+            StreamReader::open_limited(&f[..], PW, u32::MAX),
+            Err(BackupError::KdfTooExpensive)
+        ));
     }
 
     #[test]
@@ -1144,6 +1217,10 @@ mod tests {
             BackupError::NotABackup,
             BackupError::FutureVersion(2),
             BackupError::KdfTooExpensive,
+            BackupError::KdfMemoryAboveLimit {
+                asked_kib: 1 << 21,
+                limit_kib: 1 << 20,
+            },
             BackupError::HeaderTampered,
             BackupError::ChunkTampered { index: 4 },
             BackupError::Truncated { after_chunks: 3 },

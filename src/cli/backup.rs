@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::{print_json, Global, KdfArgs};
+use crate::backup::stream::DEFAULT_MAX_READ_MEMORY_KIB;
 use crate::backup::{archive, auto};
 use crate::botid::BotId;
 use crate::error::{Error, Result};
@@ -30,6 +31,23 @@ impl BackupPassphrase {
             credential: None,
             confirm,
         }
+    }
+}
+
+/// How much Argon2id memory a backup file may ask for before it is opened.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KdfLimit {
+    /// Accept a backup whose header asks for up to MIB of Argon2id memory
+    /// [default: 1024; at most 4096]. The header is read before anything is
+    /// authenticated, so a crafted file must not choose what restore allocates
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=(KdfParams::MAX.memory_kib / 1024) as i64))]
+    pub max_kdf_memory_mib: Option<u32>,
+}
+
+impl KdfLimit {
+    fn kib(&self) -> u32 {
+        self.max_kdf_memory_mib
+            .map_or(DEFAULT_MAX_READ_MEMORY_KIB, |m| m.saturating_mul(1024))
     }
 }
 
@@ -64,8 +82,14 @@ pub struct RestoreArgs {
     /// Overwrite bots that exist in the vault (after an automatic backup of them)
     #[arg(long)]
     pub force: bool,
+    /// Also restore the bots' webhooks and on-message commands (printed);
+    /// without it they are removed and the bots use the `run` defaults
+    #[arg(long)]
+    pub keep_hooks: bool,
     #[command(flatten)]
     pub pass: BackupPassphrase,
+    #[command(flatten)]
+    pub limit: KdfLimit,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
@@ -79,6 +103,8 @@ pub enum BackupCommand {
         file: PathBuf,
         #[command(flatten)]
         pass: BackupPassphrase,
+        #[command(flatten)]
+        limit: KdfLimit,
         /// Machine-readable output
         #[arg(long)]
         json: bool,
@@ -156,7 +182,12 @@ pub fn export(g: &Global, args: ExportArgs) -> Result<()> {
 pub fn restore(g: &Global, args: RestoreArgs) -> Result<()> {
     // The whole file is authenticated before the vault is even opened.
     let pass = args.pass.source(false).resolve()?;
-    let (_, backup) = archive::read_file(&args.file, pass.expose(), &mut bar("verifying"))?;
+    let (_, backup) = archive::read_file_limited(
+        &args.file,
+        pass.expose(),
+        args.limit.kib(),
+        &mut bar("verifying"),
+    )?;
     drop(pass);
     let dir = g.dir()?;
     if !crate::vault::Vault::exists(&dir) {
@@ -167,11 +198,15 @@ pub fn restore(g: &Global, args: RestoreArgs) -> Result<()> {
     }
     let vault_pass = g.passphrase_source(false).resolve()?;
     let vault = crate::vault::Vault::open(&dir, vault_pass.expose())?;
-    let report = archive::restore(
+    let opts = archive::RestoreOptions {
+        select: &args.bots,
+        force: args.force,
+        keep_hooks: args.keep_hooks,
+    };
+    let report = archive::restore_with(
         &vault,
         &backup,
-        &args.bots,
-        args.force,
+        opts,
         &mut |bots| auto::take(&vault, bots, vault_pass.expose(), "restore").map(Some),
         &mut bar("restoring bots"),
     )?;
@@ -194,19 +229,45 @@ pub fn restore(g: &Global, args: RestoreArgs) -> Result<()> {
             format!("; replaced: {}", report.replaced.join(", "))
         }
     );
+    for h in &report.hooks {
+        let hooks = archive::Hooks {
+            webhook: h.webhook.clone(),
+            on_message: h.on_message.clone(),
+        }
+        .describe();
+        if h.restored {
+            println!("bot {}: hooks restored: {hooks}", h.bot);
+        } else {
+            println!(
+                "bot {}: hooks not restored: {hooks}; it uses the `run` defaults. Re-add with `wavault bot set {} --webhook URL | --on-message CMD`, or restore with --keep-hooks",
+                h.bot, h.bot
+            );
+        }
+    }
     Ok(())
 }
 
 pub fn backup(g: &Global, cmd: BackupCommand) -> Result<()> {
     match cmd {
-        BackupCommand::Inspect { file, pass, json } => inspect(&file, &pass, json),
+        BackupCommand::Inspect {
+            file,
+            pass,
+            limit,
+            json,
+        } => inspect(&file, &pass, &limit, json),
         BackupCommand::List => list(g),
     }
 }
 
-fn inspect(file: &std::path::Path, pass: &BackupPassphrase, json: bool) -> Result<()> {
+fn inspect(
+    file: &std::path::Path,
+    pass: &BackupPassphrase,
+    limit: &KdfLimit,
+    json: bool,
+) -> Result<()> {
     let p = pass.source(false).resolve()?;
-    let (size, backup) = archive::read_file(file, p.expose(), &mut bar("verifying"))?;
+    let (size, backup) =
+        archive::read_file_limited(file, p.expose(), limit.kib(), &mut bar("verifying"))?;
     let i = archive::inspect(size, &backup);
     if json {
         return print_json(&i);
@@ -240,6 +301,19 @@ fn inspect(file: &std::path::Path, pass: &BackupPassphrase, json: bool) -> Resul
             if b.enabled { "enabled" } else { "disabled" },
             b.credentials
         );
+    }
+    for b in &i.bots {
+        let h = archive::Hooks {
+            webhook: b.webhook.clone(),
+            on_message: b.on_message.clone(),
+        };
+        if !h.is_empty() {
+            println!(
+                "bot {} hooks: {} (restored only with `restore --keep-hooks`)",
+                b.id,
+                h.describe()
+            );
+        }
     }
     Ok(())
 }

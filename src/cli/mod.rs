@@ -11,7 +11,7 @@ mod messages;
 mod run;
 mod vaultcmd;
 
-pub use bot::bot_rows;
+pub use bot::{bot_rows, bot_show};
 pub use messages::queue_op;
 pub use run::{parse_age, parse_duration, parse_period, MAX_DURATION};
 

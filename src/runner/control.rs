@@ -167,6 +167,11 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
         match req["op"].as_str().unwrap_or_default() {
             "status" => to_value(&super::status::collect(v)?),
             "bots" => to_value(&crate::cli::bot_rows(v)?),
+            "bot_show" => {
+                let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
+                let show_phone = req["show_phone"].as_bool().unwrap_or(false);
+                to_value(&crate::cli::bot_show(v, &id, show_phone)?)
+            }
             "stats" => {
                 let bots: Vec<crate::BotId> = match &req["bots"] {
                     Value::Null => Vec::new(),

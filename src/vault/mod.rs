@@ -10,6 +10,7 @@
 //! wraps the data-key terms. Records are sealed with the active term's key.
 //! See docs/DESIGN.md for the why and docs/FORMAT.md for the bytes.
 
+mod config_check;
 pub mod crypto;
 pub(crate) mod db;
 pub mod header;
@@ -20,6 +21,7 @@ mod transfer;
 pub mod validate;
 mod view;
 
+pub use config_check::ConfigProblem;
 pub use db::TreeId;
 pub use rotate::RotateReport;
 pub use transfer::{BotDump, DumpedRecord, Footprint};

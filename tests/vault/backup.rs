@@ -621,3 +621,244 @@ fn write_golden() {
     )
     .unwrap();
 }
+
+fn backup_env(c: &mut std::process::Command) -> &mut std::process::Command {
+    c.env(
+        "WAVAULT_BACKUP_PASSPHRASE",
+        std::str::from_utf8(BACKUP_PASS).unwrap(),
+    )
+}
+
+fn bot_json(dir: &Path, id: &str) -> serde_json::Value {
+    let out = run(wavault(dir).args(["bot", "show", id, "--json"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+/// A backup made elsewhere brings no hook command or webhook unless
+/// `--keep-hooks`; `backup inspect` and `restore` show them either way.
+#[test]
+fn restore_drops_hooks_unless_keep_hooks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    crate::cli::init(&src);
+    let marker = tmp.path().join("hook-ran");
+    let cmd = format!("touch {}", marker.display());
+    let url = "https://hooks.example/in";
+    for args in [
+        vec!["bot", "add", "hooked", "--disabled", "--on-message", &cmd],
+        vec!["bot", "add", "web", "--disabled", "--webhook", url],
+        vec!["bot", "add", "plain", "--disabled"],
+    ] {
+        let out = run(wavault(&src).args(&args));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let file = tmp.path().join("hooks.wvb");
+    let out = run(backup_env(wavault(&src).args(["export", "-o"]).arg(&file)).args(CHEAP_KDF_ARGS));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let out = run(backup_env(
+        wavault(&src)
+            .args(["backup", "inspect", "--json"])
+            .arg(&file),
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let by_id = |id: &str| {
+        v["bots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id("hooked")["on_message"], cmd.as_str());
+    assert_eq!(by_id("web")["webhook"], url);
+    assert_eq!(by_id("plain")["webhook"], serde_json::Value::Null);
+    let out = run(backup_env(
+        wavault(&src).args(["backup", "inspect"]).arg(&file),
+    ));
+    assert!(stdout(&out).contains(&cmd), "{}", stdout(&out));
+    assert!(stdout(&out).contains(url), "{}", stdout(&out));
+
+    // Without --keep-hooks: restored, hooks removed, and said so per bot.
+    let plain_dst = tmp.path().join("dst");
+    crate::cli::init(&plain_dst);
+    let out = run(backup_env(wavault(&plain_dst).arg("restore").arg(&file)));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("bot hooked: hooks not restored")
+            && text.contains("bot web: hooks not restored")
+            && text.contains(&cmd)
+            && text.contains("--keep-hooks"),
+        "{text}"
+    );
+    for id in ["hooked", "web"] {
+        let b = bot_json(&plain_dst, id);
+        assert_eq!(b["on_message"], serde_json::Value::Null, "{id}: {b}");
+        assert_eq!(b["webhook"], serde_json::Value::Null, "{id}: {b}");
+    }
+    let out = run(backup_env(
+        wavault(&plain_dst)
+            .args(["restore", "--force", "--json"])
+            .arg(&file),
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let hooked = r["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["bot"] == "hooked")
+        .cloned()
+        .unwrap();
+    assert_eq!(hooked["on_message"], cmd.as_str());
+    assert_eq!(hooked["restored"], false);
+    assert_eq!(
+        bot_json(&plain_dst, "hooked")["on_message"],
+        serde_json::Value::Null
+    );
+
+    // With --keep-hooks: written and printed.
+    let keep_dst = tmp.path().join("keep");
+    crate::cli::init(&keep_dst);
+    let out = run(backup_env(
+        wavault(&keep_dst)
+            .args(["restore", "--keep-hooks"])
+            .arg(&file),
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "bot hooked: hooks restored: on-message command `{cmd}`"
+        )) && text.contains(&format!("bot web: hooks restored: webhook {url}")),
+        "{text}"
+    );
+    assert_eq!(bot_json(&keep_dst, "hooked")["on_message"], cmd.as_str());
+    assert_eq!(bot_json(&keep_dst, "web")["webhook"], url);
+    assert!(!marker.exists(), "nothing ran the hook");
+}
+
+/// A backup whose configuration an operator could not have typed here
+/// (forged through the library) is refused whole: exit 5, bot and field named.
+#[test]
+fn restore_refuses_configs_an_operator_could_not_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("dst");
+    crate::cli::init(&dst);
+    type Forge = fn(&mut wavault::vault::BotConfig);
+    let cases: [(&str, Forge, &str); 4] = [
+        (
+            "webhook",
+            |c| c.webhook = Some("file:///etc/passwd".into()),
+            "webhook",
+        ),
+        (
+            "concurrency",
+            |c| {
+                c.extra.insert("hook_concurrency".into(), "1000000".into());
+            },
+            "hook_concurrency",
+        ),
+        (
+            "timeout",
+            |c| {
+                c.extra.insert("hook_timeout_ms".into(), "0".into());
+            },
+            "hook_timeout_ms",
+        ),
+        ("phone", |c| c.phone = Some("1@evil".into()), "phone"),
+    ];
+    for (name, forge, field) in cases {
+        let src = tmp.path().join(format!("src-{name}"));
+        let v = new_vault(&src);
+        add_bot(&v, "a-good-one");
+        let mut cfg = wavault::vault::BotConfig::new(bot("forged"));
+        forge(&mut cfg);
+        v.add_bot(&cfg).unwrap();
+        let file = tmp.path().join(format!("{name}.wvb"));
+        export_all(&v, &file);
+        drop(v);
+        for keep in [false, true] {
+            let mut c = wavault(&dst);
+            c.arg("restore").arg(&file);
+            if keep {
+                c.arg("--keep-hooks");
+            }
+            let out = run(backup_env(&mut c));
+            let err = stderr(&out);
+            assert_eq!(code(&out), 5, "{name} (keep {keep}): {err}");
+            assert!(
+                err.contains("bot forged") && err.contains(&format!("{field}:")),
+                "{name}: {err}"
+            );
+        }
+    }
+    let out = run(wavault(&dst).args(["bot", "list", "--json"]));
+    assert_eq!(stdout(&out).trim(), "[]", "nothing of any bot was written");
+}
+
+/// The header's Argon2id memory is used before anything is authenticated:
+/// above 1 GiB (unless `--max-kdf-memory-mib` allows it) restore and inspect
+/// refuse at once, exit 5, naming what was asked, the limit and the flag.
+/// The 2 GiB header is refused before the KDF runs: nothing is allocated.
+#[test]
+fn restore_refuses_kdf_memory_above_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    crate::cli::init(&src);
+    assert_eq!(code(&run(wavault(&src).args(["bot", "add", "b"]))), 0);
+    let file = tmp.path().join("2mib.wvb");
+    let out = run(
+        backup_env(wavault(&src).args(["export", "-o"]).arg(&file)).args([
+            "--kdf-memory-mib",
+            "2",
+            "--kdf-iterations",
+            "1",
+            "--kdf-parallelism",
+            "1",
+        ]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let dst = tmp.path().join("dst");
+    crate::cli::init(&dst);
+
+    // A crafted header asking for 2 GiB (offset 9, KiB, little endian).
+    let mut crafted = std::fs::read(&file).unwrap();
+    let at = wavault::backup::stream::KDF_OFFSET;
+    crafted[at..at + 4].copy_from_slice(&(2u32 * 1024 * 1024).to_le_bytes());
+    let big = tmp.path().join("2gib.wvb");
+    std::fs::write(&big, &crafted).unwrap();
+    for cmd in [vec!["restore"], vec!["backup", "inspect"]] {
+        let out = run(backup_env(wavault(&dst).args(&cmd).arg(&big)));
+        let err = stderr(&out);
+        assert_eq!(code(&out), 5, "{cmd:?}: {err}");
+        for needle in ["2048 MiB", "1024 MiB", "--max-kdf-memory-mib 2048"] {
+            assert!(err.contains(needle), "{cmd:?}: {needle:?} in {err}");
+        }
+    }
+
+    // The flag sets the limit, both ways, within the format's cap.
+    let out = run(backup_env(
+        wavault(&dst)
+            .args(["backup", "inspect", "--max-kdf-memory-mib", "1"])
+            .arg(&file),
+    ));
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("asks for 2 MiB"), "{}", stderr(&out));
+    let out = run(backup_env(
+        wavault(&dst)
+            .args(["restore", "--max-kdf-memory-mib", "2"])
+            .arg(&file),
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(backup_env(
+        wavault(&dst)
+            .args(["backup", "inspect", "--max-kdf-memory-mib", "4097"])
+            .arg(&file),
+    ));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}

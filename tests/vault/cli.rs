@@ -562,3 +562,85 @@ fn systemd_unit_keeps_its_hardening() {
     // The commented alternative is documented but not active.
     assert!(text.contains("\n#LoadCredential=wavault-passphrase:"));
 }
+
+/// `bot show`: the whole configuration, phone masked unless asked, from the
+/// vault and, while `run` holds it, over the control socket; unknown bot: 6.
+#[test]
+fn bot_show_offline_and_through_the_running_wavault() {
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    init(tmp.path());
+    let out = run(wavault(tmp.path()).args([
+        "bot",
+        "add",
+        "shown",
+        "--disabled",
+        "--phone",
+        "5215512345678",
+        "--on-message",
+        "cat > /dev/null",
+        "--hook-timeout",
+        "5s",
+        "--queue-max",
+        "50",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let check = |out: &std::process::Output, phone: &str| {
+        assert_eq!(code(out), 0, "{}", stderr(out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(out)).unwrap();
+        assert_eq!(v["id"], "shown");
+        assert_eq!(v["enabled"], false);
+        assert_eq!(v["phone"], phone);
+        assert_eq!(v["on_message"], "cat > /dev/null");
+        assert_eq!(v["webhook"], serde_json::Value::Null);
+        assert_eq!(v["hook_timeout_ms"], 5000);
+        assert_eq!(v["queue_max"], 50);
+        assert_eq!(
+            v["hook_concurrency"],
+            serde_json::Value::Null,
+            "run default"
+        );
+        assert_eq!(
+            v["queue_max_age_secs"],
+            serde_json::Value::Null,
+            "run default"
+        );
+    };
+    check(
+        &run(wavault(tmp.path()).args(["bot", "show", "shown", "--json"])),
+        "52*******5678",
+    );
+    check(
+        &run(wavault(tmp.path()).args(["bot", "show", "shown", "--json", "--show-phone"])),
+        "5215512345678",
+    );
+    let out = run(wavault(tmp.path()).args(["bot", "show", "shown"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "52*******5678",
+        "on-message command `cat > /dev/null`",
+        "5000 ms",
+        "50 messages",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
+    assert!(!text.contains("5215512345678"), "phone masked: {text}");
+    let out = run(wavault(tmp.path()).args(["bot", "show", "nobody"]));
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+
+    let (mut child, ready) = spawn_run(tmp.path());
+    let started = ready.recv_timeout(Duration::from_secs(30));
+    let results = started.map(|()| {
+        (
+            run(wavault(tmp.path()).args(["bot", "show", "shown", "--json"])),
+            run(wavault(tmp.path()).args(["bot", "show", "nobody"])),
+        )
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (out, unknown) = results.expect("run reports it is running");
+    // The vault is held by `run`: an answer at all means the socket served it.
+    check(&out, "52*******5678");
+    assert_eq!(code(&unknown), 6, "{}", stderr(&unknown));
+}
