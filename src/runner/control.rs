@@ -186,6 +186,10 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
             "bot_add" => {
                 let cfg: crate::vault::BotConfig = serde_json::from_value(req["config"].clone())
                     .map_err(|e| Error::Usage(format!("bad bot config: {e}")))?;
+                // The same checks as typed on the command line: the socket
+                // is no way around them.
+                cfg.check()
+                    .map_err(|p| Error::Usage(format!("bot {}: {p}", cfg.id)))?;
                 v.add_bot(&cfg)?;
                 if cfg.enabled {
                     s.start_bot(cfg.clone(), std::time::Duration::ZERO);
@@ -212,6 +216,10 @@ async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
             "bot_set" => {
                 let cfg: crate::vault::BotConfig = serde_json::from_value(req["config"].clone())
                     .map_err(|e| Error::Usage(format!("bad bot config: {e}")))?;
+                // The same checks as typed on the command line: the socket
+                // is no way around them.
+                cfg.check()
+                    .map_err(|p| Error::Usage(format!("bot {}: {p}", cfg.id)))?;
                 v.set_bot(&cfg)?;
                 // The worker reads its settings again when woken.
                 s.inbox(&cfg.id).wake.notify_one();
