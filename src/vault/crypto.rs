@@ -268,6 +268,37 @@ mod tests {
     }
 
     #[test]
+    fn secret_key_is_boxed_redacted_and_wipeable() {
+        // Moving a key (into a map, out of a function) moves a pointer: no
+        // stale copy of the key bytes is left where it was.
+        assert_eq!(
+            std::mem::size_of::<SecretKey>(),
+            std::mem::size_of::<usize>()
+        );
+        let k = SecretKey::random();
+        assert_eq!(format!("{k:?}"), "SecretKey(<redacted>)");
+        let mut k = SecretKey::random();
+        assert_ne!(k.expose(), &[0; KEY_LEN]);
+        k.zeroize();
+        assert_eq!(k.expose(), &[0; KEY_LEN]);
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<SecretKey>();
+    }
+
+    /// Compiles only while `SecretKey` is not `Clone` (and so not `Copy`):
+    /// with `Clone`, both impls apply and the call below is ambiguous.
+    #[test]
+    fn secret_key_is_not_clone() {
+        trait AmbiguousIfClone<A> {
+            fn check() {}
+        }
+        impl<T: ?Sized> AmbiguousIfClone<()> for T {}
+        struct IsClone;
+        impl<T: ?Sized + Clone> AmbiguousIfClone<IsClone> for T {}
+        <SecretKey as AmbiguousIfClone<_>>::check();
+    }
+
+    #[test]
     fn blind_is_length_prefixed() {
         let k = SecretKey::random();
         assert_ne!(blind(&k, &[b"ab", b"c"]), blind(&k, &[b"a", b"bc"]));

@@ -16,12 +16,15 @@ pub mod header;
 mod lock;
 pub mod record;
 mod rotate;
+mod shred;
 mod transfer;
 pub mod validate;
 mod view;
 
 pub use db::TreeId;
 pub use rotate::RotateReport;
+#[doc(hidden)]
+pub use shred::DiskKeys;
 pub use transfer::{BotDump, DumpedRecord, Footprint};
 pub use view::{BatchOp, BotView, Kind};
 
@@ -230,15 +233,7 @@ impl Vault {
         }
         let lock = VaultLock::acquire(dir)?;
         let h = read_header(dir)?;
-        let (slot_id, master) = unlock(&h, passphrase, dir)?;
-        let keys = derive_keys(master);
-        if !crypto::verify_mac(&keys.header_mac, &[&h.body_bytes()], &h.mac) {
-            return Err(Error::damaged(format!(
-                "{} failed its integrity check (edited or corrupted)",
-                dir.join(KEY_FILE).display()
-            )));
-        }
-        let terms = unwrap_terms(&h, &keys.term_wrap)?;
+        let (slot_id, keys, terms) = unlock_keys(&h, passphrase, dir)?;
         let db = Db::open(&dir.join(DB_DIR))?;
         fsutil::restrict_tree(&dir.join(DB_DIR))?;
         Ok(Vault::assemble(dir, keys, terms, h, slot_id, db, lock))
@@ -713,6 +708,21 @@ fn unlock(h: &Header, passphrase: &[u8], dir: &Path) -> Result<(u8, SecretKey)> 
         }
     }
     Err(Error::WrongPassphrase(dir.to_path_buf()))
+}
+
+/// Unlocks a slot of `h` with `passphrase`, checks the key file's MAC and
+/// unwraps its terms: every key the vault's files give to a passphrase.
+fn unlock_keys(h: &Header, passphrase: &[u8], dir: &Path) -> Result<(u8, Keys, Terms)> {
+    let (slot_id, master) = unlock(h, passphrase, dir)?;
+    let keys = derive_keys(master);
+    if !crypto::verify_mac(&keys.header_mac, &[&h.body_bytes()], &h.mac) {
+        return Err(Error::damaged(format!(
+            "{} failed its integrity check (edited or corrupted)",
+            dir.join(KEY_FILE).display()
+        )));
+    }
+    let terms = unwrap_terms(h, &keys.term_wrap)?;
+    Ok((slot_id, keys, terms))
 }
 
 fn unwrap_terms(h: &Header, wrap: &SecretKey) -> Result<Terms> {

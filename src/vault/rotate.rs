@@ -75,7 +75,7 @@ impl Vault {
     }
 
     /// Step 1. Returns true when a previous rotation was left unfinished.
-    fn begin_term(&self) -> Result<bool> {
+    pub(super) fn begin_term(&self) -> Result<bool> {
         let mut h = self.header();
         if h.terms.iter().any(|t| t.state == TermState::Retiring) {
             return Ok(true);
@@ -107,7 +107,7 @@ impl Vault {
     }
 
     /// Step 2: re-seals every record not sealed with the active term.
-    fn reseal_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64)> {
+    pub(super) fn reseal_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64)> {
         let active = self.active_term();
         let total = (self.db().len(TreeId::Bots) + self.db().len(TreeId::Records)) as u64;
         let (mut done, mut resealed, mut bytes) = (0u64, 0u64, 0u64);
@@ -142,7 +142,7 @@ impl Vault {
     }
 
     /// Step 4: drops retiring terms from the key file and from memory.
-    fn retire_terms(&self) -> Result<Vec<u32>> {
+    pub(super) fn retire_terms(&self) -> Result<Vec<u32>> {
         let mut h = self.header();
         let retired: Vec<u32> = h
             .terms

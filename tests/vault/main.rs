@@ -10,6 +10,7 @@ mod grep;
 mod kill;
 mod messaging;
 mod roundtrip;
+mod shred;
 #[path = "../support/signal_state.rs"]
 mod signal_state;
 mod sweep;
