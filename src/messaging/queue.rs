@@ -371,7 +371,7 @@ impl Queue {
                 name: q.record_name(),
             })
             .collect();
-        self.view.apply(&ops)?;
+        self.view.vault().purging(|| self.view.apply(&ops))?;
         self.view.vault().flush()?;
         Ok(held)
     }

@@ -137,6 +137,8 @@ struct Inner {
     opened_slot: u8,
     db: Db,
     commit: GroupCommit,
+    /// Held by a data-key rotation from start to end (one at a time).
+    rotation: Mutex<()>,
     _lock: VaultLock,
 }
 
@@ -258,6 +260,7 @@ impl Vault {
                 opened_slot,
                 db,
                 commit: GroupCommit::default(),
+                rotation: Mutex::new(()),
                 _lock: lock,
             }),
         }
@@ -484,15 +487,19 @@ impl Vault {
     }
 
     /// Removes a bot and every record it has, atomically, then flushes.
+    /// The vault is marked "rotation due": the old values stay readable from
+    /// the database files until the next sweep rotates the data key.
     pub fn remove_bot(&self, bot: &BotId) -> Result<RemoveReport> {
         self.bot_config(bot)?;
         let tag = self.bot_tag(bot);
-        let keys = self.db().keys_with_prefix(TreeId::Records, &tag)?;
-        let records = keys.len();
-        let ops = keys.into_iter().map(|k| (k, None)).collect();
-        self.db().apply_both(vec![(tag.to_vec(), None)], ops)?;
-        self.flush()?;
-        Ok(RemoveReport { records })
+        self.purging(|| {
+            let keys = self.db().keys_with_prefix(TreeId::Records, &tag)?;
+            let records = keys.len();
+            let ops = keys.into_iter().map(|k| (k, None)).collect();
+            self.db().apply_both(vec![(tag.to_vec(), None)], ops)?;
+            self.flush()?;
+            Ok(RemoveReport { records })
+        })
     }
 
     /// Deletes only the bot's entry, leaving its records as orphans: what
@@ -700,10 +707,9 @@ fn unlock(h: &Header, passphrase: &[u8], dir: &Path) -> Result<(u8, SecretKey)> 
         let kek = crypto::derive_kek(passphrase, &slot.salt, slot.params)
             .map_err(|e| Error::damaged(format!("key slot {}: {e}", slot.id)))?;
         if let Ok(plain) = crypto::open(&kek, &slot.nonce, &h.slot_ad(slot), &slot.wrapped) {
-            let mut k = [0u8; 32];
-            if plain.len() == 32 {
-                k.copy_from_slice(&plain);
-                return Ok((slot.id, SecretKey::from_bytes(k)));
+            // Copied from the zeroizing plaintext straight into the key's box.
+            if let Some(master) = SecretKey::from_slice(&plain) {
+                return Ok((slot.id, master));
             }
         }
     }
@@ -730,9 +736,10 @@ fn unwrap_terms(h: &Header, wrap: &SecretKey) -> Result<Terms> {
     for t in &h.terms {
         let plain = crypto::open(wrap, &t.nonce, &h.term_ad(t.number), &t.wrapped)
             .map_err(|_| Error::damaged(format!("data-key term {} does not unwrap", t.number)))?;
-        let mut k = [0u8; 32];
-        k.copy_from_slice(&plain[..32]);
-        keys.insert(t.number, SecretKey::from_bytes(k));
+        let k = SecretKey::from_slice(&plain).ok_or_else(|| {
+            Error::damaged(format!("data-key term {} has a bad length", t.number))
+        })?;
+        keys.insert(t.number, k);
     }
     Ok(Terms {
         active: h.active_term().number,
