@@ -94,7 +94,9 @@ impl SweepReport {
             .count();
         let hist: u64 = self.bots.iter().map(|b| b.history_entries).sum();
         let rotation = match (self.rotated_to_term, self.rotation_due) {
-            (Some(t), _) => format!("; data key rotated to term {t} (deleted data no longer opens)"),
+            (Some(t), _) => {
+                format!("; data key rotated to term {t} (deleted data no longer opens)")
+            }
             (None, true) if self.dry_run => "; would rotate the data key".to_string(),
             (None, true) => "; data-key rotation still due".to_string(),
             (None, false) => String::new(),
@@ -197,8 +199,7 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
     let purge_credentials = !dead.is_empty() && opts.backup.is_some();
     if opts.dry_run {
         report.pruned_backups = would_prune(&backups_dir, opts.now)?;
-        report.rotation_due =
-            vault.rotation_due()? || purge_credentials || orphan_size.records > 0;
+        report.rotation_due = vault.rotation_due()? || purge_credentials || orphan_size.records > 0;
         report.bots = plans.into_iter().map(|(_, _, p)| p).collect();
         return Ok(report);
     }

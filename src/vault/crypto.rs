@@ -332,7 +332,7 @@ mod tests {
         }
         impl<T: ?Sized> AmbiguousIfClone<()> for T {}
         struct IsClone;
-        impl<T: ?Sized + Clone> AmbiguousIfClone<IsClone> for T {}
+        impl<T: Clone> AmbiguousIfClone<IsClone> for T {}
         <SecretKey as AmbiguousIfClone<_>>::check();
     }
 

@@ -160,7 +160,11 @@ mod tests {
     }
 
     fn mark(v: &Vault) -> Option<u32> {
-        v.db().meta_get(ROTATION_DUE).unwrap().as_deref().and_then(mark_term)
+        v.db()
+            .meta_get(ROTATION_DUE)
+            .unwrap()
+            .as_deref()
+            .and_then(mark_term)
     }
 
     #[test]
@@ -174,7 +178,11 @@ mod tests {
         assert_eq!(v.flush_count() - flushes, 1);
         let flushes = v.flush_count();
         v.purging(|| Ok(())).unwrap();
-        assert_eq!(v.flush_count(), flushes, "an existing mark is not rewritten");
+        assert_eq!(
+            v.flush_count(),
+            flushes,
+            "an existing mark is not rewritten"
+        );
         let r = v.rotate_key(&mut |_, _| {}).unwrap();
         assert_eq!((r.new_term, r.retired.clone()), (2, vec![1]));
         assert!(!v.rotation_due().unwrap());

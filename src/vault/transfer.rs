@@ -77,7 +77,10 @@ impl Vault {
     pub fn replace_bot(&self, dump: &BotDump) -> Result<()> {
         let tag = self.bot_tag(&dump.config.id);
         let replaces = self.db().get(TreeId::Bots, &tag)?.is_some()
-            || !self.db().keys_with_prefix(TreeId::Records, &tag)?.is_empty();
+            || !self
+                .db()
+                .keys_with_prefix(TreeId::Records, &tag)?
+                .is_empty();
         if replaces {
             self.purging(|| self.replace_bot_inner(dump, &tag))
         } else {

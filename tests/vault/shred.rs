@@ -174,7 +174,11 @@ fn removed_bot_is_unreadable_from_the_files_after_the_next_sweep() {
     // copy of the removed bot's values opens with what remains.
     let swept = sweep_json(dir, &[]);
     assert_eq!(swept["rotated_to_term"], 2, "{swept}");
-    assert_eq!(terms_on_disk(dir), vec![2], "retired term still in the key file");
+    assert_eq!(
+        terms_on_disk(dir),
+        vec![2],
+        "retired term still in the key file"
+    );
     let after = recoverable(dir, &targets);
     assert_eq!(
         after,
@@ -208,7 +212,10 @@ fn reauth_and_queue_drop_mark_rotation_due() {
     wavault::sweep::reauth(&v, &id, PASS, wavault::vault::now()).unwrap();
     assert!(v.rotation_due().unwrap(), "reauth did not mark");
     v.rotate_key(&mut |_, _| {}).unwrap();
-    assert!(!v.rotation_due().unwrap(), "rotation did not clear the mark");
+    assert!(
+        !v.rotation_due().unwrap(),
+        "rotation did not clear the mark"
+    );
 
     let q = Queue::new(v.view(&id));
     let now = wavault::vault::now();
@@ -227,7 +234,10 @@ fn reauth_and_queue_drop_mark_rotation_due() {
         .unwrap();
     let held = q.expire(Duration::from_secs(86_400), now).unwrap();
     assert_eq!(held.len(), 1);
-    assert!(!v.rotation_due().unwrap(), "holding a message deletes nothing");
+    assert!(
+        !v.rotation_due().unwrap(),
+        "holding a message deletes nothing"
+    );
     assert_eq!(q.drop_held().unwrap().len(), 1);
     assert!(v.rotation_due().unwrap(), "queue drop did not mark");
 }
