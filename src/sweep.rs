@@ -11,6 +11,14 @@
 //! - orphan records (belonging to no bot), whatever their age;
 //! - automatic backups beyond the kept count or age.
 //!
+//! Then, when the vault is marked "rotation due" (this sweep purged
+//! credentials or orphans, or a `bot remove`, `bot reauth`, `queue drop` or
+//! restore over a bot deleted something since the last rotation), the data
+//! key is rotated, once: the deleted values, which sled keeps in its files
+//! until it reuses the space, no longer open with any key in the key file
+//! (see `vault::shred`). History pruning does not mark: status history holds
+//! no credentials or message text, and it would rotate on most sweeps.
+//!
 //! Bots in any other status are never touched, however idle: a paired bot
 //! that has been quiet for a year still has its credentials. Each bot's
 //! purge is one atomic batch; a crash leaves every bot wholly before or
@@ -53,6 +61,17 @@ pub struct SweepReport {
     pub auto_backup: Option<PathBuf>,
     /// Automatic backups removed by the keep rules.
     pub pruned_backups: Vec<PathBuf>,
+    /// Deleted data awaits a data-key rotation: set after a sweep that
+    /// purged something or followed another deletion (a dry run reports
+    /// what a real sweep would do), false once the rotation ran.
+    #[serde(default)]
+    pub rotation_due: bool,
+    /// The term the data key was rotated to at the end of this sweep.
+    #[serde(default)]
+    pub rotated_to_term: Option<u32>,
+    /// Terms this sweep's rotation retired (their values no longer open).
+    #[serde(default)]
+    pub retired_terms: Vec<u32>,
 }
 
 impl SweepReport {
@@ -74,8 +93,16 @@ impl SweepReport {
             .filter(|b| b.credential_records > 0)
             .count();
         let hist: u64 = self.bots.iter().map(|b| b.history_entries).sum();
+        let rotation = match (self.rotated_to_term, self.rotation_due) {
+            (Some(t), _) => {
+                format!("; data key rotated to term {t} (deleted data no longer opens)")
+            }
+            (None, true) if self.dry_run => "; would rotate the data key".to_string(),
+            (None, true) => "; data-key rotation still due".to_string(),
+            (None, false) => String::new(),
+        };
         format!(
-            "{}credentials of {creds} dead bot(s), {hist} history entries, {} orphan records, {} automatic backups: {} bytes",
+            "{}credentials of {creds} dead bot(s), {hist} history entries, {} orphan records, {} automatic backups: {} bytes{rotation}",
             if self.dry_run { "would remove " } else { "removed " },
             self.orphan_records,
             self.pruned_backups.len(),
@@ -160,6 +187,9 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
         orphan_bytes: orphan_size.bytes,
         auto_backup: None,
         pruned_backups: Vec::new(),
+        rotation_due: false,
+        rotated_to_term: None,
+        retired_terms: Vec::new(),
     };
     let dead: Vec<BotId> = plans
         .iter()
@@ -169,6 +199,7 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
     let purge_credentials = !dead.is_empty() && opts.backup.is_some();
     if opts.dry_run {
         report.pruned_backups = would_prune(&backups_dir, opts.now)?;
+        report.rotation_due = vault.rotation_due()? || purge_credentials || orphan_size.records > 0;
         report.bots = plans.into_iter().map(|(_, _, p)| p).collect();
         return Ok(report);
     }
@@ -179,7 +210,7 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
     for (id, s, mut plan) in plans {
         if plan.credential_records > 0 {
             if purge_credentials {
-                crate::store::clear_credentials(&vault.view(&id))?;
+                vault.purging(|| crate::store::clear_credentials(&vault.view(&id)))?;
             } else {
                 tracing::warn!(
                     "sweep: no automatic backup possible here; credentials of a dead bot kept"
@@ -196,7 +227,7 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
         }
     }
     if !orphans.is_empty() {
-        vault.delete_records(orphans)?;
+        vault.purging(|| vault.delete_records(orphans))?;
     }
     vault.flush()?;
     let current = report.auto_backup.clone().unwrap_or_default();
@@ -207,6 +238,13 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
         auto::KEEP_AGE,
         unix_time(opts.now),
     )?;
+    // One rotation however many deletions marked the vault since the last.
+    if vault.rotation_due()? {
+        let r = vault.rotate_key(&mut |_, _| {})?;
+        report.rotated_to_term = Some(r.new_term);
+        report.retired_terms = r.retired;
+    }
+    report.rotation_due = vault.rotation_due()?;
     Ok(report)
 }
 
@@ -304,7 +342,7 @@ pub struct ReauthReport {
 pub fn reauth(vault: &Vault, bot: &BotId, passphrase: &[u8], now: i64) -> Result<ReauthReport> {
     vault.bot_config(bot)?;
     let backup = auto::take(vault, std::slice::from_ref(bot), passphrase, "reauth")?;
-    let removed = crate::store::clear_credentials(&vault.view(bot))? as u64;
+    let removed = vault.purging(|| crate::store::clear_credentials(&vault.view(bot)))? as u64;
     Sessions::new(vault.view(bot)).update(now, Some("reauth"), |m| {
         m.authenticated_at = None;
         m.metadata

@@ -404,7 +404,10 @@ impl Queue {
                 name: q.record_name(),
             })
             .collect();
-        self.view.apply(&ops)?;
+        // Marks the vault for a data-key rotation at the next sweep (the
+        // dropped texts stay in sled's files until then); the caller awaits
+        // the group commit.
+        self.view.vault().purging(|| self.view.apply(&ops))?;
         Ok(held)
     }
 }

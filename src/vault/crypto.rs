@@ -22,22 +22,48 @@ pub const TAG_LEN: usize = 16;
 /// Length of a blind index (truncated HMAC-SHA256).
 pub const BLIND_LEN: usize = 16;
 
-/// A 256-bit secret key. It has no `Debug`, no `Clone` into plain bytes, and
-/// is wiped from memory when dropped. Read it only through [`SecretKey::expose`].
-#[derive(Zeroize, ZeroizeOnDrop, Clone)]
-pub struct SecretKey([u8; KEY_LEN]);
+/// A 256-bit secret key, on the heap: moving a `SecretKey` (into a map, out
+/// of a function) moves a pointer and leaves no copy of the key bytes
+/// behind; keys are generated, derived and unwrapped straight into the box.
+/// Its `Debug` is redacted, it is neither `Clone` nor `Copy` (a second copy
+/// would be a second thing to wipe; share one through a reference or an
+/// `Arc`), and the bytes are wiped when it is dropped. Read it only through
+/// [`SecretKey::expose`].
+pub struct SecretKey(Box<[u8; KEY_LEN]>);
 
 impl SecretKey {
-    /// A fresh key from the operating system's CSPRNG.
-    pub fn random() -> Self {
-        let mut k = [0u8; KEY_LEN];
-        fill_random(&mut k);
-        SecretKey(k)
+    /// An all-zero key, to be filled in place.
+    fn zeroed() -> Self {
+        SecretKey(Box::new([0u8; KEY_LEN]))
     }
 
-    /// Wraps raw key bytes (taken from a decrypted slot or term).
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        SecretKey(bytes)
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn random() -> Self {
+        let mut k = Self::zeroed();
+        fill_random(&mut k.0[..]);
+        k
+    }
+
+    /// Copies raw key bytes (a decrypted slot or term) into a new key; `None`
+    /// unless `bytes` is exactly [`KEY_LEN`] long. The caller wipes its copy
+    /// (e.g. by holding it in `Zeroizing`, as [`open`] returns it).
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != KEY_LEN {
+            return None;
+        }
+        let mut k = Self::zeroed();
+        k.0.copy_from_slice(bytes);
+        Some(k)
+    }
+
+    /// Wraps raw key bytes. The array is taken by value, so the caller's
+    /// copy is left for it to wipe: prefer [`SecretKey::from_slice`] from a
+    /// `Zeroizing` buffer.
+    pub fn from_bytes(mut bytes: [u8; KEY_LEN]) -> Self {
+        let mut k = Self::zeroed();
+        *k.0 = bytes;
+        bytes.zeroize();
+        k
     }
 
     /// The raw bytes: only for sealing them under another key.
@@ -45,6 +71,20 @@ impl SecretKey {
         &self.0
     }
 }
+
+impl Zeroize for SecretKey {
+    fn zeroize(&mut self) {
+        self.0.as_mut_slice().zeroize();
+    }
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SecretKey {}
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,12 +181,11 @@ pub fn derive_kek(
     )
     .map_err(|e| CryptoError::Params(e.to_string()))?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
-    let mut out = [0u8; KEY_LEN];
+    // Derived straight into the key's box; on failure it is wiped on drop.
+    let mut key = SecretKey::zeroed();
     argon
-        .hash_password_into(passphrase, salt, &mut out)
+        .hash_password_into(passphrase, salt, &mut key.0[..])
         .map_err(|e| CryptoError::Params(e.to_string()))?;
-    let key = SecretKey(out);
-    out.zeroize();
     Ok(key)
 }
 
@@ -224,11 +263,10 @@ pub fn open_blob(
 /// Derives a purpose-bound sub-key from `master` (HKDF-SHA256, `info` names the purpose).
 pub fn subkey(master: &SecretKey, info: &[u8]) -> SecretKey {
     let hk = hkdf::Hkdf::<Sha256>::new(Some(b"wavault subkey v1"), master.expose());
-    let mut out = [0u8; KEY_LEN];
+    let mut key = SecretKey::zeroed();
     // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
-    hk.expand(info, &mut out).expect("HKDF output length valid");
-    let key = SecretKey(out);
-    out.zeroize();
+    hk.expand(info, &mut key.0[..])
+        .expect("HKDF output length valid");
     key
 }
 
@@ -323,6 +361,37 @@ mod tests {
         let c = derive_kek(b"pw", &[2; 16], p).unwrap();
         assert_eq!(a.expose(), b.expose());
         assert_ne!(a.expose(), c.expose());
+    }
+
+    #[test]
+    fn secret_key_is_boxed_redacted_and_wipeable() {
+        // Moving a key (into a map, out of a function) moves a pointer: no
+        // stale copy of the key bytes is left where it was.
+        assert_eq!(
+            std::mem::size_of::<SecretKey>(),
+            std::mem::size_of::<usize>()
+        );
+        let k = SecretKey::random();
+        assert_eq!(format!("{k:?}"), "SecretKey(<redacted>)");
+        let mut k = SecretKey::random();
+        assert_ne!(k.expose(), &[0; KEY_LEN]);
+        k.zeroize();
+        assert_eq!(k.expose(), &[0; KEY_LEN]);
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<SecretKey>();
+    }
+
+    /// Compiles only while `SecretKey` is not `Clone` (and so not `Copy`):
+    /// with `Clone`, both impls apply and the call below is ambiguous.
+    #[test]
+    fn secret_key_is_not_clone() {
+        trait AmbiguousIfClone<A> {
+            fn check() {}
+        }
+        impl<T: ?Sized> AmbiguousIfClone<()> for T {}
+        struct IsClone;
+        impl<T: Clone> AmbiguousIfClone<IsClone> for T {}
+        <SecretKey as AmbiguousIfClone<_>>::check();
     }
 
     #[test]

@@ -35,7 +35,12 @@ pub struct Db {
     db: sled::Db,
     bots: sled::Tree,
     records: sled::Tree,
+    /// Vault bookkeeping that belongs to no bot (the rotation-due mark).
+    meta: sled::Tree,
 }
+
+/// Name of the bookkeeping tree (not a [`TreeId`]: it holds no sealed records).
+const META_TREE: &[u8] = b"meta";
 
 fn sled_err(e: sled::Error) -> Error {
     match e {
@@ -118,7 +123,13 @@ impl Db {
                 })?;
             let bots = db.open_tree(TreeId::Bots.name()).map_err(sled_err)?;
             let records = db.open_tree(TreeId::Records.name()).map_err(sled_err)?;
-            Ok(Db { db, bots, records })
+            let meta = db.open_tree(META_TREE).map_err(sled_err)?;
+            Ok(Db {
+                db,
+                bots,
+                records,
+                meta,
+            })
         })
     }
 
@@ -159,6 +170,26 @@ impl Db {
     ) -> Result<bool> {
         let r = self
             .tree(t)
+            .compare_and_swap(key, old, new)
+            .map_err(sled_err)?;
+        Ok(r.is_ok())
+    }
+
+    /// The bookkeeping value under `key` (see docs/FORMAT.md, tree `meta`).
+    pub fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
+    }
+
+    /// Replaces the bookkeeping value `old` by `new` only if `old` is still
+    /// what is stored. True on success.
+    pub fn meta_compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool> {
+        let r = self
+            .meta
             .compare_and_swap(key, old, new)
             .map_err(sled_err)?;
         Ok(r.is_ok())

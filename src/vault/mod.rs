@@ -17,6 +17,7 @@ pub mod header;
 mod lock;
 pub mod record;
 mod rotate;
+mod shred;
 mod transfer;
 pub mod validate;
 mod view;
@@ -24,6 +25,8 @@ mod view;
 pub use config_check::ConfigProblem;
 pub use db::TreeId;
 pub use rotate::RotateReport;
+#[doc(hidden)]
+pub use shred::DiskKeys;
 pub use transfer::{BotDump, DumpedRecord, Footprint};
 pub use view::{BatchOp, BotView, Kind};
 
@@ -136,6 +139,8 @@ struct Inner {
     opened_slot: u8,
     db: Db,
     commit: GroupCommit,
+    /// Held by a data-key rotation from start to end (one at a time).
+    rotation: Mutex<()>,
     _lock: VaultLock,
 }
 
@@ -232,15 +237,7 @@ impl Vault {
         }
         let lock = VaultLock::acquire(dir)?;
         let h = read_header(dir)?;
-        let (slot_id, master) = unlock(&h, passphrase, dir)?;
-        let keys = derive_keys(master);
-        if !crypto::verify_mac(&keys.header_mac, &[&h.body_bytes()], &h.mac) {
-            return Err(Error::damaged(format!(
-                "{} failed its integrity check (edited or corrupted)",
-                dir.join(KEY_FILE).display()
-            )));
-        }
-        let terms = unwrap_terms(&h, &keys.term_wrap)?;
+        let (slot_id, keys, terms) = unlock_keys(&h, passphrase, dir)?;
         let db = Db::open(&dir.join(DB_DIR))?;
         fsutil::restrict_tree(&dir.join(DB_DIR))?;
         Ok(Vault::assemble(dir, keys, terms, h, slot_id, db, lock))
@@ -265,6 +262,7 @@ impl Vault {
                 opened_slot,
                 db,
                 commit: GroupCommit::default(),
+                rotation: Mutex::new(()),
                 _lock: lock,
             }),
         }
@@ -491,15 +489,19 @@ impl Vault {
     }
 
     /// Removes a bot and every record it has, atomically, then flushes.
+    /// The vault is marked "rotation due": the old values stay readable from
+    /// the database files until the next sweep rotates the data key.
     pub fn remove_bot(&self, bot: &BotId) -> Result<RemoveReport> {
         self.bot_config(bot)?;
         let tag = self.bot_tag(bot);
-        let keys = self.db().keys_with_prefix(TreeId::Records, &tag)?;
-        let records = keys.len();
-        let ops = keys.into_iter().map(|k| (k, None)).collect();
-        self.db().apply_both(vec![(tag.to_vec(), None)], ops)?;
-        self.flush()?;
-        Ok(RemoveReport { records })
+        self.purging(|| {
+            let keys = self.db().keys_with_prefix(TreeId::Records, &tag)?;
+            let records = keys.len();
+            let ops = keys.into_iter().map(|k| (k, None)).collect();
+            self.db().apply_both(vec![(tag.to_vec(), None)], ops)?;
+            self.flush()?;
+            Ok(RemoveReport { records })
+        })
     }
 
     /// Deletes only the bot's entry, leaving its records as orphans: what
@@ -707,14 +709,28 @@ fn unlock(h: &Header, passphrase: &[u8], dir: &Path) -> Result<(u8, SecretKey)> 
         let kek = crypto::derive_kek(passphrase, &slot.salt, slot.params)
             .map_err(|e| Error::damaged(format!("key slot {}: {e}", slot.id)))?;
         if let Ok(plain) = crypto::open(&kek, &slot.nonce, &h.slot_ad(slot), &slot.wrapped) {
-            let mut k = [0u8; 32];
-            if plain.len() == 32 {
-                k.copy_from_slice(&plain);
-                return Ok((slot.id, SecretKey::from_bytes(k)));
+            // Copied from the zeroizing plaintext straight into the key's box.
+            if let Some(master) = SecretKey::from_slice(&plain) {
+                return Ok((slot.id, master));
             }
         }
     }
     Err(Error::WrongPassphrase(dir.to_path_buf()))
+}
+
+/// Unlocks a slot of `h` with `passphrase`, checks the key file's MAC and
+/// unwraps its terms: every key the vault's files give to a passphrase.
+fn unlock_keys(h: &Header, passphrase: &[u8], dir: &Path) -> Result<(u8, Keys, Terms)> {
+    let (slot_id, master) = unlock(h, passphrase, dir)?;
+    let keys = derive_keys(master);
+    if !crypto::verify_mac(&keys.header_mac, &[&h.body_bytes()], &h.mac) {
+        return Err(Error::damaged(format!(
+            "{} failed its integrity check (edited or corrupted)",
+            dir.join(KEY_FILE).display()
+        )));
+    }
+    let terms = unwrap_terms(h, &keys.term_wrap)?;
+    Ok((slot_id, keys, terms))
 }
 
 fn unwrap_terms(h: &Header, wrap: &SecretKey) -> Result<Terms> {
@@ -722,9 +738,10 @@ fn unwrap_terms(h: &Header, wrap: &SecretKey) -> Result<Terms> {
     for t in &h.terms {
         let plain = crypto::open(wrap, &t.nonce, &h.term_ad(t.number), &t.wrapped)
             .map_err(|_| Error::damaged(format!("data-key term {} does not unwrap", t.number)))?;
-        let mut k = [0u8; 32];
-        k.copy_from_slice(&plain[..32]);
-        keys.insert(t.number, SecretKey::from_bytes(k));
+        let k = SecretKey::from_slice(&plain).ok_or_else(|| {
+            Error::damaged(format!("data-key term {} has a bad length", t.number))
+        })?;
+        keys.insert(t.number, k);
     }
     Ok(Terms {
         active: h.active_term().number,

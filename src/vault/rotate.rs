@@ -11,6 +11,10 @@
 //! Killed anywhere, the vault opens and every record reads; running the
 //! rotation again sees the retiring term and finishes the job instead of
 //! starting another.
+//!
+//! Retiring a term is also what makes values deleted from the database
+//! unreadable from its files (sled keeps them until it reuses the space):
+//! see `shred.rs` and docs/THREAT_MODEL.md.
 
 use super::db::TreeId;
 use super::header::{TermState, MAX_TERMS};
@@ -38,14 +42,22 @@ pub struct RotateReport {
 
 impl Vault {
     /// Rotates the data key (see the module docs). `progress(done, total)` is
-    /// called as records are re-sealed.
+    /// called as records are re-sealed. One rotation runs at a time; a
+    /// second caller waits for the first and then rotates again. Clears the
+    /// "rotation due" mark that the rotation covers (see `shred.rs`).
     pub fn rotate_key(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<RotateReport> {
+        let _one = self
+            .inner
+            .rotation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let start = Instant::now();
         let resumed = self.begin_term()?;
         let (resealed, bytes) = self.reseal_all(progress)?;
         self.flush()?;
         let retired = self.retire_terms()?;
         let new_term = self.active_term();
+        self.clear_rotation_due(new_term)?;
         Ok(RotateReport {
             new_term,
             retired,
@@ -75,7 +87,7 @@ impl Vault {
     }
 
     /// Step 1. Returns true when a previous rotation was left unfinished.
-    fn begin_term(&self) -> Result<bool> {
+    pub(super) fn begin_term(&self) -> Result<bool> {
         let mut h = self.header();
         if h.terms.iter().any(|t| t.state == TermState::Retiring) {
             return Ok(true);
@@ -107,7 +119,7 @@ impl Vault {
     }
 
     /// Step 2: re-seals every record not sealed with the active term.
-    fn reseal_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64)> {
+    pub(super) fn reseal_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64)> {
         let active = self.active_term();
         let total = (self.db().len(TreeId::Bots) + self.db().len(TreeId::Records)) as u64;
         let (mut done, mut resealed, mut bytes) = (0u64, 0u64, 0u64);
@@ -142,7 +154,7 @@ impl Vault {
     }
 
     /// Step 4: drops retiring terms from the key file and from memory.
-    fn retire_terms(&self) -> Result<Vec<u32>> {
+    pub(super) fn retire_terms(&self) -> Result<Vec<u32>> {
         let mut h = self.header();
         let retired: Vec<u32> = h
             .terms

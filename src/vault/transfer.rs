@@ -72,8 +72,24 @@ impl Vault {
     /// trees: its configuration, and exactly its records (whatever the bot
     /// had before is deleted in the same transaction). A crash leaves the
     /// bot wholly as before or wholly as in `dump`. Flushes before returning.
+    /// Replacing a bot that was there marks the vault "rotation due" (its
+    /// old values stay in the database files until the next rotation).
     pub fn replace_bot(&self, dump: &BotDump) -> Result<()> {
         let tag = self.bot_tag(&dump.config.id);
+        let replaces = self.db().get(TreeId::Bots, &tag)?.is_some()
+            || !self
+                .db()
+                .keys_with_prefix(TreeId::Records, &tag)?
+                .is_empty();
+        if replaces {
+            self.purging(|| self.replace_bot_inner(dump, &tag))
+        } else {
+            self.replace_bot_inner(dump, &tag)
+        }
+    }
+
+    fn replace_bot_inner(&self, dump: &BotDump, tag: &[u8; BLIND_LEN]) -> Result<()> {
+        let tag = *tag;
         let old_keys = self.db().keys_with_prefix(TreeId::Records, &tag)?;
         self.seal_many(|seal| {
             let bot_ops = vec![(

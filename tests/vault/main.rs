@@ -13,6 +13,7 @@ mod kill;
 mod messaging;
 mod process;
 mod roundtrip;
+mod shred;
 #[path = "../support/signal_state.rs"]
 mod signal_state;
 mod sweep;
