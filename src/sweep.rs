@@ -140,7 +140,16 @@ fn status_since(s: &Sessions, now: i64) -> Result<(Status, i64)> {
 
 /// Runs the sweep over every bot of `vault`.
 pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
-    let cutoff = opts.now - opts.retention.as_secs() as i64;
+    // Whoever calls (the CLI's parsed flag, the control socket's JSON, the
+    // runner's timer), a zero retention would delete every history entry
+    // and a huge one must not wrap around into a short one.
+    if opts.retention.as_secs() == 0 {
+        return Err(crate::Error::Usage(
+            "the sweep's retention must be at least 1s (e.g. 30d)".into(),
+        ));
+    }
+    let retention = i64::try_from(opts.retention.as_secs()).unwrap_or(i64::MAX);
+    let cutoff = opts.now.saturating_sub(retention);
     let store_kinds = crate::store::kinds::all();
     let mut plans = Vec::new();
     for cfg in vault.list_bots()? {
@@ -354,4 +363,33 @@ pub fn reauth(vault: &Vault, bot: &BotId, passphrase: &[u8], now: i64) -> Result
         removed,
         auto_backup: backup,
     })
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use crate::vault::{crypto::KdfParams, BotConfig};
+
+    /// The control socket hands the sweep a raw number: zero is refused
+    /// (it would delete all history) and a huge one keeps everything
+    /// instead of wrapping into a short retention.
+    #[test]
+    fn zero_is_refused_and_huge_does_not_wrap() {
+        let d = tempfile::tempdir().unwrap();
+        let v = Vault::create(d.path(), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        let id = crate::BotId::parse("old").unwrap();
+        v.add_bot(&BotConfig::new(id.clone())).unwrap();
+        let now = crate::vault::now();
+        let opts = |retention| SweepOptions {
+            retention,
+            dry_run: true,
+            now,
+            backup: None,
+        };
+        let e = sweep(&v, opts(Duration::ZERO)).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
+        assert!(e.to_string().contains("at least 1s"), "{e}");
+        assert!(sweep(&v, opts(Duration::MAX)).is_ok());
+        assert!(sweep(&v, opts(Duration::from_secs(u64::MAX / 2))).is_ok());
+    }
 }

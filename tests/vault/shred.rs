@@ -225,19 +225,21 @@ fn reauth_and_queue_drop_mark_rotation_due() {
         id: "OLD".into(),
         summary: String::from_utf8(MESSAGE.to_vec()).unwrap(),
     };
-    tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(q.enqueue(&[msg], 100, now - 10 * 86_400))
+        .unwrap();
+    rt.block_on(q.enqueue(&[msg], 100, now - 10 * 86_400))
         .unwrap()
         .unwrap();
-    let held = q.expire(Duration::from_secs(86_400), now).unwrap();
+    let held = rt
+        .block_on(q.expire(Duration::from_secs(86_400), now))
+        .unwrap();
     assert_eq!(held.len(), 1);
     assert!(
         !v.rotation_due().unwrap(),
         "holding a message deletes nothing"
     );
-    assert_eq!(q.drop_held().unwrap().len(), 1);
+    assert_eq!(rt.block_on(q.drop_held()).unwrap().len(), 1);
     assert!(v.rotation_due().unwrap(), "queue drop did not mark");
 }
