@@ -856,9 +856,9 @@ mod tests {
         ] {
             let mut f = file.clone();
             f[at..at + 4].copy_from_slice(&value.to_le_bytes());
-            let t = std::time::Instant::now();
+            // No timing claim (a sub-second bound is not reliable under load):
+            // the variant shows the header's cap check answered, before the KDF.
             assert!(matches!(err(&f), BackupError::KdfTooExpensive));
-            assert!(t.elapsed() < std::time::Duration::from_millis(500));
         }
         let big = KdfParams {
             memory_kib: u32::MAX,

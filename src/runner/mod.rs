@@ -70,6 +70,9 @@ pub struct RunConfig {
     /// Serve the web surface (dashboard, API, metrics) here; off when `None`.
     /// Loopback only unless checked otherwise by the caller (`web::check_addr`).
     pub listen: Option<std::net::SocketAddr>,
+    /// How long after its start a paired bot may still be connecting before
+    /// `/readyz` names it late ([`crate::web::START_GRACE`]; tests shorten it).
+    pub ready_grace: Duration,
 }
 
 impl RunConfig {
@@ -94,6 +97,7 @@ impl RunConfig {
             idle_warning: status::IDLE_WARNING,
             idle_check_every: Duration::from_secs(3600),
             listen: None,
+            ready_grace: crate::web::START_GRACE,
         }
     }
 

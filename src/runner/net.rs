@@ -30,19 +30,36 @@ impl Net {
     /// The real WhatsApp endpoints. In a build whose whatsapp-rust skips
     /// the server certificate check (see [`super::certcheck`]), every
     /// connection attempt fails with [`super::certcheck::REFUSAL`] instead.
+    /// The HTTP client (app version fetch, media) is refused the same way, so
+    /// such a binary (every binary `cargo test` builds) opens no connection
+    /// to WhatsApp's servers at all.
     pub fn production() -> Net {
-        let transport: Arc<dyn TransportFactory> =
-            if super::certcheck::server_cert_verification_active() {
-                Arc::new(whatsapp_rust::transport::TokioWebSocketTransportFactory::new())
-            } else {
-                tracing::error!("{}", super::certcheck::REFUSAL);
-                Arc::new(RefusingFactory)
-            };
-        Net {
-            transport,
-            http: Arc::new(whatsapp_rust::http::UreqHttpClient::new()),
-            version: None,
+        if super::certcheck::server_cert_verification_active() {
+            Net {
+                transport: Arc::new(
+                    whatsapp_rust::transport::TokioWebSocketTransportFactory::new(),
+                ),
+                http: Arc::new(whatsapp_rust::http::UreqHttpClient::new()),
+                version: None,
+            }
+        } else {
+            tracing::error!("{}", super::certcheck::REFUSAL);
+            Net {
+                transport: Arc::new(RefusingFactory),
+                http: Arc::new(RefusingHttp),
+                version: None,
+            }
         }
+    }
+}
+
+/// Refuses every HTTP request (a build that would accept any server).
+struct RefusingHttp;
+
+#[async_trait]
+impl HttpClient for RefusingHttp {
+    async fn execute(&self, _request: HttpRequest) -> whatsapp_rust::anyhow::Result<HttpResponse> {
+        Err(whatsapp_rust::anyhow::anyhow!(super::certcheck::REFUSAL))
     }
 }
 
@@ -103,5 +120,31 @@ pub struct SharedHttp(pub Arc<dyn HttpClient>);
 impl HttpClient for SharedHttp {
     async fn execute(&self, request: HttpRequest) -> whatsapp_rust::anyhow::Result<HttpResponse> {
         self.0.execute(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test builds have the danger feature: neither the WebSocket nor the
+    /// HTTP side of the production network reaches out (no test dials
+    /// WhatsApp's real servers, e.g. for the app version).
+    #[tokio::test]
+    async fn a_build_without_the_check_refuses_http_and_transport() {
+        assert!(!super::super::certcheck::server_cert_verification_active());
+        let net = Net::production();
+        let Err(e) = net
+            .http
+            .execute(HttpRequest::get("https://web.whatsapp.com/sw.js"))
+            .await
+        else {
+            panic!("an HTTP request went out");
+        };
+        assert!(e.to_string().contains("refusing to connect"), "{e}");
+        let Err(e) = net.transport.create_transport().await else {
+            panic!("a transport was created");
+        };
+        assert!(e.to_string().contains("refusing to connect"), "{e}");
     }
 }

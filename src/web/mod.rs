@@ -683,6 +683,7 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.clone();
     let r = blocking(move || {
+        let grace = s.cfg.ready_grace;
         let started = s
             .live
             .lock()
@@ -695,9 +696,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             .filter(|r| r.status != Status::Connected)
             .filter(|r| {
                 // Not started yet (staggered) or still within its grace: not late.
-                started
-                    .get(&r.bot)
-                    .is_some_and(|t| t.elapsed() > START_GRACE)
+                started.get(&r.bot).is_some_and(|t| t.elapsed() >= grace)
             })
             .map(|r| r.bot)
             .collect();

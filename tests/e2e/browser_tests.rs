@@ -40,21 +40,37 @@ fn agent() -> ureq::Agent {
 
 impl Driver {
     fn start() -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        // Port 0: chromedriver binds a free port itself and names it on stdout
+        // ("ChromeDriver was started successfully on port N."), so no port is
+        // picked here and released for someone else to take.
+        let mut child = Command::new(CHROMEDRIVER)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let d = Driver {
+        let out = child.stdout.take().expect("chromedriver stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .split("started successfully on port ")
+                    .nth(1)
+                    .and_then(|p| p.trim_end_matches('.').trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let mut d = Driver {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: String::new(),
         };
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromedriver names its port within 30 s");
+        d.base = format!("http://127.0.0.1:{port}");
         let until = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = agent()

@@ -214,13 +214,17 @@ async fn dropped_connection_goes_reconnecting_then_connected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_sets_logged_out_runs_the_alert_command_and_stops_retrying() {
     let dir = tempfile::tempdir().unwrap();
-    let vault = new_vault(dir.path(), &["alertas"]);
+    let vault = new_vault(dir.path(), &["alertas", "witness"]);
+    // A second bot whose reconnects mark time for the check below.
+    let witness = synth_paired(&vault, "witness", 4_915_100_000_901).await;
     let peer = Peer::new();
     let alert_file = dir.path().join("alert.json");
     let mut cfg = config(&peer);
     cfg.alert_command = Some(format!("cat > '{}'", alert_file.display()));
     let (runner, phone) = run_and_pair(&peer, &vault, "alertas", cfg).await;
+    wait_connected(&runner, "witness", "the witness logs in").await;
     let mut rx = runner.subscribe();
+    let logins = peer.seen().logins(&phone).count();
     assert!(peer.log_out(&phone) > 0);
     let alert = next_event(&mut rx, LOGIN_DEADLINE, "alert", |e| match e {
         RunnerEvent::Alert(a) => Some(a.clone()),
@@ -231,6 +235,28 @@ async fn logout_sets_logged_out_runs_the_alert_command_and_stops_retrying() {
         (alert.bot.as_str(), alert.kind.as_str()),
         ("alertas", "logged_out")
     );
+    // No reconnect after the logout. A reconnect would come after
+    // whatsapp-rust's reconnect backoff (Fibonacci from 1 s, ±10 % jitter:
+    // at most 1.1 s for the first attempt after a logout). The witness is
+    // dropped twice from now on; each time it reconnects after that same
+    // backoff (1 s, then 1 s again: no stable 30 s in between), so its second
+    // login comes at least 1.8 s after the logout, past the point where a
+    // reconnect of `alertas` would have reached the peer.
+    for n in [2, 3] {
+        assert_eq!(peer.drop_connections_of(&witness), 1);
+        peer.wait_for("the witness logs in again", LOGIN_DEADLINE, |log| {
+            log.logins(&witness).filter(|c| c.accepted).count() >= n
+        })
+        .await
+        .unwrap();
+    }
+    let log = peer.seen();
+    assert_eq!(
+        log.logins(&phone).count(),
+        logins,
+        "no connection attempt as `alertas` after the logout: {:?}",
+        log.logins(&phone).collect::<Vec<_>>()
+    );
     // The supervisor ends: no retry loop is left behind.
     next_event(&mut rx, LOGIN_DEADLINE, "supervisor stop", |e| match e {
         RunnerEvent::Stopped { bot } if bot.as_str() == "alertas" => Some(()),
@@ -239,18 +265,18 @@ async fn logout_sets_logged_out_runs_the_alert_command_and_stops_retrying() {
     .await;
     let rows = runner.status().unwrap();
     assert_eq!(row(&rows, "alertas").status, Status::LoggedOut);
+    wait_connected(&runner, "witness", "the witness stays in service").await;
     let delivered: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&alert_file).expect("alert command ran"))
             .unwrap();
     assert_eq!(delivered["bot"], "alertas");
     assert_eq!(delivered["kind"], "logged_out");
     assert!(delivered["time"].as_i64().unwrap() > 0);
-    let attempts = peer.seen().attempts;
     runner.shutdown().await.unwrap();
     assert_eq!(
-        peer.seen().attempts,
-        attempts,
-        "no connection attempt after the logout"
+        peer.seen().logins(&phone).count(),
+        logins,
+        "none at shutdown"
     );
 }
 

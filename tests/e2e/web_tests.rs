@@ -394,3 +394,172 @@ async fn host_check_security_headers_and_httponly_cookie() {
     }
     runner.shutdown().await.unwrap();
 }
+
+/// Error paths of the web surface: every route but the login and the assets
+/// refuses a request without the token (401, nothing done); the QR image of
+/// an unknown bot, or of one not waiting for a scan, is 404; `/readyz` is 503
+/// naming a paired bot still connecting after its grace, 200 once it is in;
+/// the send endpoint answers 400 to empty text, broken JSON and any content
+/// type but JSON (what a cross-site form can send) and sends nothing; phones
+/// are masked as the docs show them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_paths_refuse_and_send_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["conn", "late"]);
+    synth_paired(&vault, "conn", 4_915_100_000_555).await;
+    let late = synth_paired(&vault, "late", 4_915_100_000_556).await;
+    // The phone the status shows (set at pairing; the synthetic pairing skips it).
+    wavault::sessions::Sessions::new(vault.view(&bot("conn")))
+        .update(wavault::vault::now(), None, |m| {
+            m.phone = Some("4915100000555".into())
+        })
+        .unwrap();
+    let peer = Peer::new();
+    // `late` logs in but gets no answer: it stays connecting.
+    peer.stall_logins(&late, true);
+    let mut cfg = config(&peer);
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.ready_grace = Duration::ZERO; // late as soon as it started
+    let runner = Runner::start(vault.clone(), cfg).unwrap();
+    let addr = runner.web_addr().unwrap();
+    let me = addr.to_string();
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            rows.iter()
+                .any(|r| r.bot == "conn" && r.status == Status::Connected)
+        })
+        .await
+        .expect("conn connected");
+    let token = wavault::web::token::load(&vault)
+        .unwrap()
+        .unwrap()
+        .to_string();
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let request = |method: &str, path: &str, extra: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {me}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let send_body = r#"{"to":"4915112345678","text":"hello"}"#;
+    let json = "Content-Type: application/json\r\n";
+
+    // Every route of src/web/mod.rs's router except /login and /assets/*.
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/api/bots"),
+        ("GET", "/api/bots/conn"),
+        ("POST", "/api/bots/conn/messages"),
+        ("GET", "/api/dashboard"),
+        ("GET", "/api/bots/conn/qr.svg"),
+        ("GET", "/metrics"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+    ] {
+        for auth in ["", "Authorization: Bearer wrong\r\n"] {
+            let (code, headers, body) = raw(
+                addr,
+                request(method, path, &format!("{auth}{json}"), send_body),
+            )
+            .await;
+            assert_eq!(code, 401, "{method} {path} {auth:?}: {body}");
+            assert_eq!(header(&headers, "www-authenticate"), Some("Bearer"));
+            assert!(body.contains("auth-prompt"), "{method} {path}: {body}");
+            assert!(!body.contains("conn") && !body.contains("0555"), "{body}");
+        }
+    }
+
+    // QR images: unknown bot, and a bot with no QR waiting.
+    for path in ["/api/bots/ghost/qr.svg", "/api/bots/conn/qr.svg"] {
+        let (code, _, body) = raw(addr, request("GET", path, &bearer, "")).await;
+        assert_eq!(code, 404, "{path}: {body}");
+        assert!(!body.contains("<svg"), "{body}");
+    }
+
+    // The send endpoint refuses what is not a JSON message.
+    let messages = "/api/bots/conn/messages";
+    for (what, extra, body, says) in [
+        (
+            "empty text",
+            json,
+            r#"{"to":"4915112345678","text":""}"#,
+            "text is empty",
+        ),
+        (
+            "bad JSON",
+            json,
+            r#"{"to":"4915112345678","text":"#,
+            "must be JSON",
+        ),
+        ("no content type", "", send_body, "must be JSON"),
+        (
+            "text/plain",
+            "Content-Type: text/plain\r\n",
+            send_body,
+            "must be JSON",
+        ),
+        (
+            "a form",
+            "Content-Type: application/x-www-form-urlencoded\r\n",
+            send_body,
+            "must be JSON",
+        ),
+    ] {
+        let (code, _, answer) = raw(
+            addr,
+            request("POST", messages, &format!("{bearer}{extra}"), body),
+        )
+        .await;
+        assert_eq!(code, 400, "{what}: {answer}");
+        assert!(answer.contains(says), "{what}: {answer}");
+    }
+    assert_eq!(
+        peer.seen().received_tagged("message").count(),
+        0,
+        "nothing was sent"
+    );
+
+    // Masking, against the literal the docs show (first 2, last 4 digits).
+    let (code, _, body) = raw(addr, request("GET", "/api/bots/conn", &bearer, "")).await;
+    assert_eq!(code, 200, "{body}");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["phone"], "49*******0555", "{body}");
+    for path in ["/api/bots", "/api/dashboard", "/metrics", "/"] {
+        let (code, _, body) = raw(addr, request("GET", path, &bearer, "")).await;
+        assert_eq!(code, 200, "{path}");
+        assert!(!body.contains("4915100000555"), "{path}: {body}");
+    }
+
+    // Readiness: 503 naming the connecting bot (only it), then 200 once in.
+    let deadline = tokio::time::Instant::now() + LOGIN_DEADLINE;
+    let body = loop {
+        let (code, _, body) = raw(addr, request("GET", "/readyz", &bearer, "")).await;
+        if code == 503 {
+            break body;
+        }
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never said 503 while `late` was connecting"
+        );
+        // Polling an endpoint under a deadline (the bot's start is not an event here).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body, "not ready: late\n");
+    let rows = runner.status().unwrap();
+    assert_ne!(
+        rows.iter().find(|r| r.bot == "late").unwrap().status,
+        Status::Connected
+    );
+    peer.stall_logins(&late, false);
+    peer.drop_connections_of(&late);
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            rows.iter().all(|r| r.status == Status::Connected)
+        })
+        .await
+        .expect("late connects once answered");
+    let (code, _, body) = raw(addr, request("GET", "/readyz", &bearer, "")).await;
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    runner.shutdown().await.unwrap();
+}

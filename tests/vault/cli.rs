@@ -75,18 +75,30 @@ fn missing_vault_exits_6() {
 fn no_passphrase_source_and_no_tty_fails_fast() {
     let tmp = tempfile::tempdir().unwrap();
     init(tmp.path());
-    let mut c = wavault(tmp.path());
+    // The child runs in a new session (util-linux `setsid`), so it has no controlling
+    // terminal even when the test runner has one: it must fail at once, not prompt.
+    let bin = wavault(tmp.path());
+    let mut c = std::process::Command::new("setsid");
+    c.arg("--wait").arg(bin.get_program()).args(bin.get_args());
+    for (k, v) in bin.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
     c.env_remove("WAVAULT_PASSPHRASE")
         .args(["bot", "list"])
         .stdin(std::process::Stdio::null());
-    // setsid-like isolation is not portable; /dev/tty is absent in CI and in this child
-    // only when there is no controlling terminal. Skip the check when a terminal exists.
-    if std::fs::File::open("/dev/tty").is_ok() {
-        return;
-    }
-    let out = run(&mut c);
+    let out = c
+        .output()
+        .expect("run `setsid` (util-linux) to start wavault without a controlling terminal");
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("WAVAULT_PASSPHRASE"));
+    assert!(
+        stderr(&out).contains("no terminal to ask on")
+            && stderr(&out).contains("WAVAULT_PASSPHRASE"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
