@@ -703,15 +703,29 @@ async fn corrupted_message_is_not_delivered_until_a_retry_and_swapped_messages_b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn contact_addressed_by_lid_round_trip() {
+async fn contacts_addressed_by_lid_usync_mapping_and_round_trip() {
     let peer = Peer::new();
     let (bot, pairing, _) = paired(&peer).await;
     let phone = pairing.phone.clone();
     let client = bot.client().unwrap();
-    let contact = peer.contact_with_lid("15557770013");
-    let lid_jid = contact.lid_jid().unwrap();
 
-    // The bot writes to the contact's LID.
+    // The bot writes to a LID contact's phone number: the server's usync
+    // answer maps it to the LID, and the client keeps that mapping.
+    let by_number = peer.contact_with_lid("15557770013");
+    let pn_jid: Jid = by_number.jid().parse().unwrap();
+    assert!(client.get_lid_pn_entry(&pn_jid).await.unwrap().is_none());
+    bot_says(&client, &by_number, "hi number").await.unwrap();
+    let entry = client
+        .get_lid_pn_entry(&pn_jid)
+        .await
+        .unwrap()
+        .expect("the client learned the contact's LID from usync");
+    assert_eq!(&*entry.lid, by_number.lid().unwrap());
+    assert_eq!(&*entry.phone_number, by_number.phone());
+
+    // Another one, written to by LID only.
+    let contact = peer.contact_with_lid("15557770014");
+    let lid_jid = contact.lid_jid().unwrap();
     let sent = client
         .send_message(lid_jid.parse::<Jid>().unwrap(), text("hi lid"))
         .await
@@ -725,13 +739,20 @@ async fn contact_addressed_by_lid_round_trip() {
     assert_eq!(got[0].id, sent.message_id);
     assert_eq!(got[0].text.as_deref(), Some("hi lid"));
     let log = peer.seen();
+    assert_eq!(bot_sends_of(&log, &sent.message_id), 1);
     let stanza = log
         .received_tagged("message")
         .find(|s| attr(&s.node, "id").as_deref() == Some(sent.message_id.as_str()))
         .unwrap();
     assert_eq!(attr(&stanza.node, "to").as_deref(), Some(lid_jid.as_str()));
+    bot.events
+        .wait_for("delivery receipt from the LID", MESSAGE_DEADLINE, |e| {
+            is_delivery_receipt(e, &sent.message_id)
+        })
+        .await
+        .unwrap();
 
-    // The contact answers from its LID.
+    // It answers from its LID, naming its number in `sender_pn`.
     let id = contact.send_text(&phone, "hi bot").await.unwrap();
     let messages = bot
         .events
@@ -747,6 +768,9 @@ async fn contact_addressed_by_lid_round_trip() {
         Some(contact.jid())
     );
     let log = wait_acked(&peer, &phone, std::slice::from_ref(&id)).await;
+    // The answer came on the session the bot's LID message started.
+    assert_eq!(enc_types_of(&log, std::slice::from_ref(&id)), ["msg"]);
+    assert_eq!(contact.sessions_started().await, 0);
     assert_clean(&log);
     bot.stop().await;
 }
