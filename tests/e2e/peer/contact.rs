@@ -14,8 +14,12 @@
 //!   acknowledged, marked `offline="1"` and followed by
 //!   `<ib><offline count=N/></ib>`;
 //! - bot → contact: usync (LID and device list) and pre-key fetches are
-//!   answered for known contacts, the `<enc>` addressed to the contact is
-//!   decrypted with its Signal state and the message is acked;
+//!   answered for known contacts (a per-user 404 for unknown pre-keys), a
+//!   message to no known contact is nacked (404), otherwise it is acked and
+//!   the `<enc>` addressed to the contact decrypted with its Signal state;
+//!   the contact sends a delivery receipt only when that worked;
+//! - a contact can also write from its LID, have its messages delivered out
+//!   of order, and send a retry receipt;
 //! - every receipt a bot sends is recorded in the [`PeerLog`].
 
 use std::collections::HashMap;
@@ -242,7 +246,7 @@ impl Contact {
         let registration = self.state.signal.lock().await.registration_id();
         let t = unix_now().to_string();
         let receipt = NodeBuilder::new("receipt")
-            .attr("from", self.from_jid())
+            .attr("from", self.sender_jid())
             .attr("id", id)
             .attr("type", "retry")
             .attr("t", t.as_str())
@@ -277,7 +281,7 @@ impl Contact {
     }
 
     /// The JID this contact writes from: its LID if it has one.
-    fn from_jid(&self) -> String {
+    fn sender_jid(&self) -> String {
         self.lid_jid().unwrap_or_else(|| self.jid())
     }
 
