@@ -14,14 +14,15 @@ use tokio::sync::watch;
 use whatsapp_rust::anyhow::{self, bail};
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::store::traits::Backend;
-use whatsapp_rust::types::events::InboundMessage;
+use whatsapp_rust::types::events::{Event, InboundMessage, ServerAck};
+use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust::wacore::store::InMemoryBackend;
 use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, InboundDurabilityHook, Jid};
 
 use crate::peer::{
     attr, child, is_connected, BotOptions, Contact, ContactMessage, EventLog, Pairing, Peer,
-    PeerLog, RunningBot, LOGIN_DEADLINE,
+    PeerLog, RunningBot, LOGIN_DEADLINE, NACK_UNKNOWN_RECIPIENT,
 };
 
 /// Deadline for one message to cross (live, or after a reconnect).
@@ -510,4 +511,266 @@ impl InboundDurabilityHook for SharedHook {
     ) -> anyhow::Result<()> {
         self.0.on_messages(client, batch).await
     }
+}
+
+/// The server's `<ack>` of the bot's stanza `id`, once it arrived.
+async fn server_ack(events: &EventLog, id: &str) -> ServerAck {
+    let event = events
+        .wait_for(
+            &format!("server ack of {id}"),
+            MESSAGE_DEADLINE,
+            |e| matches!(e, Event::ServerAck(a) if a.id == id),
+        )
+        .await
+        .unwrap();
+    let Event::ServerAck(ack) = &*event else {
+        unreachable!()
+    };
+    ack.clone()
+}
+
+fn is_delivery_receipt(e: &Event, id: &str) -> bool {
+    matches!(e, Event::Receipt(r)
+        if r.r#type == ReceiptType::Delivered && r.message_ids.iter().any(|m| m == id))
+}
+
+/// How many times the bot sent a `<message>` with this id.
+fn bot_sends_of(log: &PeerLog, id: &str) -> usize {
+    log.received_tagged("message")
+        .filter(|s| attr(&s.node, "id").as_deref() == Some(id))
+        .count()
+}
+
+fn text(s: &str) -> wa::Message {
+    wa::Message {
+        conversation: Some(s.to_string()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_to_an_unknown_recipient_is_nacked_and_never_delivered() {
+    let peer = Peer::new();
+    let (bot, pairing, _) = paired(&peer).await;
+    let phone = pairing.phone.clone();
+    let client = bot.client().unwrap();
+
+    // A number nobody has: the server has no pre-key bundle for it (a
+    // per-user 404), so the client cannot even encrypt.
+    let stranger: Jid = "15557779999@s.whatsapp.net".parse().unwrap();
+    let refused = client.send_message(stranger, text("anyone there?")).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(peer.seen().received_tagged("message").count(), 0);
+
+    // Positive control: a contact's message is acked without error and its
+    // delivery receipt reaches the bot.
+    let contact = peer.contact("15557770011");
+    let kept = bot_says(&client, &contact, "hello").await.unwrap();
+    let ack = server_ack(&bot.events, &kept).await;
+    assert_eq!(ack.class.as_deref(), Some("message"));
+    assert_eq!(ack.error, None);
+    bot.events
+        .wait_for("delivery receipt", MESSAGE_DEADLINE, |e| {
+            is_delivery_receipt(e, &kept)
+        })
+        .await
+        .unwrap();
+
+    // The contact's account is deleted: the bot still has a session and
+    // sends, and the server nacks it.
+    contact.delete_account();
+    let lost = client
+        .send_message(contact.jid().parse::<Jid>().unwrap(), text("still there?"))
+        .await
+        .expect("the client sends over its session; the server's answer is the nack")
+        .message_id;
+    let ack = server_ack(&bot.events, &lost).await;
+    assert_eq!(ack.class.as_deref(), Some("message"));
+    assert_eq!(ack.error.as_deref(), Some(NACK_UNKNOWN_RECIPIENT));
+    let log = peer.seen();
+    assert!(log.nacked(&phone, &lost));
+    assert!(!log.nacked(&phone, &kept));
+    assert_eq!(log.bot_nacks.len(), 1, "{:?}", log.bot_nacks);
+    assert_eq!(bot_sends_of(&log, &lost), 1);
+    assert!(log.delivered_to_contact(&kept));
+    assert!(!log.delivered_to_contact(&lost));
+    assert_eq!(
+        contact.received().len(),
+        1,
+        "only the first message arrived"
+    );
+    assert_eq!(
+        bot.events.count(|e| is_delivery_receipt(e, &lost)),
+        0,
+        "no delivery receipt for the nacked message"
+    );
+    assert_clean(&log);
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_message_is_not_delivered_until_a_retry_and_swapped_messages_both_decrypt() {
+    let peer = Peer::new();
+    let (bot, pairing, _) = paired(&peer).await;
+    let phone = pairing.phone.clone();
+    let client = bot.client().unwrap();
+    let contact = peer.contact("15557770012");
+    contact.send_text(&phone, "hi").await.unwrap();
+    bot_gets(&bot.events, "the contact's first message", 1)
+        .await
+        .unwrap();
+
+    // A corrupted delivery: the contact cannot decrypt it and confirms
+    // nothing.
+    contact.corrupt_next(1);
+    let sent = client
+        .send_message(contact.jid().parse::<Jid>().unwrap(), text("garbled"))
+        .await
+        .unwrap();
+    let id = sent.message_id.clone();
+    let log = peer
+        .wait_for("the contact fails to decrypt", MESSAGE_DEADLINE, |log| {
+            !log.decrypt_errors.is_empty()
+        })
+        .await
+        .unwrap();
+    assert!(
+        log.decrypt_errors[0].contains(&id),
+        "{:?}",
+        log.decrypt_errors
+    );
+    assert!(
+        !log.delivered_to_contact(&id),
+        "a message the contact could not decrypt was confirmed as delivered"
+    );
+    assert!(contact.received().is_empty());
+
+    // The contact asks for it again; the bot re-sends and this time the
+    // contact decrypts it and confirms delivery.
+    contact.send_retry_receipt(&phone, &id).await.unwrap();
+    let got = contact
+        .wait_received("the re-sent message", MESSAGE_DEADLINE, |m| !m.is_empty())
+        .await
+        .unwrap();
+    assert_eq!(got[0].id, id);
+    assert_eq!(got[0].text.as_deref(), Some("garbled"));
+    bot.events
+        .wait_for("delivery receipt after the retry", MESSAGE_DEADLINE, |e| {
+            is_delivery_receipt(e, &id)
+        })
+        .await
+        .unwrap();
+    let log = peer.seen();
+    assert_eq!(
+        bot_sends_of(&log, &id),
+        2,
+        "sent, then re-sent on the retry"
+    );
+    assert_eq!(log.contact_retry_receipts.len(), 1);
+
+    // Two contact messages reach the bot in swapped order: Signal keeps
+    // the skipped key of the first, so both decrypt.
+    let first = contact.encrypt_text(&phone, "one").await.unwrap();
+    let second = contact.encrypt_text(&phone, "two").await.unwrap();
+    let (first_id, second_id) = (first.id().to_string(), second.id().to_string());
+    contact.post(second);
+    contact.post(first);
+    let got = bot_gets(&bot.events, "both swapped messages", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        got[1..],
+        [
+            (
+                contact.phone().to_string(),
+                second_id.clone(),
+                Some("two".to_string())
+            ),
+            (
+                contact.phone().to_string(),
+                first_id.clone(),
+                Some("one".to_string())
+            ),
+        ]
+    );
+    let log = wait_acked(&peer, &phone, &[first_id.clone(), second_id.clone()]).await;
+    assert_eq!(enc_types_of(&log, &[first_id, second_id]), ["msg", "msg"]);
+    assert_eq!(log.decrypt_errors.len(), 1, "{:?}", log.decrypt_errors);
+    let retries: Vec<_> = log.retry_receipts().collect();
+    assert!(retries.is_empty(), "bot asked for retries: {retries:?}");
+    assert!(log.errors.is_empty(), "{:?}", log.errors);
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_addressed_by_lid_usync_mapping_and_round_trip() {
+    let peer = Peer::new();
+    let (bot, pairing, _) = paired(&peer).await;
+    let phone = pairing.phone.clone();
+    let client = bot.client().unwrap();
+
+    // The bot writes to a LID contact's phone number: the server's usync
+    // answer maps it to the LID, and the client keeps that mapping.
+    let by_number = peer.contact_with_lid("15557770013");
+    let pn_jid: Jid = by_number.jid().parse().unwrap();
+    assert!(client.get_lid_pn_entry(&pn_jid).await.unwrap().is_none());
+    bot_says(&client, &by_number, "hi number").await.unwrap();
+    let entry = client
+        .get_lid_pn_entry(&pn_jid)
+        .await
+        .unwrap()
+        .expect("the client learned the contact's LID from usync");
+    assert_eq!(&*entry.lid, by_number.lid().unwrap());
+    assert_eq!(&*entry.phone_number, by_number.phone());
+
+    // Another one, written to by LID only.
+    let contact = peer.contact_with_lid("15557770014");
+    let lid_jid = contact.lid_jid().unwrap();
+    let sent = client
+        .send_message(lid_jid.parse::<Jid>().unwrap(), text("hi lid"))
+        .await
+        .unwrap();
+    let got = contact
+        .wait_received("the bot's message by LID", MESSAGE_DEADLINE, |m| {
+            !m.is_empty()
+        })
+        .await
+        .unwrap();
+    assert_eq!(got[0].id, sent.message_id);
+    assert_eq!(got[0].text.as_deref(), Some("hi lid"));
+    let log = peer.seen();
+    assert_eq!(bot_sends_of(&log, &sent.message_id), 1);
+    let stanza = log
+        .received_tagged("message")
+        .find(|s| attr(&s.node, "id").as_deref() == Some(sent.message_id.as_str()))
+        .unwrap();
+    assert_eq!(attr(&stanza.node, "to").as_deref(), Some(lid_jid.as_str()));
+    bot.events
+        .wait_for("delivery receipt from the LID", MESSAGE_DEADLINE, |e| {
+            is_delivery_receipt(e, &sent.message_id)
+        })
+        .await
+        .unwrap();
+
+    // It answers from its LID, naming its number in `sender_pn`.
+    let id = contact.send_text(&phone, "hi bot").await.unwrap();
+    let messages = bot
+        .events
+        .wait_messages("the contact's answer", MESSAGE_DEADLINE, |m| !m.is_empty())
+        .await
+        .unwrap();
+    let m = &messages[0];
+    assert_eq!(m.info.id, id);
+    assert_eq!(m.message.conversation.as_deref(), Some("hi bot"));
+    assert_eq!(m.info.source.sender.to_string(), lid_jid);
+    assert_eq!(
+        m.info.source.sender_alt.as_ref().map(|j| j.to_string()),
+        Some(contact.jid())
+    );
+    let log = wait_acked(&peer, &phone, std::slice::from_ref(&id)).await;
+    // The answer came on the session the bot's LID message started.
+    assert_eq!(enc_types_of(&log, std::slice::from_ref(&id)), ["msg"]);
+    assert_eq!(contact.sessions_started().await, 0);
+    assert_clean(&log);
+    bot.stop().await;
 }

@@ -14,11 +14,16 @@
 //!   acknowledged, marked `offline="1"` and followed by
 //!   `<ib><offline count=N/></ib>`;
 //! - bot → contact: usync (LID and device list) and pre-key fetches are
-//!   answered for known contacts, the `<enc>` addressed to the contact is
-//!   decrypted with its Signal state and the message is acked;
+//!   answered for known contacts (a per-user 404 for unknown pre-keys), a
+//!   message to no known contact is nacked (404), otherwise it is acked and
+//!   the `<enc>` addressed to the contact decrypted with its Signal state;
+//!   the contact sends a delivery receipt only when that worked;
+//! - a contact can also write from its LID, have its messages delivered out
+//!   of order, and send a retry receipt;
 //! - every receipt a bot sends is recorded in the [`PeerLog`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,17 +97,40 @@ pub struct ReceiptRecord {
 pub(crate) struct Queued {
     pub(crate) id: String,
     contact: String,
+    /// The contact's LID user when it writes from its LID (`from` is then
+    /// `<lid>@lid` and `sender_pn` its phone JID).
+    from_lid: Option<String>,
     t: u64,
     enc_type: &'static str,
     ciphertext: Vec<u8>,
+}
+
+/// A contact message encrypted for a bot but not handed to the server yet
+/// ([`Contact::encrypt_text`]); [`Contact::post`] delivers it, in whatever
+/// order the test chooses.
+pub struct Prepared {
+    bot_phone: String,
+    queued: Queued,
+}
+
+impl Prepared {
+    pub fn id(&self) -> &str {
+        &self.queued.id
+    }
 }
 
 impl Queued {
     /// The stanza the server pushes to the bot; `offline` marks a
     /// delivery from the offline queue at login.
     pub(crate) fn stanza(&self, offline: bool) -> Node {
-        let mut b = NodeBuilder::new("message")
-            .attr("from", format!("{}@s.whatsapp.net", self.contact))
+        let pn = format!("{}@s.whatsapp.net", self.contact);
+        let mut b = match &self.from_lid {
+            Some(lid) => NodeBuilder::new("message")
+                .attr("from", format!("{lid}@lid"))
+                .attr("sender_pn", pn),
+            None => NodeBuilder::new("message").attr("from", pn),
+        };
+        b = b
             .attr("id", self.id.as_str())
             .attr("t", self.t.to_string())
             .attr("type", "text")
@@ -128,8 +156,12 @@ pub(crate) struct Mailbox {
 
 pub(crate) struct ContactState {
     phone: String,
+    /// LID user, for a contact made with [`Peer::contact_with_lid`].
+    lid: Option<String>,
     signal: tokio::sync::Mutex<ContactSignal>,
     received: watch::Sender<Vec<ContactMessage>>,
+    /// Bot messages still to corrupt before decryption ([`Contact::corrupt_next`]).
+    corrupt_next: AtomicUsize,
 }
 
 /// Handle to a contact the peer plays. Cheap to clone; all handles for the
@@ -144,14 +176,30 @@ impl Peer {
     /// The contact with this phone number (digits), created with a fresh
     /// Signal identity (identity key, registration id, signed pre-key,
     /// one-time pre-keys) on first use.
+    /// A contact is PN only: usync answers carry no LID for it and it
+    /// writes from its phone JID.
     pub fn contact(&self, phone: &str) -> Contact {
+        self.contact_inner(phone, None)
+    }
+
+    /// A contact migrated to LID addressing, as most WhatsApp users are:
+    /// usync answers map its phone to `<lid>@lid` (`<lid val>`), bots can
+    /// address it as `…@lid`, and its messages come from its LID (with
+    /// `sender_pn`). Same state as [`Peer::contact`] if that phone exists.
+    pub fn contact_with_lid(&self, phone: &str) -> Contact {
+        self.contact_inner(phone, Some(Shared::lid_for(phone)))
+    }
+
+    fn contact_inner(&self, phone: &str, lid: Option<String>) -> Contact {
         let state = lock(&self.shared.contacts)
             .entry(phone.to_string())
             .or_insert_with(|| {
                 Arc::new(ContactState {
                     phone: phone.to_string(),
+                    lid,
                     signal: tokio::sync::Mutex::new(ContactSignal::generate()),
                     received: watch::Sender::new(Vec::new()),
+                    corrupt_next: AtomicUsize::new(0),
                 })
             })
             .clone();
@@ -170,6 +218,71 @@ impl Contact {
     /// `<phone>@s.whatsapp.net`.
     pub fn jid(&self) -> String {
         format!("{}@s.whatsapp.net", self.state.phone)
+    }
+
+    /// The LID user of a [`Peer::contact_with_lid`] contact.
+    pub fn lid(&self) -> Option<&str> {
+        self.state.lid.as_deref()
+    }
+
+    /// `<lid>@lid`, for a [`Peer::contact_with_lid`] contact.
+    pub fn lid_jid(&self) -> Option<String> {
+        self.lid().map(|lid| format!("{lid}@lid"))
+    }
+
+    /// Flips one byte of the ciphertext of the next `n` messages bots send
+    /// this contact, before it decrypts them (a corrupted delivery): each
+    /// fails to decrypt, is recorded in `decrypt_errors`, and gets no
+    /// delivery receipt.
+    pub fn corrupt_next(&self, n: usize) {
+        self.state.corrupt_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Sends the bot logged in as `bot_phone` a retry receipt for its
+    /// message `id` (`<receipt type="retry"><retry count="1"/>
+    /// <registration/>`, no `<keys>`), as a phone does after failing to
+    /// decrypt: the bot should re-send. Errors when the bot is offline.
+    pub async fn send_retry_receipt(&self, bot_phone: &str, id: &str) -> anyhow::Result<()> {
+        let registration = self.state.signal.lock().await.registration_id();
+        let t = unix_now().to_string();
+        let receipt = NodeBuilder::new("receipt")
+            .attr("from", self.sender_jid())
+            .attr("id", id)
+            .attr("type", "retry")
+            .attr("t", t.as_str())
+            .children([
+                NodeBuilder::new("retry")
+                    .attr("count", "1")
+                    .attr("id", id)
+                    .attr("t", t.as_str())
+                    .attr("v", "1")
+                    .build(),
+                NodeBuilder::new("registration")
+                    .bytes(registration.to_be_bytes().to_vec())
+                    .build(),
+            ])
+            .build();
+        let sent = self.shared.send_online(bot_phone, receipt);
+        if sent == 0 {
+            bail!("no online connection of {bot_phone} for the retry receipt");
+        }
+        let record = (self.state.phone.clone(), id.to_string());
+        self.shared
+            .modify_log(|log| log.contact_retry_receipts.push(record));
+        Ok(())
+    }
+
+    /// Deletes this contact's WhatsApp account on the server: it leaves
+    /// usync and pre-key answers, and the server nacks (404) every message
+    /// bots send it from now on, even over an existing Signal session.
+    /// The handle keeps working for reading what arrived before.
+    pub fn delete_account(&self) {
+        lock(&self.shared.contacts).remove(&self.state.phone);
+    }
+
+    /// The JID this contact writes from: its LID if it has one.
+    fn sender_jid(&self) -> String {
+        self.lid_jid().unwrap_or_else(|| self.jid())
     }
 
     /// Encrypts `text` (as `wa::Message { conversation }`) for the bot
@@ -193,6 +306,34 @@ impl Contact {
         bot_phone: &str,
         message: &wa::Message,
     ) -> anyhow::Result<String> {
+        let prepared = self.encrypt_message(bot_phone, message).await?;
+        Ok(self.post(prepared))
+    }
+
+    /// Encrypts `text` for the bot like [`Contact::send_text`] but keeps it:
+    /// the server sees nothing until [`Contact::post`]. Two prepared
+    /// messages posted in swapped order reach the bot out of order.
+    pub async fn encrypt_text(&self, bot_phone: &str, text: &str) -> anyhow::Result<Prepared> {
+        let message = wa::Message {
+            conversation: Some(text.to_string()),
+            ..Default::default()
+        };
+        self.encrypt_message(bot_phone, &message).await
+    }
+
+    /// Hands a prepared message to the server (pushed or queued, as
+    /// [`Contact::send_text`]); returns its id.
+    pub fn post(&self, prepared: Prepared) -> String {
+        let id = prepared.queued.id.clone();
+        self.shared.enqueue(&prepared.bot_phone, prepared.queued);
+        id
+    }
+
+    async fn encrypt_message(
+        &self,
+        bot_phone: &str,
+        message: &wa::Message,
+    ) -> anyhow::Result<Prepared> {
         let mut signal = self.state.signal.lock().await;
         let bundle_device = lock(&self.shared.mailbox)
             .bundles
@@ -215,13 +356,15 @@ impl Contact {
         let queued = Queued {
             id: format!("3EB0{:016X}", rand::random::<u64>()),
             contact: self.state.phone.clone(),
+            from_lid: self.state.lid.clone(),
             t: unix_now(),
             enc_type,
             ciphertext,
         };
-        let id = queued.id.clone();
-        self.shared.enqueue(bot_phone, queued);
-        Ok(id)
+        Ok(Prepared {
+            bot_phone: bot_phone.to_string(),
+            queued,
+        })
     }
 
     /// Sessions this contact started from a bot's uploaded bundle (one per
@@ -302,8 +445,27 @@ impl Shared {
         }
     }
 
-    fn contact_state(&self, phone: &str) -> Option<Arc<ContactState>> {
-        lock(&self.contacts).get(phone).cloned()
+    /// The contact a JID names: `<phone>@s.whatsapp.net` or, for a contact
+    /// with a LID, `<lid>@lid` (device suffix ignored).
+    fn contact_state(&self, jid: &str) -> Option<Arc<ContactState>> {
+        let (user, _) = user_of(jid);
+        let contacts = lock(&self.contacts);
+        if jid.ends_with("@lid") {
+            contacts
+                .values()
+                .find(|c| c.lid.as_deref() == Some(user))
+                .cloned()
+        } else {
+            contacts.get(user).cloned()
+        }
+    }
+
+    /// Sends `node` to `bot_phone`'s online connections; returns how many.
+    fn send_online(&self, bot_phone: &str, node: Node) -> usize {
+        self.send_to(
+            |c| c.online && is_login_of(c, bot_phone),
+            || Command::Send(node.clone()),
+        )
     }
 
     /// Drops acknowledged ids from `bot_phone`'s queue.
@@ -363,12 +525,22 @@ pub(crate) async fn answer_iq(
             let mut found = Vec::new();
             for user in users.iter().filter(|u| u.tag == "user") {
                 let jid = attr(user, "jid")?;
-                let (phone, device) = user_of(&jid);
-                if device != 0 {
+                if user_of(&jid).1 != 0 {
                     continue;
                 }
-                if let Some(state) = shared.contact_state(phone) {
-                    found.push(state.signal.lock().await.bundle_node(&jid));
+                match shared.contact_state(&jid) {
+                    Some(state) => found.push(state.signal.lock().await.bundle_node(&jid)),
+                    // Nobody has this number: the per-user error the
+                    // server puts in place of a bundle.
+                    None => found.push(
+                        NodeBuilder::new("user")
+                            .attr("jid", jid.as_str())
+                            .children([NodeBuilder::new("error")
+                                .attr("code", NACK_UNKNOWN_RECIPIENT)
+                                .attr("text", "item-not-found")
+                                .build()])
+                            .build(),
+                    ),
                 }
             }
             (!found.is_empty()).then(|| {
@@ -380,15 +552,15 @@ pub(crate) async fn answer_iq(
         }
         (Some("usync"), _) => {
             let usync = child(node, "usync")?;
-            let wants_devices = child(usync, "query")
-                .and_then(|q| child(q, "devices"))
-                .is_some();
+            let query = child(usync, "query");
+            let wants_devices = query.and_then(|q| child(q, "devices")).is_some();
+            let wants_lid = query.and_then(|q| child(q, "lid")).is_some();
             let users: Vec<Node> = child(usync, "list")?
                 .children()?
                 .iter()
                 .filter_map(|u| attr(u, "jid"))
-                .filter(|jid| shared.contact_state(user_of(jid).0).is_some())
-                .map(|jid| contact_usync_user(&jid, wants_devices))
+                .filter_map(|jid| Some((shared.contact_state(&jid)?, jid)))
+                .map(|(state, jid)| contact_usync_user(&state, &jid, wants_devices, wants_lid))
                 .collect();
             (!users.is_empty()).then(|| {
                 vec![iq_result(
@@ -403,21 +575,42 @@ pub(crate) async fn answer_iq(
     }
 }
 
-/// A contact in a usync answer: a PN user without LID and, for a device
-/// query, with only its primary device 0.
-fn contact_usync_user(jid: &str, devices: bool) -> Node {
-    let (phone, _) = user_of(jid);
-    let b = NodeBuilder::new("user").attr("jid", format!("{phone}@s.whatsapp.net"));
-    if !devices {
-        return b.build();
+/// A contact in a usync answer, under the JID it was asked as (phone or
+/// LID): for a lid query its `<lid val>` (a PN-only contact has none), for
+/// a device query only its primary device 0.
+fn contact_usync_user(state: &ContactState, jid: &str, devices: bool, lid: bool) -> Node {
+    let (user, _) = user_of(jid);
+    let server = if jid.ends_with("@lid") {
+        "lid"
+    } else {
+        "s.whatsapp.net"
+    };
+    let mut children = Vec::new();
+    if lid {
+        if let Some(lid) = &state.lid {
+            children.push(
+                NodeBuilder::new("lid")
+                    .attr("val", format!("{lid}@lid"))
+                    .build(),
+            );
+        }
     }
-    b.children([NodeBuilder::new("devices")
-        .children([NodeBuilder::new("device-list")
-            .attr("hash", format!("2:peer-{phone}"))
-            .children([NodeBuilder::new("device").attr("id", "0").build()])
-            .build()])
-        .build()])
-        .build()
+    if devices {
+        children.push(
+            NodeBuilder::new("devices")
+                .children([NodeBuilder::new("device-list")
+                    .attr("hash", format!("2:peer-{}", state.phone))
+                    .children([NodeBuilder::new("device").attr("id", "0").build()])
+                    .build()])
+                .build(),
+        );
+    }
+    let b = NodeBuilder::new("user").attr("jid", format!("{user}@{server}"));
+    if children.is_empty() {
+        b.build()
+    } else {
+        b.children(children).build()
+    }
 }
 
 /// A `<receipt>` from a bot: recorded; unless it asks for a retry, its ids
@@ -474,8 +667,13 @@ pub(crate) fn on_client_ack(shared: &Shared, client: &ClientKind, node: &Node) {
     shared.modify_log(|log| log.bot_acks.push((phone.to_string(), id)));
 }
 
-/// A `<message>` from a bot: decrypts the `<enc>` addressed to each known
-/// contact and returns the server's `<ack class="message">`.
+/// A `<message>` from a bot, as the server handles it. Addressed to no
+/// known contact: nacked (`<ack class="message" error="404">`, recorded in
+/// `bot_nacks`), like the real server for a recipient it does not know.
+/// Otherwise acked (the server took it) and the `<enc>` addressed to each
+/// contact is decrypted with its Signal state; a contact that decrypts it
+/// answers with a delivery receipt (recorded in `delivery_receipts`), one
+/// that cannot records a decrypt error and sends none.
 pub(crate) async fn on_bot_message(
     shared: &Shared,
     client: &ClientKind,
@@ -483,15 +681,24 @@ pub(crate) async fn on_bot_message(
 ) -> anyhow::Result<Vec<Node>> {
     let id = need(node, "id")?;
     let to = need(node, "to")?;
-    let ack = NodeBuilder::new("ack")
+    let mut ack = NodeBuilder::new("ack")
         .attr("class", "message")
         .attr("id", id.as_str())
         .attr("from", to.as_str())
-        .attr("t", unix_now().to_string())
-        .build();
+        .attr("t", unix_now().to_string());
     let ClientKind::Login { phone, device } = client else {
-        return Ok(vec![ack]);
+        return Ok(vec![ack.build()]);
     };
+    if shared.contact_state(&to).is_none() {
+        ack = ack.attr("error", NACK_UNKNOWN_RECIPIENT);
+        let record = (
+            phone.clone(),
+            id.clone(),
+            NACK_UNKNOWN_RECIPIENT.to_string(),
+        );
+        shared.modify_log(|log| log.bot_nacks.push(record));
+        return Ok(vec![ack.build()]);
+    }
     // (recipient jid, enc) pairs: the fanout form, or one direct <enc>.
     let mut targets: Vec<(String, &Node)> = Vec::new();
     if let Some(parts) = child(node, "participants").and_then(Node::children) {
@@ -504,17 +711,32 @@ pub(crate) async fn on_bot_message(
         targets.push((to.clone(), enc));
     }
     for (jid, enc) in targets {
-        let (user, recipient_device) = user_of(&jid);
-        let Some(state) = shared.contact_state(user) else {
+        let Some(state) = shared.contact_state(&jid) else {
             continue;
         };
-        if recipient_device != 0 {
+        if user_of(&jid).1 != 0 {
             continue;
         }
         match decrypt_for(&state, phone, *device, enc).await {
             Ok(message) => {
                 let msg = ContactMessage::new(phone.clone(), id.clone(), message);
                 state.received.send_modify(|all| all.push(msg));
+                // The contact's phone confirms delivery, from the JID the
+                // bot addressed.
+                let (user, _) = user_of(&jid);
+                let server = if jid.ends_with("@lid") {
+                    "lid"
+                } else {
+                    "s.whatsapp.net"
+                };
+                let receipt = NodeBuilder::new("receipt")
+                    .attr("from", format!("{user}@{server}"))
+                    .attr("id", id.as_str())
+                    .attr("t", unix_now().to_string())
+                    .build();
+                shared.send_online(phone, receipt);
+                let record = (state.phone.clone(), id.clone());
+                shared.modify_log(|log| log.delivery_receipts.push(record));
             }
             Err(e) => {
                 let text = format!("message {id} from {phone}:{device} to {jid}: {e:#}");
@@ -522,8 +744,12 @@ pub(crate) async fn on_bot_message(
             }
         }
     }
-    Ok(vec![ack])
+    Ok(vec![ack.build()])
 }
+
+/// Nack code for a message to a recipient the server does not know
+/// (whatsapp-rust logs it as "404 = recipient not found").
+pub const NACK_UNKNOWN_RECIPIENT: &str = "404";
 
 async fn decrypt_for(
     state: &ContactState,
@@ -533,12 +759,24 @@ async fn decrypt_for(
 ) -> anyhow::Result<wa::Message> {
     let kind = need(enc, "type")?;
     let version: u8 = attr(enc, "v").and_then(|v| v.parse().ok()).unwrap_or(2);
-    let ciphertext = bytes_of(enc).ok_or_else(|| anyhow!("<enc> without bytes"))?;
+    let mut ciphertext = bytes_of(enc)
+        .ok_or_else(|| anyhow!("<enc> without bytes"))?
+        .to_vec();
+    let corrupt = state
+        .corrupt_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if corrupt {
+        // The last bytes are the Signal message's MAC.
+        if let Some(last) = ciphertext.last_mut() {
+            *last ^= 0x01;
+        }
+    }
     let padded = state
         .signal
         .lock()
         .await
-        .decrypt(&bot_address(bot_phone, bot_device), &kind, ciphertext)
+        .decrypt(&bot_address(bot_phone, bot_device), &kind, &ciphertext)
         .await?;
     let plain =
         MessageUtils::unpad_message_ref(&padded, version).map_err(|e| anyhow!("unpadding: {e}"))?;
@@ -546,6 +784,18 @@ async fn decrypt_for(
 }
 
 impl PeerLog {
+    /// The server nacked message `id` the bot logged in as `bot_phone` sent.
+    pub fn nacked(&self, bot_phone: &str, id: &str) -> bool {
+        self.bot_nacks
+            .iter()
+            .any(|(p, i, _)| p == bot_phone && i == id)
+    }
+
+    /// Whether a contact sent a delivery receipt for bot message `id`.
+    pub fn delivered_to_contact(&self, id: &str) -> bool {
+        self.delivery_receipts.iter().any(|(_, i)| i == id)
+    }
+
     /// Receipts a bot sent with `type="retry"` (it could not decrypt).
     pub fn retry_receipts(&self) -> impl Iterator<Item = &ReceiptRecord> {
         self.receipts

@@ -50,7 +50,7 @@ use whatsapp_rust::wacore_binary::Node;
 
 pub use bot::{is_connected, is_logged_out, is_qr, is_stream_replaced};
 pub use bot::{BotOptions, EventLog, RunningBot};
-pub use contact::{Contact, ContactMessage, ReceiptRecord};
+pub use contact::{Contact, ContactMessage, ReceiptRecord, NACK_UNKNOWN_RECIPIENT};
 pub use noise::HandshakeKind;
 pub use pairing::QrCode;
 pub use stanza::{attr, child};
@@ -125,6 +125,15 @@ pub struct PeerLog {
     pub bot_acks: Vec<(String, String)>,
     /// Messages from a bot a contact could not decrypt (tests assert none).
     pub decrypt_errors: Vec<String>,
+    /// (bot phone, message id, error code) of bot messages the server
+    /// nacked (`<ack error>`): a recipient it does not know.
+    pub bot_nacks: Vec<(String, String, String)>,
+    /// (contact phone, message id): delivery receipts contacts sent for bot
+    /// messages they decrypted.
+    pub delivery_receipts: Vec<(String, String)>,
+    /// (contact phone, message id): retry receipts contacts sent
+    /// ([`Contact::send_retry_receipt`]).
+    pub contact_retry_receipts: Vec<(String, String)>,
     /// (bot phone, message id) each time a contact message was pushed to a
     /// bot connection: redeliveries show up as repeated ids.
     pub inbound_delivered: Vec<(String, String)>,

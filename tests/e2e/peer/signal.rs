@@ -236,6 +236,11 @@ impl ContactSignal {
             .build()
     }
 
+    /// The registration id a retry receipt carries.
+    pub(crate) fn registration_id(&self) -> u32 {
+        self.identities.registration_id
+    }
+
     /// Device of an existing session with bot `phone`, if any.
     pub(crate) fn session_device(&self, phone: &str) -> Option<u16> {
         self.sessions
