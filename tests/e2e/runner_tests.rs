@@ -377,7 +377,11 @@ async fn child_runner_for_sigkill() {
     let peer = Peer::new();
     let (_runner, phone) = run_and_pair(&peer, &vault, "killme", config(&peer)).await;
     let pairing = peer.seen().pairings[0].clone();
-    let key: String = pairing.noise_key.iter().map(|b| format!("{b:02x}")).collect();
+    let key: String = pairing
+        .noise_key
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     // libtest has printed "test <name> ... " without a newline: start a fresh line.
     println!("\nCONNECTED {phone} {} {key}", pairing.device);
     std::future::pending::<()>().await;
@@ -432,7 +436,8 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
 
 /// Writes a device record as a finished pairing leaves it (fresh keys, phone
 /// JID, LID), so the runner takes its no-QR path without a 10 s pairing.
-/// The peer accepts a login from any paired device. Returns the phone.
+/// It also seeds the peer's account database with the device's Noise key
+/// (`tests/support/paired.rs`): the peer refuses any other. Returns the phone.
 pub async fn synth_paired(vault: &Vault, id: &str, phone: u64) -> String {
     crate::paired::write_paired_device(vault, &bot(id), phone, "wavault-test").await;
     phone.to_string()

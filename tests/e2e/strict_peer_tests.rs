@@ -14,19 +14,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use wavault::runner::{Runner, RunnerEvent};
+use wavault::sessions::Status;
+use wavault::Vault;
 use whatsapp_rust::request::{InfoQuery, IqError};
 use whatsapp_rust::store::traits::Backend;
 use whatsapp_rust::types::events::{ConnectFailureReason, Event};
 use whatsapp_rust::wacore::libsignal::protocol::KeyPair;
 use whatsapp_rust::wacore::store::InMemoryBackend;
 use whatsapp_rust::Jid;
-use wavault::runner::{Runner, RunnerEvent};
-use wavault::sessions::Status;
-use wavault::Vault;
 
-use crate::peer::{
-    is_connected, is_logged_out, BotOptions, Peer, Refusal, LOGIN_DEADLINE,
-};
+use crate::peer::{is_connected, is_logged_out, BotOptions, Peer, Refusal, LOGIN_DEADLINE};
 use crate::runner_tests::{bot, config, new_vault, next_event, synth_paired};
 
 /// Gives the device stored in `backend` a fresh Noise key pair (everything
@@ -71,7 +69,11 @@ async fn a_device_whose_noise_key_was_replaced_after_pairing_is_refused() {
         .await
         .unwrap();
     bot.events
-        .wait_for("Connected with the paired key", LOGIN_DEADLINE, is_connected)
+        .wait_for(
+            "Connected with the paired key",
+            LOGIN_DEADLINE,
+            is_connected,
+        )
         .await
         .expect("the unchanged store logs in");
     bot.stop().await;
@@ -87,7 +89,11 @@ async fn a_device_whose_noise_key_was_replaced_after_pairing_is_refused() {
     let bot = peer.start_bot(backend, options).await.unwrap();
     let out = bot
         .events
-        .wait_for("LoggedOut after the key swap", LOGIN_DEADLINE, is_logged_out)
+        .wait_for(
+            "LoggedOut after the key swap",
+            LOGIN_DEADLINE,
+            is_logged_out,
+        )
         .await
         .expect("the peer refuses the login");
     let Event::LoggedOut(out) = &*out else {
@@ -124,7 +130,10 @@ async fn runner_a_vault_bot_with_a_replaced_noise_key_is_logged_out_the_other_co
         _ => None,
     })
     .await;
-    assert_eq!((alert.bot.as_str(), alert.kind.as_str()), ("swapped", "logged_out"));
+    assert_eq!(
+        (alert.bot.as_str(), alert.kind.as_str()),
+        ("swapped", "logged_out")
+    );
     let rows = runner
         .wait_until(LOGIN_DEADLINE, |rows| {
             rows.iter()
@@ -252,7 +261,9 @@ async fn runner_stops_for_good_on_ban_outdated_client_and_replace() {
     assert_eq!(status(&rows, "replaced"), Status::Replaced);
     assert_eq!(status(&rows, "witness"), Status::Connected);
     let seen = peer.seen();
-    assert!(seen.refusals_of(&phones["banned"]).all(|r| r == Refusal::Banned));
+    assert!(seen
+        .refusals_of(&phones["banned"])
+        .all(|r| r == Refusal::Banned));
     assert!(seen.refusals_of(&phones["banned"]).count() >= 1);
     assert!(seen
         .refusals_of(&phones["outdated"])

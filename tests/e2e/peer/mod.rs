@@ -345,7 +345,9 @@ impl Shared {
                 let Some(key) = seeded() else {
                     return Some(Refusal::UnknownDevice);
                 };
-                let account = accounts.entry(phone.to_string()).or_insert_with(Account::new);
+                let account = accounts
+                    .entry(phone.to_string())
+                    .or_insert_with(Account::new);
                 account.devices = device;
                 account.noise_keys.insert(device, key);
                 account
@@ -604,7 +606,9 @@ impl Peer {
     /// device must present this key.
     pub fn register_device(&self, phone: &str, device: u16, noise_pub: [u8; 32]) {
         let mut accounts = lock(&self.shared.accounts);
-        let account = accounts.entry(phone.to_string()).or_insert_with(Account::new);
+        let account = accounts
+            .entry(phone.to_string())
+            .or_insert_with(Account::new);
         account.devices = account.devices.max(device);
         account.noise_keys.insert(device, noise_pub);
     }
