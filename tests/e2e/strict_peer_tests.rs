@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use wavault::runner::{Runner, RunnerEvent};
 use wavault::sessions::Status;
@@ -24,8 +25,13 @@ use whatsapp_rust::wacore::libsignal::protocol::KeyPair;
 use whatsapp_rust::wacore::store::InMemoryBackend;
 use whatsapp_rust::Jid;
 
-use crate::peer::{is_connected, is_logged_out, BotOptions, Peer, Refusal, LOGIN_DEADLINE};
+use crate::peer::{is_connected, is_logged_out, BotOptions, Peer, Refusal};
 use crate::runner_tests::{bot, config, new_vault, next_event, synth_paired};
+
+/// Deadline of every wait here: generous, since under a loaded CI (two test
+/// threads on two cores) starting several clients at once has taken longer
+/// than the peer's `LOGIN_DEADLINE`; reached only on failure.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Gives the device stored in `backend` a fresh Noise key pair (everything
 /// else stays as paired).
@@ -53,7 +59,7 @@ async fn a_device_whose_noise_key_was_replaced_after_pairing_is_refused() {
         .await
         .expect("pairs and connects");
     bot.stop().await;
-    peer.wait_for("the socket closed", LOGIN_DEADLINE, |log| {
+    peer.wait_for("the socket closed", DEADLINE, |log| {
         log.open_connections() == 0
     })
     .await
@@ -69,16 +75,12 @@ async fn a_device_whose_noise_key_was_replaced_after_pairing_is_refused() {
         .await
         .unwrap();
     bot.events
-        .wait_for(
-            "Connected with the paired key",
-            LOGIN_DEADLINE,
-            is_connected,
-        )
+        .wait_for("Connected with the paired key", DEADLINE, is_connected)
         .await
         .expect("the unchanged store logs in");
     bot.stop().await;
     let before = peer
-        .wait_for("the socket closed", LOGIN_DEADLINE, |log| {
+        .wait_for("the socket closed", DEADLINE, |log| {
             log.open_connections() == 0
         })
         .await
@@ -89,11 +91,7 @@ async fn a_device_whose_noise_key_was_replaced_after_pairing_is_refused() {
     let bot = peer.start_bot(backend, options).await.unwrap();
     let out = bot
         .events
-        .wait_for(
-            "LoggedOut after the key swap",
-            LOGIN_DEADLINE,
-            is_logged_out,
-        )
+        .wait_for("LoggedOut after the key swap", DEADLINE, is_logged_out)
         .await
         .expect("the peer refuses the login");
     let Event::LoggedOut(out) = &*out else {
@@ -125,7 +123,7 @@ async fn runner_a_vault_bot_with_a_replaced_noise_key_is_logged_out_the_other_co
     let peer = Peer::new();
     let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
     let mut rx = runner.subscribe();
-    let alert = next_event(&mut rx, LOGIN_DEADLINE, "alert", |e| match e {
+    let alert = next_event(&mut rx, DEADLINE, "alert", |e| match e {
         RunnerEvent::Alert(a) => Some(a.clone()),
         _ => None,
     })
@@ -135,7 +133,7 @@ async fn runner_a_vault_bot_with_a_replaced_noise_key_is_logged_out_the_other_co
         ("swapped", "logged_out")
     );
     let rows = runner
-        .wait_until(LOGIN_DEADLINE, |rows| {
+        .wait_until(DEADLINE, |rows| {
             rows.iter()
                 .any(|r| r.bot == "kept" && r.status == Status::Connected)
                 && rows
@@ -171,7 +169,7 @@ async fn an_unknown_iq_gets_a_501_error() {
     let running = peer.start_bot(backend, options).await.unwrap();
     running
         .events
-        .wait_for("Connected", LOGIN_DEADLINE, is_connected)
+        .wait_for("Connected", DEADLINE, is_connected)
         .await
         .expect("logs in");
     assert!(
@@ -214,7 +212,7 @@ async fn runner_stops_for_good_on_ban_outdated_client_and_replace() {
     let peer = Peer::new();
     let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
     runner
-        .wait_until(LOGIN_DEADLINE, |rows| {
+        .wait_until(DEADLINE, |rows| {
             rows.len() == 4 && rows.iter().all(|r| r.status == Status::Connected)
         })
         .await
@@ -226,7 +224,7 @@ async fn runner_stops_for_good_on_ban_outdated_client_and_replace() {
 
     let (mut alerts, mut stopped) = (HashMap::new(), Vec::new());
     while alerts.len() < 3 || stopped.len() < 3 {
-        next_event(&mut rx, LOGIN_DEADLINE, "alerts and stops", |e| {
+        next_event(&mut rx, DEADLINE, "alerts and stops", |e| {
             match e {
                 RunnerEvent::Alert(a) => {
                     assert!(alerts.insert(a.bot.clone(), a.clone()).is_none(), "{a:?}");
@@ -276,7 +274,7 @@ async fn runner_stops_for_good_on_ban_outdated_client_and_replace() {
     let witness = &phones["witness"];
     for round in 1..=3 {
         assert!(peer.drop_connections_of(witness) >= 1);
-        peer.wait_for("the witness back", LOGIN_DEADLINE, |log| {
+        peer.wait_for("the witness back", DEADLINE, |log| {
             log.logins(witness).filter(|c| c.accepted).count()
                 == stopped_at.logins(witness).filter(|c| c.accepted).count() + round
         })
