@@ -14,7 +14,8 @@
 //! The bots are "paired" by writing a device record the way a finished
 //! pairing leaves it (fresh keys, phone JID, LID, push name) through the
 //! vault backend, so the runner takes its no-QR path for each of them; the
-//! peer accepts any known-format login. Pairing 1,000 bots through QR codes
+//! record also tells the peer the device's Noise key (`seed_device`), which
+//! its logins must present. Pairing 1,000 bots through QR codes
 //! would take hours (about 10 s each) and measures the peer, not the runner.
 //!
 //! Run: `cargo bench --bench runner` (1,000 bots, the default 200 ms

@@ -19,4 +19,5 @@ mod paired;
 mod pairing_tests;
 mod peer;
 mod runner_tests;
+mod strict_peer_tests;
 mod web_tests;

@@ -157,6 +157,8 @@ async fn restart_over_same_backend_logs_in_without_qr() {
     // A server whose static key changed since the chain was cached cannot
     // open the IK hello; it answers XXfallback and the login still works.
     let rotated = Peer::new();
+    // Same account database, new server key: the device is known.
+    rotated.register_device(&pairing.phone, pairing.device, pairing.noise_key);
     let bot = rotated
         .start_bot(backend, BotOptions::default())
         .await

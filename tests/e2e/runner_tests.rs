@@ -402,8 +402,14 @@ async fn child_runner_for_sigkill() {
     let vault = Vault::open(std::path::Path::new(&dir), PASS).expect("child opens vault");
     let peer = Peer::new();
     let (_runner, phone) = run_and_pair(&peer, &vault, "killme", config(&peer)).await;
+    let pairing = peer.seen().pairings[0].clone();
+    let key: String = pairing
+        .noise_key
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     // libtest has printed "test <name> ... " without a newline: start a fresh line.
-    println!("\nCONNECTED {phone}");
+    println!("\nCONNECTED {phone} {} {key}", pairing.device);
     std::future::pending::<()>().await;
 }
 
@@ -418,12 +424,24 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
         PAIRING_LOGIN_DEADLINE + LOGIN_DEADLINE,
     )
     .await;
-    let phone = line;
+    // The child's peer saw the device pair with this Noise key.
+    let fields: Vec<&str> = line.split(' ').collect();
+    let [phone, device, key] = fields[..] else {
+        panic!("child printed {line:?}")
+    };
+    let phone = phone.to_string();
+    let key: Vec<u8> = (0..key.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&key[i..i + 2], 16).unwrap())
+        .collect();
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
 
     let vault = Vault::open(dir.path(), PASS).expect("vault reopens after SIGKILL");
-    let peer = Peer::new(); // a new server: the same paired phone logs in
+    // A new server that knows the device as paired: the same phone logs in
+    // only if the vault kept the Noise key it paired with.
+    let peer = Peer::new();
+    peer.register_device(&phone, device.parse().unwrap(), key.try_into().unwrap());
     let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
     let mut rx = runner.subscribe();
     let case = start_case(&mut rx).await;
@@ -444,7 +462,8 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
 
 /// Writes a device record as a finished pairing leaves it (fresh keys, phone
 /// JID, LID), so the runner takes its no-QR path without a 10 s pairing.
-/// The peer accepts a login from any paired device. Returns the phone.
+/// It also seeds the peer's account database with the device's Noise key
+/// (`tests/support/paired.rs`): the peer refuses any other. Returns the phone.
 pub async fn synth_paired(vault: &Vault, id: &str, phone: u64) -> String {
     crate::paired::write_paired_device(vault, &bot(id), phone, "wavault-test").await;
     phone.to_string()

@@ -116,6 +116,8 @@ enum Input {
 /// A logged-in or registering client, after the handshake.
 struct Session {
     noise: NoiseTransport,
+    /// The client's Noise static public key (proved by the handshake).
+    client_static: [u8; 32],
     client: ClientKind,
     /// Identity key from the registration payload (`e_ident`).
     registration_identity: Option<Vec<u8>>,
@@ -312,6 +314,7 @@ impl Connection {
             push_name: noise_session.payload.push_name.clone(),
             accepted: false,
             refused: false,
+            refusal: None,
             open: true,
         };
         self.shared
@@ -319,6 +322,7 @@ impl Connection {
 
         let mut session = Session {
             noise: noise_session.transport,
+            client_static: noise_session.client_static,
             client,
             registration_identity,
             refs: Vec::new(),
@@ -404,9 +408,15 @@ impl Connection {
             ClientKind::Login { phone, device } => {
                 if self.shared.is_stalled(&phone) {
                     // No <success>, no <failure>: the client times out.
-                } else if self.shared.is_logged_out(&phone) {
-                    self.send(session, stanza::failure(401))?;
-                    self.set_record(|r| r.refused = true);
+                } else if let Some(refusal) =
+                    self.shared
+                        .login_verdict(&phone, device, &session.client_static)
+                {
+                    self.send(session, stanza::failure_for(refusal))?;
+                    self.set_record(|r| {
+                        r.refused = true;
+                        r.refusal = Some(refusal);
+                    });
                 } else {
                     let lid = format!("{}:{device}@lid", Shared::lid_for(&phone));
                     self.send(session, stanza::success(&lid))?;
@@ -447,14 +457,22 @@ impl Connection {
                 return Ok(());
             }
             "iq" => {}
-            _ => return Ok(()),
+            _ => {
+                if !super::login::known_tag(node) {
+                    self.unsupported(node);
+                }
+                return Ok(());
+            }
         }
         match attr(node, "type").as_deref() {
             Some("result") | Some("error") => self.on_answer(session, node),
             _ => {
                 let replies = match contact::answer_iq(shared, &session.client, node).await {
                     Some(replies) => replies,
-                    None => super::login::answer_iq(node),
+                    None => super::login::answer_iq(node).unwrap_or_else(|| {
+                        self.unsupported(node);
+                        vec![super::login::not_implemented(node)]
+                    }),
                 };
                 for reply in replies {
                     self.send(session, reply)?;
@@ -467,6 +485,15 @@ impl Connection {
                 Ok(())
             }
         }
+    }
+
+    /// Records a client stanza the peer does not implement.
+    fn unsupported(&self, node: &Node) {
+        let what = super::login::describe(node);
+        if std::env::var_os("WAVAULT_E2E_TRACE").is_some() {
+            eprintln!("peer: unsupported {what}");
+        }
+        self.shared.modify_log(|log| log.unsupported.push(what));
     }
 
     /// Leaving passive mode is when the server delivers the offline queue:
@@ -554,7 +581,14 @@ impl Connection {
                     phone: req.phone.clone(),
                     device: req.device,
                     lid: req.lid.clone(),
+                    noise_key: req.qr.noise_pub,
                 };
+                // The server now knows this device by the Noise key of the
+                // connection that paired it (the QR's key, checked equal by
+                // `Peer::phone_scan`): later logins must present it.
+                if let Some(account) = lock(&self.shared.accounts).get_mut(&req.phone) {
+                    account.noise_keys.insert(req.device, session.client_static);
+                }
                 self.shared
                     .modify_log(|log| log.pairings.push(pairing.clone()));
                 let _ = req.reply.send(Ok(pairing));

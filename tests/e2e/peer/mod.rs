@@ -81,7 +81,35 @@ pub struct ConnectionRecord {
     pub accepted: bool,
     /// `<failure>` was sent (login refused, e.g. after a logout).
     pub refused: bool,
+    /// Why the login was refused (`<failure reason=…>` and a word), if it was.
+    pub refusal: Option<Refusal>,
     pub open: bool,
+}
+
+/// Why the peer refused a login with `<failure reason=…/>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: the phone was logged out ([`Peer::log_out`]).
+    LoggedOut,
+    /// 401: no device with this phone and id was ever paired (or registered).
+    UnknownDevice,
+    /// 401: the Noise static key is not the one registered at pairing.
+    WrongNoiseKey,
+    /// 402 with a ban code and expiry ([`Peer::ban`]).
+    Banned,
+    /// 405 ([`Peer::client_outdated`]).
+    ClientOutdated,
+}
+
+impl Refusal {
+    /// The `reason` attribute of the `<failure>` stanza.
+    pub fn code(self) -> u16 {
+        match self {
+            Refusal::LoggedOut | Refusal::UnknownDevice | Refusal::WrongNoiseKey => 401,
+            Refusal::Banned => 402,
+            Refusal::ClientOutdated => 405,
+        }
+    }
 }
 
 /// A stanza the peer received (or sent) on connection `conn`.
@@ -99,6 +127,9 @@ pub struct Pairing {
     pub device: u16,
     /// The account's LID user.
     pub lid: String,
+    /// The companion's Noise static public key, from its QR code: the key
+    /// its later logins must present.
+    pub noise_key: [u8; 32],
 }
 
 /// Everything the peer observed, in order. Cloned out by [`Peer::seen`].
@@ -139,6 +170,11 @@ pub struct PeerLog {
     pub inbound_delivered: Vec<(String, String)>,
     /// Bot phones whose pre-key upload the server kept, once per upload.
     pub bundles_uploaded: Vec<String>,
+    /// Client stanzas the peer does not know, answered with an error (an
+    /// `<iq>`: `type="error"` code 501) or ignored (anything else), as
+    /// `tag xmlns=… child=…`. Tests that use only supported features
+    /// assert it stays empty.
+    pub unsupported: Vec<String>,
 }
 
 impl PeerLog {
@@ -181,6 +217,11 @@ impl PeerLog {
             .filter(move |s| attr(&s.node, "xmlns").as_deref() == Some(xmlns))
     }
 
+    /// Logins refused with `<failure>`, with the reason.
+    pub fn refusals_of<'a>(&'a self, phone: &'a str) -> impl Iterator<Item = Refusal> + 'a {
+        self.logins(phone).filter_map(|c| c.refusal)
+    }
+
     /// Connections still open.
     pub fn open_connections(&self) -> usize {
         self.connections.iter().filter(|c| c.open).count()
@@ -207,7 +248,40 @@ impl PeerLog {
 struct Account {
     key: KeyPair,
     devices: u16,
+    /// Noise static public key of each paired device, by device id: a
+    /// login must present the key its device registered at pairing.
+    noise_keys: HashMap<u16, [u8; 32]>,
     logged_out: bool,
+    banned: bool,
+    outdated: bool,
+}
+
+impl Account {
+    fn new() -> Self {
+        Account {
+            key: KeyPair::generate(&mut rand::rng()),
+            devices: 0,
+            noise_keys: HashMap::new(),
+            logged_out: false,
+            banned: false,
+            outdated: false,
+        }
+    }
+}
+
+/// Devices written straight into a store as paired (`tests/support/paired.rs`),
+/// process-wide: the accounts "the server" already knows when a test starts.
+/// A peer that has no record of a device looks here (and then keeps it).
+static SEEDED_DEVICES: Mutex<Vec<(String, u16, [u8; 32])>> = Mutex::new(Vec::new());
+
+/// Records that device `device` of `phone` was paired with Noise static key
+/// `noise_pub` before any peer existed (a device record written straight
+/// into a store). Every peer of this process accepts its logins with that key
+/// only. Phones of seeded devices must be unique per test.
+pub fn seed_device(phone: &str, device: u16, noise_pub: [u8; 32]) {
+    let mut seeds = lock(&SEEDED_DEVICES);
+    seeds.retain(|(p, d, _)| !(p == phone && *d == device));
+    seeds.push((phone.to_string(), device, noise_pub));
 }
 
 /// A connection's server task, reachable for commands.
@@ -264,10 +338,53 @@ impl Shared {
         lock(&self.stalled).contains(phone)
     }
 
-    fn is_logged_out(&self, phone: &str) -> bool {
-        lock(&self.accounts)
-            .get(phone)
-            .is_some_and(|a| a.logged_out)
+    /// What the server says to a login of `phone`'s device `device`
+    /// presenting Noise static key `noise_pub`: `None` accepts it.
+    fn login_verdict(&self, phone: &str, device: u16, noise_pub: &[u8; 32]) -> Option<Refusal> {
+        let mut accounts = lock(&self.accounts);
+        let seeded = || {
+            lock(&SEEDED_DEVICES)
+                .iter()
+                .find(|(p, d, _)| p == phone && *d == device)
+                .map(|(_, _, k)| *k)
+        };
+        let account = match accounts.get_mut(phone) {
+            Some(a) => a,
+            None => {
+                let Some(key) = seeded() else {
+                    return Some(Refusal::UnknownDevice);
+                };
+                let account = accounts
+                    .entry(phone.to_string())
+                    .or_insert_with(Account::new);
+                account.devices = device;
+                account.noise_keys.insert(device, key);
+                account
+            }
+        };
+        if account.logged_out {
+            return Some(Refusal::LoggedOut);
+        }
+        let registered = match account.noise_keys.get(&device) {
+            Some(k) => *k,
+            None => {
+                let Some(key) = seeded() else {
+                    return Some(Refusal::UnknownDevice);
+                };
+                account.noise_keys.insert(device, key);
+                key
+            }
+        };
+        if registered != *noise_pub {
+            return Some(Refusal::WrongNoiseKey);
+        }
+        if account.banned {
+            return Some(Refusal::Banned);
+        }
+        if account.outdated {
+            return Some(Refusal::ClientOutdated);
+        }
+        None
     }
 
     fn send_to(&self, pred: impl Fn(&LiveConn) -> bool, make: impl Fn() -> Command) -> usize {
@@ -404,11 +521,7 @@ impl Peer {
             let mut accounts = lock(&self.shared.accounts);
             let account = accounts
                 .entry(phone.to_string())
-                .or_insert_with(|| Account {
-                    key: KeyPair::generate(&mut rand::rng()),
-                    devices: 0,
-                    logged_out: false,
-                });
+                .or_insert_with(Account::new);
             account.devices += 1;
             // Pairing again is how a logged-out number comes back.
             account.logged_out = false;
@@ -454,11 +567,7 @@ impl Peer {
     pub fn log_out(&self, phone: &str) -> usize {
         lock(&self.shared.accounts)
             .entry(phone.to_string())
-            .or_insert_with(|| Account {
-                key: KeyPair::generate(&mut rand::rng()),
-                devices: 0,
-                logged_out: false,
-            })
+            .or_insert_with(Account::new)
             .logged_out = true;
         self.shared.send_to(
             |c| is_login_of(c, phone),
@@ -474,6 +583,43 @@ impl Peer {
             |c| is_login_of(c, phone),
             || Command::Send(stanza::stream_error_conflict("replaced")),
         )
+    }
+
+    /// Bans `phone` temporarily: open connections are closed and every
+    /// login is refused with `<failure reason="402" code="101" expire="3600"/>`
+    /// (the client emits `TemporaryBan` and stops reconnecting). Returns how
+    /// many connections were closed.
+    pub fn ban(&self, phone: &str) -> usize {
+        lock(&self.shared.accounts)
+            .entry(phone.to_string())
+            .or_insert_with(Account::new)
+            .banned = true;
+        self.drop_connections_of(phone)
+    }
+
+    /// Declares the client version too old for `phone`: open connections
+    /// are closed and every login is refused with `<failure reason="405"/>`
+    /// (the client emits `ClientOutdated` and stops reconnecting). Returns
+    /// how many connections were closed.
+    pub fn client_outdated(&self, phone: &str) -> usize {
+        lock(&self.shared.accounts)
+            .entry(phone.to_string())
+            .or_insert_with(Account::new)
+            .outdated = true;
+        self.drop_connections_of(phone)
+    }
+
+    /// Registers device `device` of `phone` with Noise static key
+    /// `noise_pub`, as if it had paired through this peer (e.g. a device
+    /// paired with another peer, in another process). Later logins of that
+    /// device must present this key.
+    pub fn register_device(&self, phone: &str, device: u16, noise_pub: [u8; 32]) {
+        let mut accounts = lock(&self.shared.accounts);
+        let account = accounts
+            .entry(phone.to_string())
+            .or_insert_with(Account::new);
+        account.devices = account.devices.max(device);
+        account.noise_keys.insert(device, noise_pub);
     }
 
     /// While set, logins of `phone` get no answer after the handshake: the

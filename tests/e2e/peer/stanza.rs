@@ -111,12 +111,17 @@ pub(crate) fn success(lid: &str) -> Node {
         .build()
 }
 
-/// Login refused (`reason` 401: the device was logged out).
-pub(crate) fn failure(reason: u16) -> Node {
-    NodeBuilder::new("failure")
-        .attr("reason", reason.to_string())
-        .attr("location", "peer")
-        .build()
+/// The `<failure>` the real server sends for each refusal: 401 (the client
+/// emits `LoggedOut` and the device must pair again), 402 with a ban code
+/// and expiry in seconds (`TemporaryBan`), 405 (`ClientOutdated`).
+pub(crate) fn failure_for(refusal: super::Refusal) -> Node {
+    let builder = NodeBuilder::new("failure")
+        .attr("reason", refusal.code().to_string())
+        .attr("location", "peer");
+    match refusal {
+        super::Refusal::Banned => builder.attr("code", "101").attr("expire", "3600").build(),
+        _ => builder.build(),
+    }
 }
 
 /// End of the offline backlog of `count` stanzas: unblocks the client's
