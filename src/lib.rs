@@ -21,6 +21,7 @@ pub mod sessions;
 pub mod stats;
 pub mod store;
 pub mod sweep;
+pub mod testpoint;
 pub mod vault;
 pub mod web;
 

@@ -220,6 +220,7 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
         if plan.credential_records > 0 {
             if purge_credentials {
                 vault.purging(|| crate::store::clear_credentials(&vault.view(&id)))?;
+                crate::testpoint::pause("sweep-purged-bot");
             } else {
                 tracing::warn!(
                     "sweep: no automatic backup possible here; credentials of a dead bot kept"

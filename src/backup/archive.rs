@@ -527,6 +527,7 @@ pub fn restore_with(
         }
         records += dump.records.len() as u64;
         progress(i as u64 + 1, total);
+        crate::testpoint::pause("restore-bot-replaced");
     }
     Ok(RestoreReport {
         restored: chosen.iter().map(|d| d.config.id.to_string()).collect(),

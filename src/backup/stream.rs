@@ -89,7 +89,7 @@ pub enum BackupError {
     #[error("the backup file asks for {asked_mib} MiB of memory for Argon2id, above the {limit_mib} MiB this command accepts, so it was refused before any key derivation: if you made this backup with that much memory on purpose, pass --max-kdf-memory-mib {asked_mib} (at most {max_mib}); otherwise the file is damaged or crafted", asked_mib = asked_kib.div_ceil(1024), limit_mib = limit_kib / 1024, max_mib = KdfParams::MAX.memory_kib / 1024)]
     KdfMemoryAboveLimit { asked_kib: u32, limit_kib: u32 },
 
-    #[error("wrong passphrase for this backup file: nothing was changed; check --backup-passphrase-file / WAVAULT_BACKUP_PASSPHRASE")]
+    #[error("wrong passphrase for this backup file: nothing was changed; check --backup-passphrase-file / WAVAULT_BACKUP_PASSPHRASE (a file whose header salt, Argon2id parameters, nonces or wrapped key were changed fails the same way: if the passphrase is surely right, use another copy of the backup)")]
     WrongPassphrase,
 
     #[error("the backup file's header fails authentication (damaged or tampered) although its passphrase is right: use another copy of the backup")]

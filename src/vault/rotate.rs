@@ -134,6 +134,7 @@ impl Vault {
                 }
                 bytes += stored.len() as u64;
                 resealed += u64::from(self.reseal_one(tree, &key, stored)?);
+                crate::testpoint::pause("rotate-key-resealed-one");
                 if done % 256 == 0 {
                     progress(done, total);
                 }

@@ -538,6 +538,20 @@ fn systemd_unit_keeps_its_hardening() {
             "[Service] {k}= must be exactly {v:?}, once"
         );
     }
+    // README: exit codes 2, 3, 5 and 6 are not retried; 4 (the vault held
+    // for a moment by an operator's command) is.
+    // Once: a later empty `RestartPreventExitStatus=` would clear the list.
+    let prevent = get("Service", "RestartPreventExitStatus");
+    assert_eq!(
+        prevent.len(),
+        1,
+        "RestartPreventExitStatus= once: {prevent:?}"
+    );
+    assert_eq!(
+        words(&prevent),
+        ["2", "3", "5", "6"],
+        "RestartPreventExitStatus= must list exactly 2 3 5 6"
+    );
     assert_eq!(
         words(&get("Service", "RestrictAddressFamilies")),
         ["AF_INET", "AF_INET6", "AF_UNIX"],

@@ -160,3 +160,88 @@ pub fn dumps(v: &Vault) -> Vec<wavault::vault::BotDump> {
         .map(|c| v.dump_bot(&c.id).unwrap())
         .collect()
 }
+
+/// How a child SIGKILLed at a random moment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Died by the SIGKILL (possibly before it did anything).
+    Killed,
+    /// Exited 0 on its own before the signal arrived.
+    Finished,
+}
+
+/// Spawns `c`, sleeps `delay` (the kill point is the random variable, not a
+/// synchronisation), SIGKILLs it and classifies its end. Any other end (an
+/// error exit such as a lock failure, another signal) fails the test with
+/// the child's stderr.
+pub fn kill_after(c: &mut Command, delay: std::time::Duration, what: &str) -> Ended {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn wavault");
+    std::thread::sleep(delay);
+    let _ = child.kill(); // SIGKILL
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    let _ = child.stderr.take().expect("piped").read_to_string(&mut err);
+    match (status.signal(), status.code()) {
+        (Some(9), _) => Ended::Killed,
+        (None, Some(0)) => Ended::Finished,
+        _ => panic!("{what}: child ended by {status}, neither SIGKILL nor success; stderr:\n{err}"),
+    }
+}
+
+/// Runs `c` with `WAVAULT_TEST_PAUSE_AT=point:hit` (see `wavault::testpoint`),
+/// waits (60 s at most) until it reports being paused there, SIGKILLs it and
+/// asserts it died by that signal. The test fails if the child exits or
+/// never reaches the point.
+pub fn kill_at(c: &mut Command, point: &str, hit: u64) {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let target = format!("{point}:{hit}");
+    let mut child = c
+        .env(wavault::testpoint::ENV, &target)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn wavault");
+    let err = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let paused = format!("wavault: paused at {target}");
+    let mut seen = Vec::new();
+    let reached = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line == paused => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false, // the child closed stderr (exited) or the deadline passed
+        }
+    };
+    let _ = child.kill();
+    let status = child.wait().expect("wait");
+    drop(rx);
+    if !reached {
+        let _ = reader.join();
+        panic!(
+            "the child never paused at {target} ({status}); stderr:\n{}",
+            seen.join("\n")
+        );
+    }
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "paused at {target}, then {status} instead of SIGKILL"
+    );
+}

@@ -157,17 +157,28 @@ fn second_open_reports_vault_in_use() {
     }
 }
 
+/// DESIGN (Durability): 64 concurrent durable writes use "far fewer than 64
+/// fsyncs". All 64 writes are made before any caller asks for durability (a
+/// barrier), so the callers really are concurrent; a group commit then needs
+/// a handful of flushes (each covers every ticket taken while the previous
+/// one ran). Without group commit it would be 64.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_durable_calls_share_fsyncs() {
+    const CALLERS: usize = 64;
+    /// "Far fewer": at most a quarter, with room for a loaded machine.
+    const MAX_FSYNCS: u64 = 16;
     let dir = tempfile::tempdir().unwrap();
     let v = new_vault(dir.path());
     let b = add_bot(&v, "a");
     let before = v.flush_count();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CALLERS));
     let mut tasks = Vec::new();
-    for i in 0..64u32 {
+    for i in 0..CALLERS as u32 {
         let view = v.view(&b);
+        let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             view.put(Kind::TEST, &i.to_be_bytes(), b"v").unwrap();
+            barrier.wait().await;
             view.durable().await.unwrap();
         }));
     }
@@ -176,7 +187,7 @@ async fn concurrent_durable_calls_share_fsyncs() {
     }
     let used = v.flush_count() - before;
     assert!(
-        (1..64).contains(&used),
-        "64 concurrent durable writes used {used} fsyncs"
+        (1..=MAX_FSYNCS).contains(&used),
+        "{CALLERS} concurrent durable writes used {used} fsyncs, not far fewer than {CALLERS} (at most {MAX_FSYNCS})"
     );
 }

@@ -266,12 +266,16 @@ fn cli_reauth_offline_deletes_credentials_after_a_backup() {
     assert_eq!(code(&out), 6, "{}", stderr(&out));
 }
 
-/// SIGKILL `wavault sweep` at random points: every reopen succeeds, the
-/// vault validates, and each dead bot has all of its credentials or none.
+/// SIGKILL `wavault sweep` between two bots' purges (at a pause point) and
+/// at random moments: every reopen succeeds, the vault validates, and each
+/// dead bot has all of its credentials or none; a kill after the n-th purge
+/// leaves exactly n bots purged; a sweep that finished first purged all; a
+/// child that ended any other way fails the test.
 #[test]
 fn sweep_survives_sigkill_at_random_points() {
     use std::time::{Duration as D, Instant};
-    const KILLS: usize = 20;
+    const KILLS: usize = 16;
+    const PAUSE_HITS: [usize; 3] = [1, 3, 5];
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
     let long_ago = wavault::vault::now() - 40 * DAY;
@@ -293,42 +297,11 @@ fn sweep_survives_sigkill_at_random_points() {
         v.flush().unwrap();
         dumps(&v)
     };
-    let restore_all = |v: &Vault| {
-        for d in &full_state {
-            v.replace_bot(d).unwrap();
-        }
-    };
-    let full = {
-        let t = Instant::now();
-        let out = run(wavault(&dir).arg("sweep"));
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        let e = t.elapsed();
-        restore_all(&Vault::open(&dir, PASS).unwrap());
-        e
-    };
-    let seed = seed();
-    eprintln!("kill schedule seed {seed}; full sweep {full:?}");
-    let mut rng = Rng(seed);
-    let (mut partial, mut all) = (0, 0);
-    for i in 0..KILLS {
-        let mut child = wavault(&dir)
-            .arg("sweep")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Half the kills anywhere, half in the last third (where the purges are).
-        let us = full.as_micros() as u64;
-        let delay = D::from_micros(if i % 2 == 0 {
-            rng.below(us + 1)
-        } else {
-            us * 2 / 3 + rng.below(us / 3 + 1)
-        });
-        std::thread::sleep(delay); // the kill point itself is the random variable
-        let _ = child.kill();
-        let _ = child.wait();
-        let v = Vault::open(&dir, PASS).unwrap_or_else(|e| panic!("reopen after kill {i}: {e}"));
-        assert!(v.validate().unwrap().is_sound(), "kill {i}");
+    // Reopens, checks each bot has all its credentials or none, puts the
+    // full state back; returns how many bots were purged.
+    let inspect_and_reset = |ctx: &str| -> usize {
+        let v = Vault::open(&dir, PASS).unwrap_or_else(|e| panic!("reopen after {ctx}: {e}"));
+        assert!(v.validate().unwrap().is_sound(), "{ctx}");
         let mut purged = 0;
         for (j, d) in full_state.iter().enumerate() {
             let n = creds(&v, &format!("dead-{j}"));
@@ -338,19 +311,59 @@ fn sweep_survives_sigkill_at_random_points() {
                 .iter()
                 .filter(|r| had.contains(&Kind(r.kind)))
                 .count();
+            assert!(expected > 0, "dead-{j} starts with credentials");
             assert!(
                 n == 0 || n == expected,
-                "kill {i} ({delay:?}): dead-{j} has {n} of {expected}"
+                "{ctx}: dead-{j} has {n} of {expected}"
             );
             purged += usize::from(n == 0);
+        }
+        for d in &full_state {
+            v.replace_bot(d).unwrap();
+        }
+        purged
+    };
+    for hit in PAUSE_HITS {
+        kill_at(wavault(&dir).arg("sweep"), "sweep-purged-bot", hit as u64);
+        let purged = inspect_and_reset(&format!("the kill after purge {hit} of 6"));
+        assert_eq!(
+            purged, hit,
+            "killed after {hit} of 6 purges: {purged} bots have no credentials"
+        );
+    }
+    let full = {
+        let t = Instant::now();
+        let out = run(wavault(&dir).arg("sweep"));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let e = t.elapsed();
+        assert_eq!(inspect_and_reset("a full sweep"), 6);
+        e
+    };
+    let seed = seed();
+    eprintln!("kill schedule seed {seed}; full sweep {full:?}");
+    let mut rng = Rng(seed);
+    let (mut partial, mut all, mut killed) = (0, 0, 0);
+    for i in 0..KILLS {
+        // Half the kills anywhere, half in the last third (where the purges are).
+        let us = full.as_micros() as u64;
+        let delay = D::from_micros(if i % 2 == 0 {
+            rng.below(us + 1)
+        } else {
+            us * 2 / 3 + rng.below(us / 3 + 1)
+        });
+        let ctx = format!("kill {i} ({delay:?})");
+        let ended = kill_after(wavault(&dir).arg("sweep"), delay, &ctx);
+        let purged = inspect_and_reset(&ctx);
+        match ended {
+            Ended::Killed => killed += 1,
+            Ended::Finished => assert_eq!(purged, 6, "{ctx}: the sweep exited 0"),
         }
         if purged > 0 && purged < full_state.len() {
             partial += 1;
         }
         all += usize::from(purged == full_state.len());
-        restore_all(&v);
     }
     eprintln!(
-        "of {KILLS} kills: {all} after every purge, {partial} between two bots' purges, the rest before any"
+        "of {KILLS} random kills ({killed} by SIGKILL): {all} after every purge, {partial} between two bots' purges, the rest before any"
     );
 }

@@ -98,27 +98,148 @@ fn value_from_another_vault_is_detected() {
     assert_eq!(report.problems[0].key, hex(&target_key));
 }
 
-#[test]
-fn corrupt_database_files_give_exit_5_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    drop(new_vault(dir.path()));
-    for f in files(&dir.path().join("db")) {
+type Corrupt = fn(&std::path::Path);
+
+/// A vault holding 4 bots x 200 records, as a pristine copy to damage.
+fn pristine_vault(root: &std::path::Path) -> std::path::PathBuf {
+    let pristine = root.join("pristine");
+    let v = new_vault(&pristine);
+    fill(&v, 4, 200);
+    drop(v);
+    let db_file = pristine.join("db").join("db");
+    let len = std::fs::metadata(&db_file).map(|m| m.len()).unwrap_or(0);
+    assert!(len > 64 * 1024, "the data file spans many pages: {len}");
+    pristine
+}
+
+/// Applies each pattern to a fresh copy and runs `validate`; asserts no
+/// panic and returns (pattern, exit code, stdout, stderr).
+fn validate_each(
+    root: &std::path::Path,
+    pristine: &std::path::Path,
+    patterns: &[(&'static str, Corrupt)],
+) -> Vec<(&'static str, Option<i32>, String, String)> {
+    let mut out = Vec::new();
+    for (what, corrupt) in patterns {
+        let dir = root.join(what.replace(' ', "-"));
+        copy_tree(pristine, &dir);
+        corrupt(&dir);
+        let o = run(wavault(&dir).arg("validate"));
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        out.push((*what, o.status.code(), stdout(&o), err));
+    }
+    out
+}
+
+fn overwrite_all(v: &std::path::Path) {
+    for f in files(&v.join("db")) {
         let len = std::fs::metadata(&f).unwrap().len() as usize;
         std::fs::write(&f, vec![0xA5; len.max(64)]).unwrap();
     }
-    let out = run(wavault(dir.path()).arg("validate"));
-    assert_eq!(
-        code(&out),
-        5,
-        "stdout {} stderr {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let err = stderr(&out);
-    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn data_file(v: &std::path::Path) -> std::path::PathBuf {
+    v.join("db").join("db")
+}
+
+/// THREAT_MODEL: "corrupt files: wavault reports damage (exit 5), it does
+/// not crash". Damage that reaches sled's configuration gives exit 5 with
+/// the documented message (README, exit codes: damaged data, restore from a
+/// backup); a removed `conf` is rebuilt with every record intact. Damage to
+/// the data file alone is the gap in `damaged_data_file_is_reported_not_rolled_back`.
+#[test]
+fn corrupt_database_files_give_exit_5_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = pristine_vault(tmp.path());
+    let damaged: [(&str, Corrupt); 2] = [
+        ("every file overwritten", overwrite_all),
+        ("conf overwritten", |v| {
+            std::fs::write(v.join("db").join("conf"), [0xA5; 64]).unwrap();
+        }),
+    ];
+    for (what, code, out, err) in validate_each(tmp.path(), &pristine, &damaged) {
+        assert_eq!(code, Some(5), "{what}: stdout {out} stderr {err}");
+        assert!(
+            err.contains("damaged or tampered data") && err.contains("wavault restore"),
+            "{what}: the message says the vault is damaged and names the way out: {err}"
+        );
+    }
+    let rebuilt: [(&str, Corrupt); 1] = [("conf removed", |v| {
+        std::fs::remove_file(v.join("db").join("conf")).unwrap();
+    })];
+    for (what, code, out, err) in validate_each(tmp.path(), &pristine, &rebuilt) {
+        assert_eq!(code, Some(0), "{what}: {err}");
+        assert!(out.contains("4 bot(s), 800 record(s)"), "{what}: {out}");
+    }
+}
+
+/// Known gap (issue 20): sled recovers a damaged data file by keeping its
+/// log up to the first bad checksum, so a truncated, zeroed, scrambled,
+/// emptied or removed data file opens as an older or empty vault with exit
+/// 0 and the lost records are not reported. Fails today; run with
+/// `--ignored` once the vault can tell (e.g. a record count or generation
+/// kept in the key file).
+#[test]
+#[ignore = "known gap: sled's log recovery hides damage to the data file (issue 20)"]
+fn damaged_data_file_is_reported_not_rolled_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = pristine_vault(tmp.path());
+    let patterns: [(&str, Corrupt); 6] = [
+        ("data file truncated to half", |v| {
+            let f = data_file(v);
+            let len = std::fs::metadata(&f).unwrap().len();
+            let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+            file.set_len(len / 2).unwrap();
+        }),
+        ("a zeroed page in the data file", |v| {
+            let f = data_file(v);
+            let mut b = std::fs::read(&f).unwrap();
+            let mid = (b.len() / 2) & !4095;
+            b[mid..mid + 4096].fill(0);
+            std::fs::write(&f, b).unwrap();
+        }),
+        ("random bytes in the middle of the data file", |v| {
+            let f = data_file(v);
+            let mut b = std::fs::read(&f).unwrap();
+            let mut rng = Rng(0x5eed_1234_5678_9abc);
+            let mid = b.len() / 2;
+            for x in &mut b[mid - 512..mid + 512] {
+                *x = rng.next() as u8;
+            }
+            std::fs::write(&f, b).unwrap();
+        }),
+        ("data file replaced by random bytes", |v| {
+            let f = data_file(v);
+            let mut b = std::fs::read(&f).unwrap();
+            let mut rng = Rng(0x0123_4567_89ab_cdef);
+            for x in &mut b {
+                *x = rng.next() as u8;
+            }
+            std::fs::write(&f, b).unwrap();
+        }),
+        ("data file emptied", |v| {
+            std::fs::write(data_file(v), b"").unwrap()
+        }),
+        ("data file removed", |v| {
+            std::fs::remove_file(data_file(v)).unwrap()
+        }),
+    ];
+    let results = validate_each(tmp.path(), &pristine, &patterns);
+    let wrong: Vec<String> = results
+        .iter()
+        .filter(|(_, code, _, err)| *code != Some(5) || !err.contains("damaged or tampered data"))
+        .map(|(what, code, out, _)| {
+            format!(
+                "{what}: exit {code:?}, {}",
+                out.lines().next().unwrap_or("")
+            )
+        })
+        .collect();
     assert!(
-        err.contains("restore"),
-        "the message names the way out: {err}"
+        wrong.is_empty(),
+        "not reported as damage:\n{}",
+        wrong.join("\n")
     );
 }
 
