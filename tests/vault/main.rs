@@ -15,6 +15,7 @@ mod process;
 mod roundtrip;
 #[path = "../support/signal_state.rs"]
 mod signal_state;
+mod socket;
 mod sweep;
 mod tamper;
 mod web;
