@@ -17,6 +17,7 @@ use wavault::runner::status::StatusRow;
 use wavault::runner::{RunConfig, Runner};
 use wavault::sessions::Status;
 use wavault::vault::BotConfig;
+use whatsapp_rust::wacore::net::{Transport, TransportEvent, TransportFactory};
 
 use crate::hook_server::{HookServer, Mode};
 use crate::peer::{Peer, LOGIN_DEADLINE};
@@ -250,4 +251,232 @@ async fn hook_concurrency_is_honoured() {
         "at most two chats at once (and two did run at once): {seen:?}"
     );
     runner.shutdown().await.unwrap();
+}
+
+/// Child half of the signal tests: `run`'s own main loop
+/// (`wavault::cli::until_signalled`) over the parent's peer by loopback TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_run_until_signalled() {
+    let Some(dir) = std::env::var_os("WAVAULT_E2E_SIG_DIR") else {
+        return; // only meaningful when started by a parent test
+    };
+    let addr: std::net::SocketAddr = std::env::var("WAVAULT_E2E_SIG_PEER")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let grace: u64 = std::env::var("WAVAULT_E2E_SIG_GRACE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let vault = wavault::Vault::open(Path::new(&dir), PASS).expect("child opens vault");
+    let stub = Peer::new(); // only its HTTP stub: logins need no HTTP
+    let mut c = cfg(&stub);
+    let tcp = crate::peer::TcpTransportFactory { addr };
+    let stuck = std::env::var_os("WAVAULT_E2E_SIG_STUCK").is_some();
+    c.net = wavault::runner::net::Net {
+        transport: if stuck {
+            std::sync::Arc::new(StuckDisconnect(tcp))
+        } else {
+            std::sync::Arc::new(tcp)
+        },
+        http: std::sync::Arc::new(stub.http_client()),
+        version: Some(crate::peer::PINNED_VERSION),
+    };
+    c.shutdown_grace = Duration::from_secs(grace);
+    wavault::cli::until_signalled(vault, c).await.unwrap();
+}
+
+/// Connections whose `disconnect` never finishes (a network that swallows
+/// the close): the bot's clean shutdown then takes the whole grace.
+struct StuckDisconnect(crate::peer::TcpTransportFactory);
+
+struct StuckTransport(std::sync::Arc<dyn Transport>);
+
+#[whatsapp_rust::async_trait]
+impl Transport for StuckTransport {
+    async fn send(&self, data: whatsapp_rust::bytes::Bytes) -> whatsapp_rust::anyhow::Result<()> {
+        self.0.send(data).await
+    }
+
+    async fn disconnect(&self) {
+        std::future::pending::<()>().await
+    }
+}
+
+#[whatsapp_rust::async_trait]
+impl TransportFactory for StuckDisconnect {
+    async fn create_transport(
+        &self,
+    ) -> whatsapp_rust::anyhow::Result<(
+        std::sync::Arc<dyn Transport>,
+        whatsapp_rust::async_channel::Receiver<TransportEvent>,
+    )> {
+        let (t, rx) = self.0.create_transport().await?;
+        Ok((std::sync::Arc::new(StuckTransport(t)), rx))
+    }
+}
+
+/// A child test process running [`child_run_until_signalled`]; its output
+/// lines are kept. Killed on drop.
+struct SigChild {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for SigChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SigChild {
+    fn spawn(dir: &Path, peer: std::net::SocketAddr, grace_secs: u64, stuck: bool) -> SigChild {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        if stuck {
+            cmd.env("WAVAULT_E2E_SIG_STUCK", "1");
+        }
+        let mut child = cmd
+            .args([
+                "--exact",
+                "claims_tests::child_run_until_signalled",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("WAVAULT_E2E_SIG_DIR", dir)
+            .env("WAVAULT_E2E_SIG_PEER", peer.to_string())
+            .env("WAVAULT_E2E_SIG_GRACE", grace_secs.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn child");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for r in [out, err] {
+            let l = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                    l.lock().unwrap().push(line);
+                }
+            });
+        }
+        SigChild { child, lines }
+    }
+
+    fn term(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM");
+    }
+
+    async fn wait_line(&self, what: &str) {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        while !self.lines.lock().unwrap().iter().any(|l| l.contains(what)) {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no line {what:?} within {DEADLINE:?}: {:?}",
+                self.lines.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The exit status, within the deadline.
+    async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "the child did not exit within {DEADLINE:?}: {:?}",
+                self.lines.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// SIGTERM with bots connected: exit 0 and every bot recorded disconnected
+/// with reason `shutdown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_bots_connected_exits_0_and_records_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["one", "two"]);
+    let phones = [
+        synth_paired(&vault, "one", 4_915_100_002_011).await,
+        synth_paired(&vault, "two", 4_915_100_002_012).await,
+    ];
+    drop(vault);
+    let peer = Peer::new();
+    let addr = peer.listen_tcp().await;
+    let mut child = SigChild::spawn(dir.path(), addr, 8, false);
+    let p = phones.clone();
+    peer.wait_for("both bots logged in", LOGIN_DEADLINE * 2, |log| {
+        p.iter().all(|ph| log.logins(ph).count() >= 1)
+    })
+    .await
+    .expect("both log in");
+    // Logged in is not yet connected in the vault: wait for the peer's
+    // answer to the client's first IQs (pre-keys uploaded).
+    for ph in &phones {
+        let ph = ph.clone();
+        peer.wait_for("pre-keys", LOGIN_DEADLINE, |log| log.has_prekey_bundle(&ph))
+            .await
+            .expect("pre-keys");
+    }
+    child.term();
+    let status = child.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{:?}", child.lines.lock().unwrap());
+    let vault = wavault::Vault::open(dir.path(), PASS).unwrap();
+    for id in ["one", "two"] {
+        let s = wavault::sessions::Sessions::new(vault.view(&bot(id)));
+        assert_eq!(s.load(0).unwrap().status, Status::Disconnected, "{id}");
+        let h = s.history().unwrap();
+        let last = h.last().unwrap();
+        assert_eq!(
+            (last.from, last.to, last.reason.as_deref()),
+            (Status::Connected, Status::Disconnected, Some("shutdown")),
+            "{id}: {h:?}"
+        );
+    }
+}
+
+/// A second SIGTERM while the shutdown is slow (the bot's disconnect never
+/// finishes and the grace is long) exits at once with code 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_sigterm_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["stuck"]);
+    let phone = synth_paired(&vault, "stuck", 4_915_100_002_013).await;
+    drop(vault);
+    let peer = Peer::new();
+    let addr = peer.listen_tcp().await;
+    // A grace far beyond the deadline: only the second signal can end it in time.
+    let mut child = SigChild::spawn(dir.path(), addr, 600, true);
+    let p = phone.clone();
+    peer.wait_for("the login", LOGIN_DEADLINE * 2, |log| {
+        log.logins(&p).count() >= 1
+    })
+    .await
+    .expect("the bot logs in");
+    child.term();
+    child.wait_line("stopping: disconnecting every bot").await;
+    child.term();
+    let status = child.wait_exit().await;
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{:?}",
+        child.lines.lock().unwrap()
+    );
+    child.wait_line("second signal: exiting at once").await;
 }
