@@ -155,6 +155,16 @@ async fn queue_age_limit_holds_alerts_and_retry_releases_through_the_socket() {
     hook.wait("the fresh message", DEADLINE, |s| !s.accepted.is_empty())
         .await;
     assert_eq!(hook.texts_from(alice.phone()), ["fresh"], "held back");
+    alice
+        .wait_received("the echo of the fresh message", DEADLINE, |r| {
+            r.iter().any(|m| m.text.as_deref() == Some("echo: fresh"))
+        })
+        .await
+        .unwrap();
+    runner
+        .wait_until(DEADLINE, |rows| row(rows, "aging").messages.queued == 1)
+        .await
+        .expect("only the held message left");
     let listed = ok(&cli(dir.path(), &["queue", "list", "aging", "--json"]).await);
     let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
