@@ -293,6 +293,9 @@ async fn child_run_until_signalled() {
         version: Some(crate::peer::PINNED_VERSION),
     };
     c.shutdown_grace = Duration::from_secs(grace);
+    if let Ok(hook) = std::env::var("WAVAULT_E2E_SIG_HOOK") {
+        c.hooks.target = Some(Target::Webhook(hook));
+    }
     wavault::cli::until_signalled(vault, c).await.unwrap();
 }
 
@@ -342,8 +345,19 @@ impl Drop for SigChild {
 
 impl SigChild {
     fn spawn(dir: &Path, peer: std::net::SocketAddr, grace_secs: u64, stuck: bool) -> SigChild {
+        Self::spawn_with(dir, peer, grace_secs, stuck, &[])
+    }
+
+    fn spawn_with(
+        dir: &Path,
+        peer: std::net::SocketAddr,
+        grace_secs: u64,
+        stuck: bool,
+        envs: &[(&str, &str)],
+    ) -> SigChild {
         use std::io::BufRead;
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.envs(envs.iter().copied());
         if stuck {
             cmd.env("WAVAULT_E2E_SIG_STUCK", "1");
         }
@@ -489,4 +503,140 @@ async fn second_sigterm_exits_at_once() {
         child.lines.lock().unwrap()
     );
     child.wait_line("second signal: exiting at once").await;
+}
+
+/// Crashes the child runner at `point` while it delivers `text`; returns
+/// the vault folder, the peer (still up), the bot's phone, the contact, the
+/// message id and the hook (which answered once).
+async fn crash_during_delivery(
+    point: &str,
+    phone: u64,
+    contact: &str,
+    text: &str,
+) -> (
+    tempfile::TempDir,
+    Peer,
+    String,
+    crate::peer::Contact,
+    String,
+    HookServer,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["crash"]);
+    let phone = synth_paired(&vault, "crash", phone).await;
+    drop(vault);
+    let peer = Peer::new();
+    let addr = peer.listen_tcp().await;
+    let hook = HookServer::start(Mode::Reply("echo: ".into())).await;
+    let mut child = SigChild::spawn_with(
+        dir.path(),
+        addr,
+        8,
+        false,
+        &[
+            ("WAVAULT_E2E_SIG_HOOK", &hook.url),
+            ("WAVAULT_TEST_CRASH_AT", point),
+        ],
+    );
+    let p = phone.clone();
+    let up = peer
+        .wait_for("the child bot's pre-key upload", DEADLINE * 2, |log| {
+            log.has_prekey_bundle(&p)
+        })
+        .await;
+    if let Err(e) = up {
+        panic!("{e}; child: {:?}", child.lines.lock().unwrap());
+    }
+    let alice = peer.contact(contact);
+    let id = alice.send_text(&phone, text).await.unwrap();
+    hook.wait("the first call", DEADLINE, |s| s.accepted.len() == 1)
+        .await;
+    let status = child.wait_exit().await;
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "the child aborted at {point}: {status:?} {:?}",
+        child.lines.lock().unwrap()
+    );
+    (dir, peer, phone, alice, id, hook)
+}
+
+/// A crash between the hook's answer and the queue update: after the
+/// restart the hook gets the same message again (at least once delivery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_hook_answer_calls_the_hook_again() {
+    let (dir, peer, _phone, alice, id, hook) = crash_during_delivery(
+        "after_hook_answer",
+        4_915_100_002_021,
+        "4917600002021",
+        "crash before the update",
+    )
+    .await;
+    let vault = wavault::Vault::open(dir.path(), PASS).unwrap();
+    let mut c = cfg(&peer);
+    c.hooks.target = Some(Target::Webhook(hook.url.clone()));
+    let runner = Runner::start(vault, c).unwrap();
+    let seen = hook
+        .wait("the message again", DEADLINE, |s| s.accepted.len() == 2)
+        .await;
+    assert_eq!(seen.accepted[0]["id"], id.as_str());
+    assert_eq!(seen.accepted[1]["id"], id.as_str(), "the same message");
+    alice
+        .wait_received("the echo", DEADLINE, |r| {
+            r.iter()
+                .any(|m| m.text.as_deref() == Some("echo: crash before the update"))
+        })
+        .await
+        .unwrap();
+    runner.shutdown().await.unwrap();
+}
+
+/// A crash once the hook's actions are stored: after the restart the reply
+/// reaches the contact once and the hook is not called again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_actions_accepted_resumes_without_the_hook() {
+    let (dir, peer, phone, alice, _id, hook) = crash_during_delivery(
+        "after_actions_accepted",
+        4_915_100_002_022,
+        "4917600002022",
+        "crash after accepting",
+    )
+    .await;
+    let vault = wavault::Vault::open(dir.path(), PASS).unwrap();
+    let mut c = cfg(&peer);
+    c.hooks.target = Some(Target::Webhook(hook.url.clone()));
+    let runner = Runner::start(vault, c).unwrap();
+    wait_connected(&runner, "crash").await;
+    alice
+        .wait_received("the stored reply", DEADLINE, |r| {
+            r.iter()
+                .any(|m| m.text.as_deref() == Some("echo: crash after accepting"))
+        })
+        .await
+        .unwrap();
+    runner
+        .wait_until(DEADLINE, |rows| row(rows, "crash").messages.queued == 0)
+        .await
+        .expect("queue drained");
+    // One more message through the same path, then count.
+    alice.send_text(&phone, "next").await.unwrap();
+    let got = alice
+        .wait_received("the next echo", DEADLINE, |r| {
+            r.iter().any(|m| m.text.as_deref() == Some("echo: next"))
+        })
+        .await
+        .unwrap();
+    let echoes = got
+        .iter()
+        .filter(|m| m.text.as_deref() == Some("echo: crash after accepting"))
+        .count();
+    assert_eq!(echoes, 1, "the reply reached the contact once");
+    let s = hook.seen();
+    assert_eq!(
+        hook.texts_from(alice.phone()),
+        ["crash after accepting", "next"],
+        "the hook was not called again for the accepted message: {s:?}"
+    );
+    runner.shutdown().await.unwrap();
 }
