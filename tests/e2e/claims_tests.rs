@@ -293,6 +293,10 @@ async fn child_run_until_signalled() {
         version: Some(crate::peer::PINNED_VERSION),
     };
     c.shutdown_grace = Duration::from_secs(grace);
+    if std::env::var_os("WAVAULT_E2E_SIG_DEFAULT_LOG").is_some() {
+        assert!(std::env::var_os("RUST_LOG").is_none(), "RUST_LOG is unset");
+        wavault::logs::init();
+    }
     if let Ok(hook) = std::env::var("WAVAULT_E2E_SIG_HOOK") {
         c.hooks.target = Some(Target::Webhook(hook));
     }
@@ -358,6 +362,14 @@ impl SigChild {
         use std::io::BufRead;
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
         cmd.envs(envs.iter().copied());
+        if envs
+            .iter()
+            .any(|(k, _)| *k == "WAVAULT_E2E_SIG_DEFAULT_LOG")
+        {
+            cmd.env_remove("RUST_LOG");
+        } else {
+            cmd.env("RUST_LOG", "warn");
+        }
         if stuck {
             cmd.env("WAVAULT_E2E_SIG_STUCK", "1");
         }
@@ -372,7 +384,6 @@ impl SigChild {
             .env("WAVAULT_E2E_SIG_DIR", dir)
             .env("WAVAULT_E2E_SIG_PEER", peer.to_string())
             .env("WAVAULT_E2E_SIG_GRACE", grace_secs.to_string())
-            .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -639,4 +650,143 @@ async fn crash_after_actions_accepted_resumes_without_the_hook() {
         "the hook was not called again for the accepted message: {s:?}"
     );
     runner.shutdown().await.unwrap();
+}
+
+/// Every regular file under `root`.
+fn files(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// No identifier of a real session on disk or in the log: a paired bot
+/// (device phone and LID), a contact who wrote and got replies, a `send`
+/// through the socket, the web token, an export. The vault folder, the
+/// backup file and the child's whole log (default filter) are searched for
+/// each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_identifier_of_a_session_on_disk_or_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["secretive"]);
+    let phone = synth_paired(&vault, "secretive", 4_915_100_002_031).await;
+    let lid_user = (4_915_100_002_031u64 + 100_000_000_000_000).to_string();
+    drop(vault);
+    let peer = Peer::new();
+    let addr = peer.listen_tcp().await;
+    let hook = HookServer::start(Mode::Reply("echo: ".into())).await;
+    let mut child = SigChild::spawn_with(
+        dir.path(),
+        addr,
+        8,
+        false,
+        &[
+            ("WAVAULT_E2E_SIG_HOOK", &hook.url),
+            ("WAVAULT_E2E_SIG_DEFAULT_LOG", "1"),
+        ],
+    );
+    let p = phone.clone();
+    let up = peer
+        .wait_for("the child bot's pre-key upload", DEADLINE * 2, |log| {
+            log.has_prekey_bundle(&p)
+        })
+        .await;
+    if let Err(e) = up {
+        panic!("{e}; child: {:?}", child.lines.lock().unwrap());
+    }
+    let alice = peer.contact("4917600002031");
+    let in_id = alice
+        .send_text(&phone, "zebra quartz inbound text")
+        .await
+        .unwrap();
+    alice
+        .wait_received("the echo", DEADLINE, |r| {
+            r.iter()
+                .any(|m| m.text.as_deref() == Some("echo: zebra quartz inbound text"))
+        })
+        .await
+        .unwrap();
+    let sent = ok(&cli(
+        dir.path(),
+        &["send", "secretive", alice.phone(), "walrus proactive text"],
+    )
+    .await);
+    let sent = sent.trim().to_owned();
+    let got = alice
+        .wait_received("the send", DEADLINE, |r| r.iter().any(|m| m.id == sent))
+        .await
+        .unwrap();
+    let token = ok(&cli(dir.path(), &["token", "show"]).await)
+        .trim()
+        .to_owned();
+    assert!(token.len() >= 32, "{token}");
+    child.term();
+    let status = child.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{:?}", child.lines.lock().unwrap());
+    let backup = out_dir.path().join("all.wvb");
+    let mut export = std::process::Command::new(env!("CARGO_BIN_EXE_wavault"));
+    export
+        .arg("--vault")
+        .arg(dir.path())
+        .args(["export", "-o"])
+        .arg(&backup)
+        .args([
+            "--kdf-memory-mib",
+            "1",
+            "--kdf-iterations",
+            "1",
+            "--kdf-parallelism",
+            "1",
+        ])
+        .env("WAVAULT_PASSPHRASE", std::str::from_utf8(PASS).unwrap())
+        .env("WAVAULT_BACKUP_PASSPHRASE", "backup pass for the grep test")
+        .env("RUST_LOG", "warn");
+    let out = tokio::task::spawn_blocking(move || export.output().unwrap())
+        .await
+        .unwrap();
+    ok(&out);
+
+    let mut needles: Vec<String> = vec![
+        phone.clone(),
+        format!("{phone}@s.whatsapp.net"),
+        lid_user.clone(),
+        format!("{lid_user}@lid"),
+        alice.phone().to_owned(),
+        format!("{}@s.whatsapp.net", alice.phone()),
+        in_id.clone(),
+        sent.clone(),
+        "zebra quartz".into(),
+        "walrus proactive".into(),
+        token.clone(),
+    ];
+    needles.extend(got.iter().map(|m| m.id.clone()));
+    let log = child.lines.lock().unwrap().join("\n");
+    // Positive controls: the log has wavault's lines, the files are there.
+    assert!(log.contains("running; Ctrl-C or SIGTERM"), "{log}");
+    let mut hay: Vec<(String, Vec<u8>)> = files(dir.path())
+        .into_iter()
+        .map(|f| (f.display().to_string(), std::fs::read(&f).unwrap()))
+        .collect();
+    assert!(
+        hay.len() >= 3,
+        "vault files: {:?}",
+        hay.iter().map(|h| &h.0).collect::<Vec<_>>()
+    );
+    hay.push(("the backup file".into(), std::fs::read(&backup).unwrap()));
+    hay.push(("the log".into(), log.clone().into_bytes()));
+    for (name, bytes) in &hay {
+        for n in &needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+                "{n:?} found in {name}"
+            );
+        }
+    }
 }
