@@ -268,25 +268,40 @@ fn another_user_is_refused() {
     // Open the way for `nobody` in the file system: the folder
     // traversable, the socket writable by all, a binary it can execute.
     // Only the server's own check is left.
-    let bin = tmp.path().join("wavault");
-    std::fs::copy(env!("CARGO_BIN_EXE_wavault"), &bin).unwrap();
+    let as_nobody = |bin: &std::path::Path| {
+        let mut c = std::process::Command::new(bin);
+        c.env_clear().uid(NOBODY).gid(NOBODY);
+        c
+    };
+    let original = std::path::PathBuf::from(env!("CARGO_BIN_EXE_wavault"));
+    // The test binary itself when `nobody` can run it; else a copy (a copy
+    // is written, and a file open for writing cannot be executed by a
+    // child forked meanwhile: ETXTBSY, so avoid it when we can).
+    let bin = if as_nobody(&original)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        original
+    } else {
+        let bin = tmp.path().join("wavault");
+        std::fs::copy(&original, &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    };
     for (p, mode) in [
         (tmp.path().to_path_buf(), 0o755),
-        (bin.clone(), 0o755),
         (dir.clone(), 0o711),
         (dir.join("control.sock"), 0o666),
     ] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     assert_eq!(std::fs::metadata(&dir).unwrap().uid(), 0);
-    let out = std::process::Command::new(&bin)
+    let out = as_nobody(&bin)
         .arg("--vault")
         .arg(&dir)
         .args(["bot", "list", "--json"])
-        .env_clear()
         .env("WAVAULT_PASSPHRASE", std::str::from_utf8(PASS).unwrap())
-        .uid(NOBODY)
-        .gid(NOBODY)
         .output()
         .unwrap();
     assert_ne!(code(&out), 0, "refused: {}", stdout(&out));
