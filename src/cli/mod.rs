@@ -13,7 +13,7 @@ mod vaultcmd;
 
 pub use bot::{bot_rows, bot_show};
 pub use messages::queue_op;
-pub use run::{parse_age, parse_duration, parse_period, MAX_DURATION};
+pub use run::{parse_age, parse_duration, parse_period, until_signalled, MAX_DURATION};
 
 use crate::error::{Error, Result};
 use crate::passphrase::{Passphrase, Source};

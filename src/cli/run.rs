@@ -167,25 +167,31 @@ pub fn run(g: &Global, args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
-    rt.block_on(async move {
-        // Handlers first: a signal that arrives while bots start still
-        // gets the clean shutdown.
-        let mut signals = Signals::new()?;
-        let bots = vault.list_bots()?.len();
-        let runner = Runner::start(vault, cfg)?;
-        if bots == 0 {
-            println!("no bots yet: add one from another terminal with `wavault bot add ID`");
-        }
-        tracing::info!("running; Ctrl-C or SIGTERM stops every bot cleanly");
+    rt.block_on(until_signalled(vault, cfg))
+}
+
+/// Starts the runner and serves until SIGINT or SIGTERM, then stops every
+/// bot cleanly; a second signal meanwhile exits the process at once with
+/// code 130. `run`'s main loop (public for the tests' child runners, which
+/// bring their own network).
+pub async fn until_signalled(vault: Vault, cfg: RunConfig) -> Result<()> {
+    // Handlers first: a signal that arrives while bots start still
+    // gets the clean shutdown.
+    let mut signals = Signals::new()?;
+    let bots = vault.list_bots()?.len();
+    let runner = Runner::start(vault, cfg)?;
+    if bots == 0 {
+        println!("no bots yet: add one from another terminal with `wavault bot add ID`");
+    }
+    tracing::info!("running; Ctrl-C or SIGTERM stops every bot cleanly");
+    signals.next().await;
+    tokio::spawn(async move {
         signals.next().await;
-        tokio::spawn(async move {
-            signals.next().await;
-            eprintln!("second signal: exiting at once");
-            std::process::exit(130);
-        });
-        println!("stopping: disconnecting every bot");
-        runner.shutdown().await
-    })
+        eprintln!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+    println!("stopping: disconnecting every bot");
+    runner.shutdown().await
 }
 
 /// SIGINT and SIGTERM, registered up front.

@@ -336,6 +336,7 @@ async fn deliver_inner(
     if q.accepted.is_none() {
         match hook::call(target, &q.summary, timeout, bot.as_str()).await {
             Ok(actions) => {
+                test_crash_point("after_hook_answer");
                 let actions = messaging::admissible(&q.chat, actions);
                 if actions.is_empty() {
                     return queue.remove(q, now(), 0).await.map_err(|e| e.to_string());
@@ -344,6 +345,7 @@ async fn deliver_inner(
                 q.attempts = 0;
                 q.last_error = None;
                 queue.update(q).await.map_err(|e| e.to_string())?;
+                test_crash_point("after_actions_accepted");
             }
             Err(e) => return fail(queue, q, e, true).await,
         }
@@ -385,6 +387,21 @@ async fn deliver_inner(
         }
     }
     queue.remove(q, now(), 0).await.map_err(|e| e.to_string())
+}
+
+/// TEST ONLY: crash points for the crash-safety tests (`tests/e2e/claims_tests.rs`).
+/// When `WAVAULT_TEST_CRASH_AT` names this point (`after_hook_answer`: the
+/// hook answered, the queue not yet updated; `after_actions_accepted`: the
+/// accepted actions are durable, none carried out), the process aborts
+/// there, as a crash would. Never set it in production. Cost otherwise: the
+/// variable is read once per process; afterwards one comparison.
+fn test_crash_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("WAVAULT_TEST_CRASH_AT").ok());
+    if at.as_deref() == Some(point) {
+        eprintln!("WAVAULT_TEST_CRASH_AT={point}: aborting (test crash point)");
+        std::process::abort();
+    }
 }
 
 /// Records a failed attempt (the entry stays for a retry); returns `Err(e)`.

@@ -34,6 +34,32 @@ pub struct Seen {
     pub accepted: Vec<Value>,
     /// Every call, refused and hanging ones included.
     pub calls: usize,
+    /// The `chat` of every call, in arrival order.
+    pub chats: Vec<String>,
+    /// Calls being answered now (a hanging call ends when its client gives up).
+    pub in_flight: usize,
+    /// The most calls ever in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// Counts a call in flight until dropped (answered, or cancelled because
+/// the client closed the connection).
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn new(inner: &Arc<Inner>) -> InFlight {
+        inner.seen.send_modify(|s| {
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        });
+        InFlight(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.seen.send_modify(|s| s.in_flight -= 1);
+    }
 }
 
 struct Inner {
@@ -51,7 +77,12 @@ pub struct HookServer {
 
 async fn handle(State(inner): State<Arc<Inner>>, Json(body): Json<Value>) -> Response {
     let mode = inner.mode.lock().unwrap().clone();
-    inner.seen.send_modify(|s| s.calls += 1);
+    inner.seen.send_modify(|s| {
+        s.calls += 1;
+        s.chats
+            .push(body["chat"].as_str().unwrap_or_default().to_owned());
+    });
+    let _in_flight = InFlight::new(&inner);
     match mode {
         Mode::Down => (StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
         Mode::Hang => {

@@ -16,6 +16,7 @@ mod roundtrip;
 mod shred;
 #[path = "../support/signal_state.rs"]
 mod signal_state;
+mod socket;
 mod sweep;
 mod tamper;
 mod web;

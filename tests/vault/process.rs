@@ -59,7 +59,12 @@ fn setup() -> Setup {
         };
     }
     let bin = tmp.path().join("wavault");
-    std::fs::copy(env!("CARGO_BIN_EXE_wavault"), &bin).unwrap();
+    // A hard link, not a copy: a copy is open for writing while it is made,
+    // and a child forked meanwhile by another test thread would keep it
+    // open, so running it could fail with "text file busy" (ETXTBSY).
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_wavault"), &bin).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_wavault"), &bin).unwrap();
+    }
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::chown(&vault, Some(NOBODY), Some(NOBODY)).unwrap();
