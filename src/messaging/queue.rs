@@ -573,6 +573,58 @@ mod tests {
         );
     }
 
+    /// Regression for fb94b7a: `expire` (also `release`, `drop_held`)
+    /// reads the queue under the same lock it writes with, so a removal
+    /// (a delivered message) in between is never written back as held
+    /// (from where `queue retry` would deliver it again).
+    #[test]
+    fn expiry_racing_removals_never_puts_a_delivered_message_back() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const N: usize = 60;
+        let (_d, v, id) = vault();
+        let q = std::sync::Arc::new(Queue::new(v.view(&id)));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let batch: Vec<NewMessage> = (0..N).map(|i| msg(&format!("c{i}"), "1")).collect();
+            // Received at 0: every entry is past any age limit.
+            q.enqueue(&batch, N, 0).await.unwrap().unwrap();
+        });
+        let entries = q.pending().unwrap();
+        assert_eq!(entries.len(), N);
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let expirer = {
+            let (q, done) = (q.clone(), done.clone());
+            std::thread::spawn(move || {
+                let rt = crate::messaging::test_runtime();
+                let mut rounds = 0u32;
+                while !done.load(Ordering::SeqCst) || rounds == 0 {
+                    rt.block_on(q.expire(Duration::from_secs(1), crate::vault::now()))
+                        .unwrap();
+                    rounds += 1;
+                }
+                rounds
+            })
+        };
+        rt.block_on(async {
+            for e in entries {
+                q.remove(&e, 0, 1).await.unwrap();
+            }
+        });
+        done.store(true, Ordering::SeqCst);
+        let rounds = expirer.join().unwrap();
+        let back = q.pending().unwrap();
+        assert!(
+            back.is_empty(),
+            "{} of {N} removed messages came back (held: {}) over {rounds} expiry rounds",
+            back.len(),
+            back.iter().filter(|e| e.held).count()
+        );
+    }
+
     #[test]
     fn entries_are_sealed_and_names_blind() {
         let (d, v, id) = vault();
