@@ -3,10 +3,19 @@
 //! sled 0.34 can panic on corrupt files; [`Db::open`] catches that and reports
 //! it as damaged data. Writes are only durable after [`Db::flush`]; callers
 //! that need durability go through the vault's group commit.
+//!
+//! sled 0.34 reads its log until the first record it cannot read and treats
+//! the rest as a torn tail: damage inside the data file (a truncation, a
+//! zeroed page) silently opens an older database. So every flush also bumps
+//! a generation number in the `meta` tree, and a clean close (the last
+//! handle dropped) writes the generation it flushed, after an fsync of
+//! sled's files, to `<vault>/db/wavault-generation`. Opening a database
+//! whose generation is below that file's is damage, not a torn tail.
 
 use crate::error::{Error, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The vault's trees. Few trees, prefixed keys (many trees cost space in sled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +44,41 @@ pub struct Db {
     db: sled::Db,
     bots: sled::Tree,
     records: sled::Tree,
-    /// Vault bookkeeping that belongs to no bot (the rotation-due mark).
+    /// Vault bookkeeping that belongs to no bot (the rotation-due mark,
+    /// the flush generation).
     meta: sled::Tree,
+    /// The database folder (for the generation file).
+    dir: PathBuf,
+    /// The generation the last flush wrote (see the module docs).
+    generation: Mutex<u64>,
+}
+
+/// Key of the flush generation in the `meta` tree (8 bytes, little endian).
+const GENERATION_KEY: &[u8] = b"generation";
+/// The generation of the last clean close, beside sled's files.
+pub const GENERATION_FILE: &str = "wavault-generation";
+/// Magic of the generation file: `WVGEN1` then the generation, u64 LE.
+const GENERATION_MAGIC: &[u8; 6] = b"WVGEN1";
+
+fn read_closed_generation(dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(GENERATION_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    match bytes.strip_prefix(GENERATION_MAGIC.as_slice()) {
+        Some(n) if n.len() == 8 => Ok(Some(u64::from_le_bytes(n.try_into().expect("8 bytes")))),
+        _ => Err(Error::damaged(format!(
+            "{} is not a generation file",
+            path.display()
+        ))),
+    }
+}
+
+fn decode_generation(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 /// Name of the bookkeeping tree (not a [`TreeId`]: it holds no sealed records).
@@ -84,6 +126,16 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
+impl Drop for Db {
+    fn drop(&mut self) {
+        // A close that fails leaves the previous (lower) generation: the
+        // check at open only ever errs on the safe side.
+        if let Err(e) = self.close() {
+            tracing::warn!("closing the vault database: {e}");
+        }
+    }
+}
+
 impl Db {
     /// Opens (or creates) the database in `dir`. The caller holds the vault
     /// lock, so a sled lock conflict can only be this process's previous
@@ -124,11 +176,25 @@ impl Db {
             let bots = db.open_tree(TreeId::Bots.name()).map_err(sled_err)?;
             let records = db.open_tree(TreeId::Records.name()).map_err(sled_err)?;
             let meta = db.open_tree(META_TREE).map_err(sled_err)?;
+            let generation = decode_generation(meta.get(GENERATION_KEY).map_err(sled_err)?);
+            if let Some(closed) = read_closed_generation(&dir)? {
+                if generation < closed {
+                    return Err(Error::damaged(format!(
+                        "the vault database is older than when it was last closed \
+                         (generation {generation} < {closed}): its data file is damaged \
+                         and sled dropped what it could not read; to accept the older \
+                         state instead, remove {}",
+                        dir.join(GENERATION_FILE).display()
+                    )));
+                }
+            }
             Ok(Db {
                 db,
                 bots,
                 records,
                 meta,
+                dir,
+                generation: Mutex::new(generation),
             })
         })
     }
@@ -269,8 +335,31 @@ impl Db {
 
     /// Writes everything to disk (fsync). Returns once durable.
     pub fn flush(&self) -> Result<()> {
+        {
+            // Under the lock, so the stored generation only grows.
+            let mut g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+            *g += 1;
+            self.meta
+                .insert(GENERATION_KEY, &g.to_le_bytes()[..])
+                .map_err(sled_err)?;
+        }
         self.db.flush().map_err(sled_err)?;
         Ok(())
+    }
+
+    /// The last handle's close: flush, make sled's files durable (its own
+    /// flush does not fsync them), then record the generation flushed.
+    fn close(&self) -> Result<()> {
+        self.flush()?;
+        for name in ["db", "conf"] {
+            if let Ok(f) = std::fs::File::open(self.dir.join(name)) {
+                f.sync_all()
+                    .map_err(|e| Error::io(format!("syncing the vault database {name}"), e))?;
+            }
+        }
+        let g = *self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = [GENERATION_MAGIC.as_slice(), &g.to_le_bytes()].concat();
+        super::fsutil::write_atomic(&self.dir.join(GENERATION_FILE), &bytes)
     }
 
     /// Bytes the database occupies on disk.
