@@ -13,46 +13,17 @@ use std::time::Duration;
 
 use wavault::messaging::hook::{keys, Target};
 use wavault::messaging::queue::Queue;
-use wavault::runner::status::StatusRow;
-use wavault::runner::{RunConfig, Runner};
+use wavault::runner::Runner;
 use wavault::sessions::Status;
 use wavault::vault::BotConfig;
 use whatsapp_rust::wacore::net::{Transport, TransportEvent, TransportFactory};
 
 use crate::hook_server::{HookServer, Mode};
+use crate::messaging_tests::{cfg, row, wait_connected, wait_prekeys};
 use crate::peer::{Peer, LOGIN_DEADLINE};
-use crate::runner_tests::{bot, config, new_vault, synth_paired, PASS};
+use crate::runner_tests::{bot, new_vault, synth_paired, PASS};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn row<'a>(rows: &'a [StatusRow], id: &str) -> &'a StatusRow {
-    rows.iter().find(|r| r.bot == id).expect("row for bot")
-}
-
-fn cfg(peer: &Peer) -> RunConfig {
-    let mut c = config(peer);
-    c.hook_backoff = Duration::from_millis(100);
-    c.hook_backoff_max = Duration::from_millis(800);
-    c
-}
-
-async fn wait_connected(runner: &Runner, id: &str) {
-    runner
-        .wait_until(LOGIN_DEADLINE, |rows| {
-            row(rows, id).status == Status::Connected
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{id} connects: {e}"));
-}
-
-async fn wait_prekeys(peer: &Peer, phone: &str) {
-    let phone = phone.to_owned();
-    peer.wait_for("the bot's pre-key upload", LOGIN_DEADLINE, |log| {
-        log.has_prekey_bundle(&phone)
-    })
-    .await
-    .expect("pre-keys uploaded");
-}
 
 /// Runs the real `wavault` CLI on `dir` (it finds the runner's control
 /// socket there: the vault is held, so any answer came through it).

@@ -27,19 +27,19 @@ use crate::runner_tests::{bot, config, new_vault, spawn_child, synth_paired, PAS
 /// Deadline for one message to make its way through bot, hook and back.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn row<'a>(rows: &'a [StatusRow], id: &str) -> &'a StatusRow {
+pub(crate) fn row<'a>(rows: &'a [StatusRow], id: &str) -> &'a StatusRow {
     rows.iter().find(|r| r.bot == id).expect("row for bot")
 }
 
 /// The runner's test config: fast retries.
-fn cfg(peer: &Peer) -> RunConfig {
+pub(crate) fn cfg(peer: &Peer) -> RunConfig {
     let mut c = config(peer);
     c.hook_backoff = Duration::from_millis(100);
     c.hook_backoff_max = Duration::from_millis(800);
     c
 }
 
-async fn wait_connected(runner: &Runner, id: &str) {
+pub(crate) async fn wait_connected(runner: &Runner, id: &str) {
     runner
         .wait_until(LOGIN_DEADLINE, |rows| {
             row(rows, id).status == Status::Connected
@@ -50,7 +50,7 @@ async fn wait_connected(runner: &Runner, id: &str) {
 
 /// Waits until the bot logged in as `phone` has uploaded its pre-keys (a
 /// contact needs them to start a Signal session).
-async fn wait_prekeys(peer: &Peer, phone: &str) {
+pub(crate) async fn wait_prekeys(peer: &Peer, phone: &str) {
     let phone = phone.to_owned();
     peer.wait_for("the bot's pre-key upload", LOGIN_DEADLINE, |log| {
         log.has_prekey_bundle(&phone)
