@@ -177,7 +177,9 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
                 return Err(Error::Usage("the new passphrase is empty".into()));
             }
             v.check_passphrase(current.expose())?;
+            crate::testpoint::pause("rotate-passphrase-checked");
             v.rotate_passphrase(new.expose(), params)?;
+            crate::testpoint::pause("rotate-passphrase-written");
             host.set_backup_passphrase(new);
             Response::RotatePassphrase
         }
