@@ -105,7 +105,7 @@ async fn assert_one_session_and_clean(contact: &crate::peer::Contact, peer: &Pee
     assert_clean_signal(peer);
 }
 
-fn assert_clean_signal(peer: &Peer) {
+pub(crate) fn assert_clean_signal(peer: &Peer) {
     let seen = peer.seen();
     assert!(
         seen.decrypt_errors.is_empty(),
