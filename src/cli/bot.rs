@@ -67,7 +67,7 @@ pub enum BotCommand {
     },
 }
 
-fn print_show(s: &crate::ops::bots::BotShow, json: bool) -> Result<()> {
+fn print_show(s: &crate::ops::proto::BotShow, json: bool) -> Result<()> {
     use crate::messaging::hook as h;
     if json {
         return print_json(s);
@@ -134,7 +134,7 @@ fn show(g: &Global, id: &BotId, show_phone: bool, json: bool) -> Result<()> {
     print_show(&s, json)
 }
 
-fn print_rows(rows: &[crate::ops::bots::BotRow], json: bool) -> Result<()> {
+fn print_rows(rows: &[crate::ops::proto::BotRow], json: bool) -> Result<()> {
     if json {
         return print_json(&rows);
     }

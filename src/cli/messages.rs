@@ -1,7 +1,7 @@
 //! `wavault send`, `wavault queue`, and the hook options shared by `bot add`,
 //! `bot set` and `run`.
 
-use super::run::{parse_age, parse_period};
+use super::durations::{parse_age, parse_period};
 use super::Global;
 use crate::botid::BotId;
 use crate::error::{Error, Result};

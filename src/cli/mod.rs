@@ -6,12 +6,14 @@
 mod backup;
 mod bot;
 mod docs;
+mod durations;
 mod lifecycle;
 mod messages;
 mod run;
 mod vaultcmd;
 
-pub use run::{parse_age, parse_duration, parse_period, until_signalled, MAX_DURATION};
+pub use durations::{parse_age, parse_duration, parse_period, MAX_DURATION};
+pub use run::{until_signalled, RunPlan};
 
 use crate::error::{Error, Result};
 use crate::ops::{Request, Response};

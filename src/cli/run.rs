@@ -1,5 +1,6 @@
 //! `wavault run`, `wavault status` and `wavault stats`.
 
+use super::durations::{parse_age, parse_duration, parse_period};
 use super::Global;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
@@ -48,81 +49,6 @@ pub struct RunArgs {
     pub listen_any: bool,
 }
 
-/// The longest duration any flag takes: 100 years (`36525d`). Longer ones
-/// are refused, never wrapped or saturated: a typo must not turn into a
-/// short retention, and every accepted value can be added to the current
-/// time (as an `Instant` or a unix time) without overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(36_525 * 86_400);
-
-/// How a duration is written, for error messages.
-const DURATION_FORMS: &str =
-    "a whole number and a unit: ms, s, m, h or d (e.g. 500ms, 30s, 5m, 12h, 30d)";
-
-/// Parses `500ms`, `30s`, `5m`, `12h`, `30d`: a whole number and a unit, at
-/// most [`MAX_DURATION`]. A bare number is refused (it was once taken as
-/// seconds: `--older-than 30` meant 30 s, not 30 days), and so is anything
-/// empty, negative, fractional or too long. Zero is accepted here; flags
-/// where zero makes no sense use [`parse_period`] or [`parse_age`].
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(format!("empty duration: write {DURATION_FORMS}"));
-    }
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit_ms: u64 = match unit {
-        _ if num.is_empty() => return Err(format!("bad duration {t:?}: write {DURATION_FORMS}")),
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "" => {
-            return Err(format!(
-                "{t:?} has no unit (is it {t}s? {t}d?): write {DURATION_FORMS}"
-            ))
-        }
-        _ => return Err(format!("bad duration {t:?}: write {DURATION_FORMS}")),
-    };
-    let too_long = || format!("duration {t:?} is too long: at most 36525d (100 years)");
-    // `num` is all ASCII digits: parsing fails only on overflow.
-    let n: u64 = num.parse().map_err(|_| too_long())?;
-    let d = n
-        .checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .filter(|d| *d <= MAX_DURATION)
-        .ok_or_else(too_long)?;
-    Ok(d)
-}
-
-/// A period or time limit (`--sweep-every`, `--rotate-key-every`,
-/// `--hook-timeout`, `--connect-timeout`): a duration more than 0 (a zero
-/// timer period panics; a zero time limit fails every call).
-pub fn parse_period(s: &str) -> std::result::Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err(format!(
-            "{:?} is zero: it must be more than 0 (e.g. 30s, 1h)",
-            s.trim()
-        ));
-    }
-    Ok(d)
-}
-
-/// An age or window counted in whole seconds (`--older-than`,
-/// `--retention`, `--queue-max-age`, `stats --since`): at least 1s (below,
-/// it would be 0 seconds: a retention that deletes everything, an empty window).
-pub fn parse_age(s: &str) -> std::result::Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_secs(1) {
-        return Err(format!(
-            "{:?} is under a second: it must be at least 1s (e.g. 1h, 30d)",
-            s.trim()
-        ));
-    }
-    Ok(d)
-}
-
 fn open_or_create(g: &Global) -> Result<(Vault, Passphrase)> {
     let dir = g.dir()?;
     if Vault::exists(&dir) || std::fs::File::open("/dev/tty").is_err() {
@@ -137,12 +63,19 @@ fn open_or_create(g: &Global) -> Result<(Vault, Passphrase)> {
     Ok((v, pass))
 }
 
+/// What `run` does: the runner's configuration, and where the web surface
+/// listens (off when `None`).
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub runner: RunConfig,
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 impl RunArgs {
-    /// The runner's configuration from the flags, checked: every usage
-    /// error (durations and limits beyond what clap checks, the listen
-    /// address, the hook target) is found here, before the vault is opened
-    /// or the runtime starts.
-    pub fn plan(self) -> Result<RunConfig> {
+    /// The plan from the flags, checked: every usage error (durations and
+    /// limits beyond what clap checks, the listen address, the hook target)
+    /// is found here, before the vault is opened or the runtime starts.
+    pub fn plan(self) -> Result<RunPlan> {
         if let Some(addr) = self.listen {
             crate::web::check_addr(addr, self.listen_any)?;
         }
@@ -155,33 +88,43 @@ impl RunArgs {
         cfg.retention = self.retention;
         cfg.rotate_key_every = self.rotate_key_every;
         cfg.push_name = self.push_name;
-        cfg.listen = self.listen;
         cfg.check()?;
-        Ok(cfg)
+        Ok(RunPlan {
+            runner: cfg,
+            listen: self.listen,
+        })
     }
 }
 
 pub fn run(g: &Global, args: RunArgs) -> Result<()> {
-    let mut cfg = args.plan()?;
+    let mut plan = args.plan()?;
     let (vault, pass) = open_or_create(g)?;
-    cfg.backup_passphrase = Some(std::sync::Arc::new(pass));
+    plan.runner.backup_passphrase = Some(std::sync::Arc::new(pass));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
-    rt.block_on(until_signalled(vault, cfg))
+    rt.block_on(until_signalled(vault, plan))
 }
 
 /// Starts the runner and serves until SIGINT or SIGTERM, then stops every
 /// bot cleanly; a second signal meanwhile exits the process at once with
 /// code 130. `run`'s main loop (public for the tests' child runners, which
 /// bring their own network).
-pub async fn until_signalled(vault: Vault, cfg: RunConfig) -> Result<()> {
+pub async fn until_signalled(vault: Vault, plan: RunPlan) -> Result<()> {
     // Handlers first: a signal that arrives while bots start still
     // gets the clean shutdown.
     let mut signals = Signals::new()?;
     let bots = vault.list_bots()?.len();
-    let runner = Runner::start(vault, cfg)?;
+    let listener = plan.listen.map(crate::web::bind).transpose()?;
+    let runner = Runner::start(vault, plan.runner)?;
+    if let Some(l) = listener {
+        let started = crate::web::start_on(runner.service(), l, crate::web::START_GRACE).await;
+        if let Err(e) = started {
+            runner.shutdown().await?;
+            return Err(e);
+        }
+    }
     if bots == 0 {
         println!("no bots yet: add one from another terminal with `wavault bot add ID`");
     }
@@ -276,47 +219,5 @@ pub fn stats(g: &Global, args: StatsArgs) -> Result<()> {
     } else {
         print!("{}", crate::stats::table(&rows));
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
-        assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("36525d"), Ok(super::MAX_DURATION));
-        for bad in [
-            "7", "0", "", " ", "3w", "h", "-5s", "+5s", "1.5h", "5 s", "5S", "1h30m",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
-        }
-        let e = parse_duration("30").unwrap_err();
-        assert!(e.contains("no unit") && e.contains("30d"), "{e}");
-        for long in [
-            "36526d",
-            "213503982335d",
-            "18446744073709551615ms",
-            "99999999999999999999s",
-        ] {
-            let e = parse_duration(long).unwrap_err();
-            assert!(
-                e.contains("too long") && e.contains("100 years"),
-                "{long}: {e}"
-            );
-        }
-    }
-
-    #[test]
-    fn periods_and_ages_refuse_zero() {
-        use super::{parse_age, parse_period};
-        assert!(parse_period("0s").unwrap_err().contains("more than 0"));
-        assert_eq!(parse_period("1ms"), Ok(Duration::from_millis(1)));
-        assert!(parse_age("999ms").unwrap_err().contains("at least 1s"));
-        assert_eq!(parse_age("1s"), Ok(Duration::from_secs(1)));
     }
 }

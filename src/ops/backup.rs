@@ -7,12 +7,10 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::bots::MOVED_AT;
-use super::proto::{Exported, Kdf};
+use super::proto::{Exported, Kdf, Restored};
 use super::Host;
-use crate::backup::archive::{self, Backup, Progress, RestoreReport};
+use crate::backup::archive::{self, Backup, Progress};
 use crate::backup::auto;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
@@ -116,19 +114,6 @@ pub struct RestoreOpts {
     pub bots: Vec<BotId>,
     pub force: bool,
     pub keep_hooks: bool,
-}
-
-/// What a restore did, and what the running `run` did about it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Restored {
-    #[serde(flatten)]
-    pub report: RestoreReport,
-    /// Replaced bots that were running and were stopped first.
-    pub stopped: Vec<String>,
-    /// Restored bots started at once (enabled ones, under `run`).
-    pub started: Vec<String>,
-    /// True when a running `run` did the restore.
-    pub live: bool,
 }
 
 /// Restores a verified backup. Bots that exist need `force`; they are

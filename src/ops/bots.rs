@@ -1,19 +1,10 @@
 //! Bot operations: list, show, add, set, remove, enable, disable, re-auth.
 
-use super::proto::{Removed, Response, Toggled};
+use super::proto::{BotRow, BotShow, Removed, Response, Toggled};
 use super::Host;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::vault::{BotConfig, Vault};
-
-/// One row of `bot list`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct BotRow {
-    pub id: String,
-    pub enabled: bool,
-    pub created_at: i64,
-    pub records: usize,
-}
 
 /// The rows of `bot list` for an open vault.
 pub fn rows(v: &Vault) -> Result<Vec<BotRow>> {
@@ -29,26 +20,6 @@ pub fn rows(v: &Vault) -> Result<Vec<BotRow>> {
             })
         })
         .collect()
-}
-
-/// What `bot show` prints: the whole configuration. A `None` hook or limit
-/// means the bot has none of its own and the `run` default applies.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct BotShow {
-    pub id: String,
-    pub enabled: bool,
-    pub created_at: i64,
-    /// The pair-code phone number, masked unless asked otherwise.
-    pub phone: Option<String>,
-    pub webhook: Option<String>,
-    pub on_message: Option<String>,
-    pub hook_timeout_ms: Option<u64>,
-    pub hook_concurrency: Option<u64>,
-    pub queue_max: Option<u64>,
-    pub queue_max_age_secs: Option<u64>,
-    /// Every other stored setting (and a limit that is not a number), as stored.
-    pub extra: std::collections::BTreeMap<String, String>,
-    pub records: usize,
 }
 
 /// The configuration of `id` as `bot show` prints it.

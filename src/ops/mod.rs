@@ -14,6 +14,7 @@ pub mod bots;
 pub mod client;
 pub mod proto;
 pub mod queue;
+pub mod service;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use crate::messaging::queue::Queue;
 use crate::passphrase::Passphrase;
 use crate::vault::{BotConfig, Vault};
 pub use proto::{Request, Response};
+pub use service::Service;
 
 /// What an operation may ask of the process that runs it beyond the vault.
 /// Offline ([`Local`]) nothing runs, so stopping and starting bots do

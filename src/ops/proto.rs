@@ -234,13 +234,70 @@ pub struct Exported {
     pub moved: Vec<String>,
 }
 
+/// One row of `bot list`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BotRow {
+    pub id: String,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub records: usize,
+}
+
+/// What `bot show` prints: the whole configuration. A `None` hook or limit
+/// means the bot has none of its own and the `run` default applies.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BotShow {
+    pub id: String,
+    pub enabled: bool,
+    pub created_at: i64,
+    /// The pair-code phone number, masked unless asked otherwise.
+    pub phone: Option<String>,
+    pub webhook: Option<String>,
+    pub on_message: Option<String>,
+    pub hook_timeout_ms: Option<u64>,
+    pub hook_concurrency: Option<u64>,
+    pub queue_max: Option<u64>,
+    pub queue_max_age_secs: Option<u64>,
+    /// Every other stored setting (and a limit that is not a number), as stored.
+    pub extra: std::collections::BTreeMap<String, String>,
+    pub records: usize,
+}
+
+/// One waiting or held message, as `queue list` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct QueueRow {
+    pub seq: u64,
+    pub chat: String,
+    pub sender: String,
+    pub id: String,
+    pub received_at: i64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// `waiting`, `held` (past the age limit, waiting for retry or drop) or
+    /// `actions` (delivered; its reply actions are still being carried out).
+    pub state: String,
+}
+
+/// What a restore did, and what the running `run` did about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restored {
+    #[serde(flatten)]
+    pub report: crate::backup::archive::RestoreReport,
+    /// Replaced bots that were running and were stopped first.
+    pub stopped: Vec<String>,
+    /// Restored bots started at once (enabled ones, under `run`).
+    pub started: Vec<String>,
+    /// True when a running `run` did the restore.
+    pub live: bool,
+}
+
 /// One answer, by operation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Response {
     Status(Vec<crate::status::StatusRow>),
-    Bots(Vec<super::bots::BotRow>),
-    BotShow(super::bots::BotShow),
+    Bots(Vec<BotRow>),
+    BotShow(BotShow),
     Stats(Vec<crate::stats::BotStats>),
     BotConfig(BotConfig),
     Added {
@@ -256,7 +313,7 @@ pub enum Response {
         report: crate::sweep::ReauthReport,
         restarted: bool,
     },
-    QueueList(Vec<super::queue::QueueRow>),
+    QueueList(Vec<QueueRow>),
     QueueReleased(usize),
     QueueDropped(usize),
     Sent {
@@ -268,7 +325,7 @@ pub enum Response {
     RotateKey(crate::vault::RotateReport),
     RotatePassphrase,
     Exported(Exported),
-    Restored(super::backup::Restored),
+    Restored(Restored),
 }
 
 /// The answer line (with its newline) for an operation's outcome.

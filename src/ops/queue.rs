@@ -1,25 +1,10 @@
 //! `wavault queue list|retry|drop`: a bot's inbound messages waiting for its hook.
 
-use super::proto::{QueueAction, Response};
+use super::proto::{QueueAction, QueueRow, Response};
 use super::Host;
 use crate::botid::BotId;
 use crate::error::Result;
 use crate::messaging::queue::Queue;
-
-/// One waiting or held message, as `queue list` shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct QueueRow {
-    pub seq: u64,
-    pub chat: String,
-    pub sender: String,
-    pub id: String,
-    pub received_at: i64,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    /// `waiting`, `held` (past the age limit, waiting for retry or drop) or
-    /// `actions` (delivered; its reply actions are still being carried out).
-    pub state: String,
-}
 
 /// Runs `action` on the bot's queue (under `run`, the worker's own queue,
 /// which then reads the stored queue again).

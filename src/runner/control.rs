@@ -172,7 +172,7 @@ async fn respond(
     req: ops::Request,
     payload: Vec<u8>,
 ) -> Result<(Response, Vec<u8>)> {
-    let host = Live(shared.clone());
+    let host = Served(shared.clone());
     let name = req.name();
     tokio::task::spawn_blocking(move || ops::execute(&host, req, payload))
         .await
@@ -181,9 +181,33 @@ async fn respond(
 
 /// The running `run` as the host of operations: it stops and starts the
 /// bots an operation is about, and nothing else.
-struct Live(Arc<Shared>);
+pub(crate) struct Served(pub Arc<Shared>);
 
-impl Host for Live {
+impl crate::ops::Service for Served {
+    fn live_state(&self) -> crate::ops::service::Live {
+        self.0
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn qr(&self, bot: &str) -> Option<String> {
+        self.0
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .qr
+            .get(bot)
+            .cloned()
+    }
+
+    fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.stop.subscribe()
+    }
+}
+
+impl Host for Served {
     fn vault(&self) -> &Vault {
         &self.0.vault
     }

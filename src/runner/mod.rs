@@ -67,12 +67,6 @@ pub struct RunConfig {
     pub idle_warning: Duration,
     /// How often the idle check runs.
     pub idle_check_every: Duration,
-    /// Serve the web surface (dashboard, API, metrics) here; off when `None`.
-    /// Loopback only unless checked otherwise by the caller (`web::check_addr`).
-    pub listen: Option<std::net::SocketAddr>,
-    /// How long after its start a paired bot may still be connecting before
-    /// `/readyz` names it late ([`crate::web::START_GRACE`]; tests shorten it).
-    pub ready_grace: Duration,
 }
 
 impl RunConfig {
@@ -96,8 +90,6 @@ impl RunConfig {
             backup_passphrase: None,
             idle_warning: status::IDLE_WARNING,
             idle_check_every: Duration::from_secs(3600),
-            listen: None,
-            ready_grace: crate::web::START_GRACE,
         }
     }
 
@@ -224,26 +216,7 @@ pub(crate) struct Shared {
     backup_pass: std::sync::RwLock<Option<Arc<Passphrase>>>,
 }
 
-/// Runner state that is not in the vault.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// The QR code each unpaired bot shows now.
-    pub qr: std::collections::HashMap<String, String>,
-    /// When each bot's supervisor started its client.
-    pub started: std::collections::HashMap<String, std::time::Instant>,
-    /// Runs and last success (unix seconds) per timer job.
-    pub jobs: std::collections::BTreeMap<&'static str, JobCounter>,
-    /// Alerts raised, per kind.
-    pub alerts: std::collections::BTreeMap<String, u64>,
-}
-
-/// Runs of one timer job.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct JobCounter {
-    pub runs: u64,
-    pub failures: u64,
-    pub last_success: Option<i64>,
-}
+pub use crate::ops::service::{JobCounter, Live};
 
 /// A running supervisor and its own stop switch.
 pub(crate) struct BotTask {
@@ -407,7 +380,6 @@ pub struct Runner {
     /// `subscribe` call so it misses nothing (a bot with no stagger can emit
     /// `Started` before `start` returns).
     first: std::sync::Mutex<Option<broadcast::Receiver<RunnerEvent>>>,
-    web_addr: Option<std::net::SocketAddr>,
 }
 
 impl Runner {
@@ -438,16 +410,6 @@ impl Runner {
             let listener = control::bind(shared.vault.dir())?;
             tasks.spawn(control::serve(shared.clone(), listener));
         }
-        let mut web_addr = None;
-        if let Some(addr) = shared.cfg.listen {
-            let listener = crate::web::bind(addr)?;
-            web_addr = listener.local_addr().ok();
-            crate::web::token::load_or_create(&shared.vault)?;
-            tracing::info!(
-                "dashboard, API and metrics on http://{addr}/ (token: `wavault token show`)"
-            );
-            tasks.spawn(crate::web::serve(shared.clone(), listener));
-        }
         for (i, cfg) in bots.into_iter().enumerate() {
             shared.start_bot(cfg, shared.cfg.stagger.saturating_mul(i as u32));
         }
@@ -456,7 +418,6 @@ impl Runner {
             shared,
             tasks,
             first: std::sync::Mutex::new(Some(first)),
-            web_addr,
         })
     }
 
@@ -468,7 +429,6 @@ impl Runner {
         first.unwrap_or_else(|| self.shared.events.subscribe())
     }
 
-    /// Where the web surface listens (the real port when `listen` asked for 0).
     /// Sends `text` to `to` (a phone number or JID) from a running,
     /// connected bot; returns the message id.
     pub async fn send(&self, bot: &BotId, to: &str, text: &str) -> Result<String> {
@@ -480,8 +440,9 @@ impl Runner {
         self.shared.inbox(bot).queue.pending()
     }
 
-    pub fn web_addr(&self) -> Option<std::net::SocketAddr> {
-        self.web_addr
+    /// This runner as a service: what the web surface is built on.
+    pub fn service(&self) -> Arc<dyn crate::ops::Service> {
+        Arc::new(control::Served(self.shared.clone()))
     }
 
     /// The vault the runner holds.
@@ -600,7 +561,6 @@ pub async fn send_once(
     cfg.bots = vec![bot.clone()];
     cfg.console = false;
     cfg.control_socket = false;
-    cfg.listen = None;
     cfg.stagger = Duration::ZERO;
     cfg.rotate_key_every = None;
     cfg.sweep_every = Duration::from_secs(u32::MAX as u64);

@@ -10,7 +10,7 @@
 use std::fmt::Write;
 
 use crate::error::Result;
-use crate::runner::Shared;
+use crate::ops::Service;
 use crate::sessions::{Sessions, Status};
 use crate::status;
 
@@ -37,8 +37,8 @@ fn esc(v: &str) -> String {
 }
 
 /// Renders every metric now.
-pub(crate) fn render(shared: &Shared) -> Result<String> {
-    let v = &shared.vault;
+pub(crate) fn render(shared: &dyn Service) -> Result<String> {
+    let v = shared.vault();
     let now = crate::vault::now();
     let rows = status::collect(v)?;
     let mut per_bot = Vec::with_capacity(rows.len());
@@ -232,7 +232,7 @@ pub(crate) fn render(shared: &Shared) -> Result<String> {
     );
     let _ = writeln!(out, "wavault_vault_size_bytes {}", v.size_on_disk());
 
-    let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
+    let live = shared.live_state();
     help(
         &mut out,
         "wavault_job_runs_total",

@@ -38,7 +38,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::runner::Shared;
+use crate::ops::{self, Service};
 use crate::sessions::Status;
 use crate::status::{self, StatusRow};
 
@@ -164,31 +164,38 @@ struct Site {
     listen: SocketAddr,
     cookie: String,
     limits: Limits,
+    /// How long after its start a paired bot may still be connecting before
+    /// `/readyz` names it late.
+    ready_grace: Duration,
 }
+
+/// The running `run` the surface shows.
+type Svc = Arc<dyn Service>;
 
 /// The router's state.
 #[derive(Clone)]
 struct App {
-    shared: Arc<Shared>,
+    shared: Svc,
     site: Arc<Site>,
 }
 
-impl FromRef<App> for Arc<Shared> {
+impl FromRef<App> for Svc {
     fn from_ref(app: &App) -> Self {
         app.shared.clone()
     }
 }
 
-/// The router over the runner's shared state, for a surface listening on
-/// `listen` (the bound address: its port names the cookie, its address is
-/// what `Host` must say).
-pub(crate) fn router(shared: Arc<Shared>, listen: SocketAddr, limits: Limits) -> Router {
+/// The router over a running `run`, for a surface listening on `listen`
+/// (the bound address: its port names the cookie, its address is what
+/// `Host` must say).
+fn router(shared: Svc, listen: SocketAddr, limits: Limits, ready_grace: Duration) -> Router {
     let app = App {
         shared,
         site: Arc::new(Site {
             listen,
             cookie: cookie_name(listen.port()),
             limits,
+            ready_grace,
         }),
     };
     Router::new()
@@ -210,22 +217,49 @@ pub(crate) fn router(shared: Arc<Shared>, listen: SocketAddr, limits: Limits) ->
         .with_state(app)
 }
 
-/// Serves until the runner stops.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
-    let mut stop = shared.stop.subscribe();
+/// The web surface of a running `run`.
+#[derive(Debug)]
+pub struct WebServer {
+    addr: SocketAddr,
+}
+
+impl WebServer {
+    /// Where it listens (the real port when port 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Starts the dashboard, API and metrics of `svc` on `addr` (checked by
+/// the caller: [`check_addr`]); they serve until the runner stops. A
+/// paired bot still connecting `ready_grace` after its start makes
+/// `/readyz` fail ([`START_GRACE`] in production).
+pub async fn start(svc: Svc, addr: SocketAddr, ready_grace: Duration) -> Result<WebServer> {
+    start_on(svc, bind(addr)?, ready_grace).await
+}
+
+/// [`start`] on a socket already bound ([`bind`]: `run` binds before it
+/// starts any bot, so a port in use stops it before anything happened).
+pub async fn start_on(
+    svc: Svc,
+    listener: tokio::net::TcpListener,
+    ready_grace: Duration,
+) -> Result<WebServer> {
+    let listen = listener
+        .local_addr()
+        .map_err(|e| Error::io("listening socket", e))?;
+    let v = svc.vault().clone();
+    tokio::task::spawn_blocking(move || token::load_or_create(&v).map(drop))
+        .await
+        .map_err(|e| Error::Other(format!("token task: {e}")))??;
+    tracing::info!("dashboard, API and metrics on http://{listen}/ (token: `wavault token show`)");
+    let mut stop = svc.stopping();
     let limits = Limits::default();
-    let listen = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!("web surface: no local address: {e}");
-            return;
-        }
-    };
-    let app = router(shared, listen, limits);
-    serve_router(listener, app, limits, async move {
+    let app = router(svc, listen, limits, ready_grace);
+    tokio::spawn(serve_router(listener, app, limits, async move {
         let _ = stop.wait_for(|s| *s).await;
-    })
-    .await;
+    }));
+    Ok(WebServer { addr: listen })
 }
 
 /// The answer to a connection beyond [`Limits::max_connections`].
@@ -402,9 +436,9 @@ fn presented(headers: &HeaderMap, cookie: &str) -> Option<Zeroizing<String>> {
 
 /// Whether `presented` is the current token (read from the file on every
 /// request: `wavault token rotate` takes effect at once).
-async fn token_ok(shared: &Arc<Shared>, presented: Option<&str>) -> bool {
+async fn token_ok(shared: &Svc, presented: Option<&str>) -> bool {
     let Some(p) = presented else { return false };
-    let v = shared.vault.clone();
+    let v = shared.vault().clone();
     match tokio::task::spawn_blocking(move || token::load(&v)).await {
         Ok(Ok(Some(t))) => token::matches(p, &t),
         _ => false,
@@ -552,7 +586,7 @@ struct SendBody {
 }
 
 async fn send_message(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Svc>,
     Path(id): Path<String>,
     body: std::result::Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -565,9 +599,17 @@ async fn send_message(
         Ok(id) => id,
         Err(_) => return error_response(&Error::NotFound(format!("bot {id}"))),
     };
-    match crate::runner::deliver::send(&shared, &id, &body.to, &body.text).await {
-        Ok(mid) => Json(serde_json::json!({ "bot": id, "id": mid })).into_response(),
-        Err(e) => error_response(&e),
+    let req = ops::Request::Send {
+        bot: id.clone(),
+        to: body.to,
+        text: body.text,
+    };
+    match blocking(move || ops::execute(&*shared, req, Vec::new())).await {
+        Ok((ops::Response::Sent { id: mid }, _)) => {
+            Json(serde_json::json!({ "bot": id, "id": mid })).into_response()
+        }
+        Ok(_) => error_response(&Error::Other("unexpected answer to send".into())),
+        Err(resp) => resp,
     }
 }
 
@@ -575,20 +617,24 @@ async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
-fn rows(shared: &Shared) -> Result<Vec<StatusRow>> {
-    Ok(status::masked(status::collect(&shared.vault)?))
+/// The status rows (phones masked), through the same operation as `wavault status`.
+fn rows(shared: &dyn Service) -> Result<Vec<StatusRow>> {
+    match ops::execute(shared, ops::Request::Status, Vec::new())?.0 {
+        ops::Response::Status(rows) => Ok(status::masked(rows)),
+        _ => Err(Error::Other("unexpected answer to status".into())),
+    }
 }
 
-async fn bots(State(shared): State<Arc<Shared>>) -> Response {
-    match blocking(move || rows(&shared)).await {
+async fn bots(State(shared): State<Svc>) -> Response {
+    match blocking(move || rows(&*shared)).await {
         Ok(r) => Json(r).into_response(),
         Err(resp) => resp,
     }
 }
 
-async fn one_bot(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+async fn one_bot(State(shared): State<Svc>, Path(id): Path<String>) -> Response {
     let found = blocking(move || {
-        rows(&shared)?
+        rows(&*shared)?
             .into_iter()
             .find(|r| r.bot == id)
             .ok_or_else(|| Error::NotFound(format!("bot {id}")))
@@ -611,16 +657,16 @@ pub struct DashboardRow {
     pub qr_version: Option<String>,
 }
 
-async fn dashboard_data(State(shared): State<Arc<Shared>>) -> Response {
+async fn dashboard_data(State(shared): State<Svc>) -> Response {
     let s = shared.clone();
     let r = blocking(move || {
         let now = crate::vault::now();
-        let qr = s.live.lock().unwrap_or_else(|e| e.into_inner()).qr.clone();
-        rows(&s)?
+        let qr = s.live_state().qr;
+        rows(&*s)?
             .into_iter()
             .map(|row| {
                 let id = crate::BotId::parse(&row.bot)?;
-                let history = crate::sessions::Sessions::new(s.vault.view(&id)).history()?;
+                let history = crate::sessions::Sessions::new(s.vault().view(&id)).history()?;
                 let availability_24h =
                     crate::stats::compute(&row.bot, &history, now - 86_400, now, row.status)
                         .availability_pct;
@@ -643,14 +689,8 @@ async fn dashboard_data(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn qr_svg(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let code = shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .qr
-        .get(&id)
-        .cloned();
+async fn qr_svg(State(shared): State<Svc>, Path(id): Path<String>) -> Response {
+    let code = shared.qr(&id);
     let Some(code) = code else {
         return (StatusCode::NOT_FOUND, "no QR code waiting for this bot\n").into_response();
     };
@@ -666,8 +706,8 @@ async fn qr_svg(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Re
     }
 }
 
-async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
-    match blocking(move || metrics::render(&shared)).await {
+async fn metrics_text(State(shared): State<Svc>) -> Response {
+    match blocking(move || metrics::render(&*shared)).await {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -680,17 +720,12 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let s = shared.clone();
+async fn readyz(State(app): State<App>) -> Response {
+    let s = app.shared.clone();
+    let grace = app.site.ready_grace;
     let r = blocking(move || {
-        let grace = s.cfg.ready_grace;
-        let started = s
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .started
-            .clone();
-        let waiting: Vec<String> = status::collect(&s.vault)?
+        let started = s.live_state().started;
+        let waiting: Vec<String> = rows(&*s)?
             .into_iter()
             .filter(|r| r.enabled && r.credentials.as_deref() == Some("paired"))
             .filter(|r| r.status != Status::Connected)

@@ -201,8 +201,7 @@ async fn dashboard_in_headless_chromium() {
     let gone = synth_paired(&vault, "beta-gone", 4_915_100_000_102).await;
     let flaky = synth_paired(&vault, "delta-flaky", 4_915_100_000_104).await;
     let peer = Peer::new();
-    let mut cfg = config(&peer);
-    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    let cfg = config(&peer);
     let runner = Runner::start(vault.clone(), cfg).unwrap();
     let mut rx = runner.subscribe();
     runner
@@ -238,7 +237,10 @@ async fn dashboard_in_headless_chromium() {
         },
     )
     .await;
-    let base = format!("http://{}/", runner.web_addr().unwrap());
+    let base = format!(
+        "http://{}/",
+        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
+    );
     let token = wavault::web::token::load(&vault)
         .unwrap()
         .unwrap()

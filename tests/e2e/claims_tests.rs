@@ -271,7 +271,11 @@ async fn child_run_until_signalled() {
     if let Ok(hook) = std::env::var("WAVAULT_E2E_SIG_HOOK") {
         c.hooks.target = Some(Target::Webhook(hook));
     }
-    wavault::cli::until_signalled(vault, c).await.unwrap();
+    let plan = wavault::cli::RunPlan {
+        runner: c,
+        listen: None,
+    };
+    wavault::cli::until_signalled(vault, plan).await.unwrap();
 }
 
 /// Connections whose `disconnect` never finishes (a network that swallows

@@ -125,7 +125,6 @@ async fn contact_writes_the_hook_replies_and_the_contact_reads_it() {
     let peer = Peer::new();
     let mut c = cfg(&peer);
     c.hooks.target = Some(Target::Webhook(hook.url.clone()));
-    c.listen = Some("127.0.0.1:0".parse().unwrap());
     let runner = Runner::start(vault.clone(), c).unwrap();
     wait_connected(&runner, "support").await;
     wait_prekeys(&peer, &phone).await;
@@ -212,7 +211,10 @@ async fn contact_writes_the_hook_replies_and_the_contact_reads_it() {
     assert_eq!(e.exit_code(), exit::UNAVAILABLE, "{e}");
     assert!(e.to_string().contains("not connected"), "{e}");
 
-    let base = format!("http://{}", runner.web_addr().unwrap());
+    let base = format!(
+        "http://{}",
+        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
+    );
     let token = wavault::web::token::load(&vault).unwrap().unwrap();
     let (code, body) = post_json(
         format!("{base}/api/bots/support/messages"),

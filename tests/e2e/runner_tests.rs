@@ -30,6 +30,15 @@ pub fn new_vault(dir: &std::path::Path, bots: &[&str]) -> Vault {
     v
 }
 
+/// Starts the web surface of `runner` on a free loopback port; its address.
+pub async fn web(runner: &Runner, ready_grace: Duration) -> std::net::SocketAddr {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    wavault::web::start(runner.service(), addr, ready_grace)
+        .await
+        .expect("web surface starts")
+        .addr()
+}
+
 pub fn bot(id: &str) -> BotId {
     BotId::parse(id).expect("bot id")
 }

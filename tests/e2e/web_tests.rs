@@ -47,11 +47,13 @@ async fn token_api_metrics_health_and_qr() {
     s.set_status(now - 3600, Status::Disconnected, Some("shutdown"))
         .unwrap();
     let peer = Peer::new();
-    let mut cfg = config(&peer);
-    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    let cfg = config(&peer);
     let runner = Runner::start(vault.clone(), cfg).unwrap();
     let mut rx = runner.subscribe();
-    let base = format!("http://{}", runner.web_addr().unwrap());
+    let base = format!(
+        "http://{}",
+        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
+    );
     // Wait until `conn` is connected and `fresh` shows a QR code.
     let (mut connected, mut qr) = (false, false);
     while !(connected && qr) {
@@ -264,10 +266,9 @@ async fn host_check_security_headers_and_httponly_cookie() {
     let dir = tempfile::tempdir().unwrap();
     let vault = new_vault(dir.path(), &["web-bot"]);
     let peer = Peer::new();
-    let mut cfg = config(&peer);
-    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    let cfg = config(&peer);
     let runner = Runner::start(vault.clone(), cfg).unwrap();
-    let addr = runner.web_addr().unwrap();
+    let addr = crate::runner_tests::web(&runner, wavault::web::START_GRACE).await;
     let port = addr.port();
     let token = wavault::web::token::load(&vault)
         .unwrap()
@@ -417,11 +418,9 @@ async fn error_paths_refuse_and_send_nothing() {
     let peer = Peer::new();
     // `late` logs in but gets no answer: it stays connecting.
     peer.stall_logins(&late, true);
-    let mut cfg = config(&peer);
-    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
-    cfg.ready_grace = Duration::ZERO; // late as soon as it started
+    let cfg = config(&peer);
     let runner = Runner::start(vault.clone(), cfg).unwrap();
-    let addr = runner.web_addr().unwrap();
+    let addr = crate::runner_tests::web(&runner, Duration::ZERO).await;
     let me = addr.to_string();
     runner
         .wait_until(LOGIN_DEADLINE, |rows| {

@@ -226,7 +226,7 @@ mod parsers {
         argv.extend_from_slice(args);
         if let Some(Command::Run(a)) = cli(&argv) {
             match a.plan() {
-                Ok(cfg) => cfg.check().expect("a plan the runner refuses"),
+                Ok(cfg) => cfg.runner.check().expect("a plan the runner refuses"),
                 Err(e) => assert_eq!(e.exit_code(), 2, "{argv:?}: {e}"),
             }
         }
