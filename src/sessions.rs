@@ -15,6 +15,15 @@ use std::collections::BTreeMap;
 
 const META_NAME: &[u8] = b"meta";
 
+/// The reasons the runner writes into the history that others read back
+/// (statistics count pairings apart from logins): written in one place.
+pub mod reason {
+    /// `→ connected` right after a QR or pair-code pairing.
+    pub const PAIRED: &str = "paired";
+    /// `→ connected` with stored credentials (no QR).
+    pub const LOGGED_IN: &str = "logged in";
+}
+
 /// Where a bot's session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -47,7 +47,7 @@ use crate::BotId;
 use serde::{Deserialize, Serialize};
 
 /// The reason the runner records on `→ connected` right after a pairing.
-pub const PAIRED_REASON: &str = "paired";
+pub const PAIRED_REASON: &str = crate::sessions::reason::PAIRED;
 
 /// Connection statistics of one bot over one window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ pub struct StatusRow {
     pub connection_attempts: u64,
     pub last_connection_error: Option<String>,
     /// `paired`, `unpaired` or `incomplete`.
-    pub credentials: Option<String>,
+    pub credentials: Option<crate::store::Credentials>,
     /// Paired, not connected, and no activity for longer than
     /// [`IDLE_WARNING`]: WhatsApp unlinks companion devices that stay away
     /// for about 30 days, so this is the time to bring it back.
@@ -81,11 +81,11 @@ pub const IDLE_WARNING: std::time::Duration = std::time::Duration::from_secs(14 
 pub fn is_idle(
     status: Status,
     last_activity: Option<i64>,
-    credentials: Option<&str>,
+    credentials: Option<crate::store::Credentials>,
     now: i64,
     threshold: std::time::Duration,
 ) -> bool {
-    credentials == Some("paired")
+    credentials == Some(crate::store::Credentials::Paired)
         && status != Status::Connected
         && last_activity.is_some_and(|t| now - t > threshold.as_secs() as i64)
 }
@@ -100,13 +100,7 @@ pub fn collect(vault: &Vault) -> Result<Vec<StatusRow>> {
             let view = vault.view(&cfg.id);
             let m = Sessions::new(view.clone()).load(now)?;
             let credentials = crate::store::credentials_state(&view);
-            let idle = is_idle(
-                m.status,
-                m.last_activity,
-                credentials.as_deref(),
-                now,
-                IDLE_WARNING,
-            );
+            let idle = is_idle(m.status, m.last_activity, credentials, now, IDLE_WARNING);
             Ok(StatusRow {
                 bot: cfg.id.to_string(),
                 enabled: cfg.enabled,
@@ -235,7 +229,7 @@ mod tests {
         let day = 86_400;
         let now = 100 * day;
         let t = IDLE_WARNING;
-        let paired = Some("paired");
+        let paired = Some(crate::store::Credentials::Paired);
         assert!(is_idle(
             Status::Disconnected,
             Some(now - 15 * day),
@@ -264,7 +258,7 @@ mod tests {
         assert!(!is_idle(
             Status::Disconnected,
             Some(now - 90 * day),
-            Some("unpaired"),
+            Some(crate::store::Credentials::Unpaired),
             now,
             t
         ));

@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use serde::Serialize;
+
 use super::Host;
 
 /// Runner state that is not in the vault.
@@ -38,4 +40,73 @@ pub trait Service: Host {
     fn qr(&self, bot: &str) -> Option<String>;
     /// Becomes true when the runner stops.
     fn stopping(&self) -> tokio::sync::watch::Receiver<bool>;
+}
+
+/// What an alert is about (`kind` in its JSON, snake_case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The server logged the bot out: pair again.
+    LoggedOut,
+    /// Another client took over the session.
+    Replaced,
+    /// Temporarily banned.
+    Banned,
+    /// WhatsApp rejects this client version.
+    ClientOutdated,
+    /// No QR code was scanned in time.
+    QrExhausted,
+    /// A paired bot away and quiet for long (WhatsApp unlinks it at ~30 days).
+    Idle,
+    /// The bot's client could not be started.
+    StartFailed,
+    /// Its inbound queue is full: new messages stay unacknowledged.
+    QueueFull,
+    /// Queued messages passed the age limit and are held.
+    QueueExpired,
+    /// The hook keeps failing.
+    HookFailing,
+}
+
+impl AlertKind {
+    /// Every kind (metrics list each, raised or not).
+    pub const ALL: [AlertKind; 10] = [
+        AlertKind::LoggedOut,
+        AlertKind::Replaced,
+        AlertKind::Banned,
+        AlertKind::ClientOutdated,
+        AlertKind::QrExhausted,
+        AlertKind::StartFailed,
+        AlertKind::Idle,
+        AlertKind::QueueFull,
+        AlertKind::QueueExpired,
+        AlertKind::HookFailing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::LoggedOut => "logged_out",
+            AlertKind::Replaced => "replaced",
+            AlertKind::Banned => "banned",
+            AlertKind::ClientOutdated => "client_outdated",
+            AlertKind::QrExhausted => "qr_exhausted",
+            AlertKind::Idle => "idle",
+            AlertKind::StartFailed => "start_failed",
+            AlertKind::QueueFull => "queue_full",
+            AlertKind::QueueExpired => "queue_expired",
+            AlertKind::HookFailing => "hook_failing",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for AlertKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }

@@ -9,13 +9,13 @@ use serde::Serialize;
 use std::ffi::OsString;
 use std::time::Duration;
 
+pub use crate::ops::service::AlertKind;
+
 /// One alert.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Alert {
     pub bot: String,
-    /// `logged_out`, `replaced`, `banned`, `client_outdated`, `qr_exhausted`, `idle`,
-    /// `start_failed`, and for messages `queue_full`, `queue_expired`, `hook_failing`.
-    pub kind: String,
+    pub kind: AlertKind,
     pub reason: String,
     /// Unix seconds.
     pub time: i64,
@@ -82,7 +82,7 @@ mod tests {
         .collect();
         let a = Alert {
             bot: "sales".into(),
-            kind: "idle".into(),
+            kind: AlertKind::Idle,
             reason: "r".into(),
             time: 1,
         };

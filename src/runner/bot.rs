@@ -2,7 +2,7 @@
 //! backend, turns events into session metadata, stops for good on permanent
 //! failures (with an alert), and on shutdown disconnects cleanly.
 
-use super::alert::{self, Alert};
+use super::alert::{self, Alert, AlertKind};
 use super::deliver::{self, Link, QueueHook};
 use super::net::{AttemptSink, CountingFactory, SharedHttp};
 use super::{RunnerEvent, Shared, StartCase, StopSignal};
@@ -111,7 +111,7 @@ enum Flow {
     /// A permanent failure: stop this bot and alert.
     Stop {
         status: Status,
-        kind: &'static str,
+        kind: AlertKind,
         reason: String,
     },
 }
@@ -140,7 +140,7 @@ pub(crate) async fn supervise(
             };
             meta.error(e.to_string());
             meta.status(Status::Error, Some("failed to start"));
-            raise(&shared, &bot, "start_failed", e.to_string()).await;
+            raise(&shared, &bot, AlertKind::StartFailed, e.to_string()).await;
         }
     }
     shared.emit(RunnerEvent::Stopped { bot });
@@ -149,10 +149,11 @@ pub(crate) async fn supervise(
 async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Result<()> {
     let id = &cfg.id;
     let view = shared.vault.view(id);
-    let case = match crate::store::credentials_state(&view).as_deref() {
-        Some("paired") => StartCase::Reusing,
-        Some("incomplete") => StartCase::Incomplete,
-        _ => StartCase::NeedsPairing,
+    use crate::store::Credentials;
+    let case = match crate::store::credentials_state(&view) {
+        Some(Credentials::Paired) => StartCase::Reusing,
+        Some(Credentials::Incomplete) => StartCase::Incomplete,
+        Some(Credentials::Unpaired) | None => StartCase::NeedsPairing,
     };
     shared.emit(RunnerEvent::Started {
         bot: id.clone(),
@@ -285,7 +286,7 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event) -> Flow {
             // The backend's DeviceStore::save is durable before the client emits PairSuccess.
             let phone = p.id.user.to_string();
             let t = now();
-            let _ = meta.update(Some("paired"), |m| {
+            let _ = meta.update(Some(crate::sessions::reason::PAIRED), |m| {
                 m.phone = Some(phone);
                 m.authenticated_at = Some(t);
                 m.last_activity = Some(t);
@@ -301,7 +302,11 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event) -> Flow {
                 .swap(false, std::sync::atomic::Ordering::SeqCst);
             meta.status(
                 Status::Connected,
-                Some(if paired { "paired" } else { "logged in" }),
+                Some(if paired {
+                    crate::sessions::reason::PAIRED
+                } else {
+                    crate::sessions::reason::LOGGED_IN
+                }),
             )
         }
         Event::Disconnected(d) if meta.current() != Status::Disconnected => {
@@ -311,35 +316,35 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event) -> Flow {
         Event::LoggedOut(l) => {
             return Flow::Stop {
                 status: Status::LoggedOut,
-                kind: "logged_out",
+                kind: AlertKind::LoggedOut,
                 reason: format!("logged out by the server ({:?}); pair again", l.reason),
             }
         }
         Event::StreamReplaced(_) => {
             return Flow::Stop {
                 status: Status::Replaced,
-                kind: "replaced",
+                kind: AlertKind::Replaced,
                 reason: "another client took over this session".into(),
             }
         }
         Event::TemporaryBan(b) => {
             return Flow::Stop {
                 status: Status::Error,
-                kind: "banned",
+                kind: AlertKind::Banned,
                 reason: format!("temporarily banned ({:?})", b.code),
             }
         }
         Event::ClientOutdated(_) => {
             return Flow::Stop {
                 status: Status::Error,
-                kind: "client_outdated",
+                kind: AlertKind::ClientOutdated,
                 reason: "WhatsApp rejects this client version; upgrade wavault".into(),
             }
         }
         Event::PairingQrCodesExhausted(_) => {
             return Flow::Stop {
                 status: Status::Error,
-                kind: "qr_exhausted",
+                kind: AlertKind::QrExhausted,
                 reason: "no QR code was scanned in time; restart the bot to try again".into(),
             }
         }
@@ -363,10 +368,10 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event) -> Flow {
     Flow::Continue
 }
 
-pub(crate) async fn raise(shared: &Arc<Shared>, bot: &BotId, kind: &str, reason: String) {
+pub(crate) async fn raise(shared: &Arc<Shared>, bot: &BotId, kind: AlertKind, reason: String) {
     let a = Alert {
         bot: bot.to_string(),
-        kind: kind.to_owned(),
+        kind,
         reason,
         time: now(),
     };

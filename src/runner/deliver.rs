@@ -19,6 +19,7 @@
 //!    removed. A crash at any point leaves the entry for the next run.
 //! 3. [`send`]: proactive messages (`wavault send`, `POST /api/bots/{id}/messages`).
 
+use super::alert::AlertKind;
 use super::bot::Meta;
 use super::{bot::raise, Shared};
 use crate::botid::BotId;
@@ -139,7 +140,7 @@ impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook 
                         "{refused}: new messages stay unacknowledged on WhatsApp and arrive again \
                          at the next connection; fix the hook or raise the limit (`wavault bot set --queue-max`)"
                     );
-                    raise(&self.shared, &self.bot, "queue_full", reason).await;
+                    raise(&self.shared, &self.bot, AlertKind::QueueFull, reason).await;
                 }
                 Err(whatsapp_rust::anyhow::anyhow!("{refused}"))
             }
@@ -272,7 +273,7 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
                                 "the hook failed {n} times in a row for one chat ({e}); \
                                  messages stay queued and are retried"
                             );
-                            raise(&shared, &bot, "hook_failing", reason).await;
+                            raise(&shared, &bot, AlertKind::HookFailing, reason).await;
                         }
                     }
                 }
@@ -297,7 +298,7 @@ async fn expire(
                 held.len(),
                 max_age.as_secs()
             );
-            raise(shared, bot, "queue_expired", reason).await;
+            raise(shared, bot, AlertKind::QueueExpired, reason).await;
             held
         }
         Ok(_) => Vec::new(),

@@ -355,7 +355,7 @@ impl Shared {
                 RunnerEvent::Status { bot, status, .. } if *status != Status::Connecting => {
                     live.qr.remove(bot.as_str());
                 }
-                RunnerEvent::Alert(a) => *live.alerts.entry(a.kind.clone()).or_default() += 1,
+                RunnerEvent::Alert(a) => *live.alerts.entry(a.kind.to_string()).or_default() += 1,
                 RunnerEvent::Job { name, ok, .. } => {
                     let j = live.jobs.entry(name).or_default();
                     j.runs += 1;
@@ -553,7 +553,8 @@ pub async fn send_once(
 ) -> Result<String> {
     crate::messaging::parse_recipient(to)?;
     vault.bot_config(bot)?;
-    if crate::store::credentials_state(&vault.view(bot)).as_deref() != Some("paired") {
+    if crate::store::credentials_state(&vault.view(bot)) != Some(crate::store::Credentials::Paired)
+    {
         return Err(Error::Unavailable(format!(
             "bot {bot} is not paired: pair it first (`wavault run` shows its QR code)"
         )));
@@ -711,13 +712,8 @@ async fn check_idle(shared: &Arc<Shared>, alerted: &mut std::collections::HashSe
         status::collect(&v).map(|rows| {
             rows.into_iter()
                 .map(|r| {
-                    let idle = status::is_idle(
-                        r.status,
-                        r.last_activity,
-                        r.credentials.as_deref(),
-                        now,
-                        threshold,
-                    );
+                    let idle =
+                        status::is_idle(r.status, r.last_activity, r.credentials, now, threshold);
                     (r, idle)
                 })
                 .collect::<Vec<_>>()
@@ -740,7 +736,7 @@ async fn check_idle(shared: &Arc<Shared>, alerted: &mut std::collections::HashSe
                 bot::raise(
                     shared,
                     &id,
-                    "idle",
+                    alert::AlertKind::Idle,
                     format!(
                         "no activity for {days} days while {}: WhatsApp unlinks devices that stay away about 30 days; start it (`wavault run`) before then",
                         r.status

@@ -48,40 +48,73 @@ pub fn kind_name(kind: Kind) -> Option<&'static str> {
 /// device is missing, unreadable or has no `pn`: it will need a QR; a device
 /// created but never paired reports this too). `None` when the vault itself
 /// cannot be read.
-pub fn credentials_state(view: &BotView) -> Option<String> {
+pub fn credentials_state(view: &BotView) -> Option<Credentials> {
     let present = view.kinds().ok()?;
     let ours = present
         .iter()
         .any(|(k, n)| *n > 0 && kind_name(*k).is_some());
     if !ours {
-        return Some("unpaired".into());
+        return Some(Credentials::Unpaired);
     }
     let paired = matches!(
         view.get(kinds::DEVICE, device::DEVICE_NAME),
         Ok(Some(bytes)) if decode_device(&bytes).is_ok_and(|d| d.pn.is_some())
     );
-    Some(if paired { "paired" } else { "incomplete" }.into())
+    Some(Credentials::of(paired))
+}
+
+/// A bot's credentials, as far as the vault tells ([`credentials_state`]).
+/// Written in lowercase in JSON and tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Credentials {
+    /// Nothing of the whatsapp-rust backend stored: a QR (or pair code) is needed.
+    Unpaired,
+    /// A readable, paired device: logs in without a QR.
+    Paired,
+    /// Something stored but no usable device: a QR will be needed.
+    Incomplete,
+}
+
+impl Credentials {
+    fn of(paired: bool) -> Credentials {
+        if paired {
+            Credentials::Paired
+        } else {
+            Credentials::Incomplete
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credentials::Unpaired => "unpaired",
+            Credentials::Paired => "paired",
+            Credentials::Incomplete => "incomplete",
+        }
+    }
+}
+
+impl std::fmt::Display for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// [`credentials_state`] for a bot's dumped state (a backup's content).
-pub fn dump_credentials_state(dump: &crate::vault::BotDump) -> &'static str {
+pub fn dump_credentials_state(dump: &crate::vault::BotDump) -> Credentials {
     if !dump
         .records
         .iter()
         .any(|r| kind_name(Kind(r.kind)).is_some())
     {
-        return "unpaired";
+        return Credentials::Unpaired;
     }
     let paired = dump.records.iter().any(|r| {
         r.kind == kinds::DEVICE.0
             && r.name == device::DEVICE_NAME
             && decode_device(&r.data).is_ok_and(|d| d.pn.is_some())
     });
-    if paired {
-        "paired"
-    } else {
-        "incomplete"
-    }
+    Credentials::of(paired)
 }
 
 /// Deletes every credential and Signal record of the bot behind `view` (every

@@ -142,7 +142,8 @@ impl Vault {
         let mut summaries: Vec<BotSummary> = bots
             .into_values()
             .map(|(cfg, mut s)| {
-                s.credentials = crate::store::credentials_state(&self.view(&cfg.id));
+                s.credentials =
+                    crate::store::credentials_state(&self.view(&cfg.id)).map(|c| c.to_string());
                 s
             })
             .collect();

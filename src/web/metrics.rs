@@ -272,18 +272,10 @@ pub(crate) fn render(shared: &dyn Service) -> Result<String> {
         "counter",
         "alerts raised since start, by kind",
     );
-    let mut kinds: std::collections::BTreeSet<String> = [
-        "logged_out",
-        "replaced",
-        "banned",
-        "client_outdated",
-        "qr_exhausted",
-        "start_failed",
-        "idle",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
+    let mut kinds: std::collections::BTreeSet<String> = crate::ops::service::AlertKind::ALL
+        .into_iter()
+        .map(|k| k.to_string())
+        .collect();
     kinds.extend(live.alerts.keys().cloned());
     for kind in kinds {
         let n = live.alerts.get(&kind).copied().unwrap_or(0);

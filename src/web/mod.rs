@@ -727,7 +727,7 @@ async fn readyz(State(app): State<App>) -> Response {
         let started = s.live_state().started;
         let waiting: Vec<String> = rows(&*s)?
             .into_iter()
-            .filter(|r| r.enabled && r.credentials.as_deref() == Some("paired"))
+            .filter(|r| r.enabled && r.credentials == Some(crate::store::Credentials::Paired))
             .filter(|r| r.status != Status::Connected)
             .filter(|r| {
                 // Not started yet (staggered) or still within its grace: not late.

@@ -147,7 +147,7 @@ async fn first_run_pairs_and_a_restart_reuses_the_session_without_qr() {
         "authenticated_at set after pairing"
     );
     assert_eq!(r.phone.as_deref(), Some(phone.as_str()));
-    assert_eq!(r.credentials.as_deref(), Some("paired"));
+    assert_eq!(r.credentials.map(|c| c.as_str()), Some("paired"));
     runner.shutdown().await.unwrap();
     let rows = wavault::status::collect(&vault).unwrap();
     assert_eq!(row(&rows, "ventas").status, Status::Disconnected);
@@ -646,13 +646,16 @@ async fn reauth_through_the_runner_shows_a_qr_and_keeps_history_and_config() {
     assert!(history.starts_with(&history_before), "{history:?}");
     // The re-registering client stored fresh keys, not yet paired.
     assert_eq!(
-        wavault::store::credentials_state(&vault.view(&bot("again"))).as_deref(),
+        wavault::store::credentials_state(&vault.view(&bot("again"))).map(|c| c.as_str()),
         Some("incomplete")
     );
     // The automatic backup holds the paired state.
     let (_, b) =
         wavault::backup::archive::read_file(&backup, PASS, &mut |_, _| {}).expect("backup reads");
-    assert_eq!(wavault::store::dump_credentials_state(&b.bots[0]), "paired");
+    assert_eq!(
+        wavault::store::dump_credentials_state(&b.bots[0]).as_str(),
+        "paired"
+    );
 }
 
 /// A paired bot away and quiet for 20 days is flagged idle by `status` and

@@ -265,7 +265,7 @@ async fn create_persists_a_device_and_credentials_state_follows() {
     let v = new_vault(dir.path(), &["a"]);
     let b = backend(&v, "a");
     assert_eq!(
-        store::credentials_state(b.view()).as_deref(),
+        store::credentials_state(b.view()).map(|c| c.as_str()),
         Some("unpaired")
     );
     assert!(!b.exists().await.unwrap());
@@ -276,7 +276,7 @@ async fn create_persists_a_device_and_credentials_state_follows() {
     let first = b.load().await.unwrap().expect("created device");
     assert!(first.pn.is_none());
     assert_eq!(
-        store::credentials_state(b.view()).as_deref(),
+        store::credentials_state(b.view()).map(|c| c.as_str()),
         Some("incomplete")
     );
 
@@ -314,7 +314,7 @@ async fn create_persists_a_device_and_credentials_state_follows() {
         "runtime-only device props are restored on load"
     );
     assert_eq!(
-        store::credentials_state(b.view()).as_deref(),
+        store::credentials_state(b.view()).map(|c| c.as_str()),
         Some("paired")
     );
 
@@ -323,7 +323,7 @@ async fn create_persists_a_device_and_credentials_state_follows() {
         .put(kinds::DEVICE, b"device", b"\x01garbage")
         .unwrap();
     assert_eq!(
-        store::credentials_state(b.view()).as_deref(),
+        store::credentials_state(b.view()).map(|c| c.as_str()),
         Some("incomplete")
     );
     assert!(b.load().await.is_err());
@@ -367,7 +367,7 @@ async fn wipe_deletes_every_backend_record_and_keeps_the_vaults_own() {
     );
     assert!(!b.exists().await.unwrap());
     assert_eq!(
-        store::credentials_state(b.view()).as_deref(),
+        store::credentials_state(b.view()).map(|c| c.as_str()),
         Some("unpaired")
     );
 

@@ -612,7 +612,7 @@ fn golden_backup_v1_restores() {
         Some(&b"hello from v1"[..])
     );
     assert_eq!(
-        wavault::store::credentials_state(&view).as_deref(),
+        wavault::store::credentials_state(&view).map(|c| c.as_str()),
         Some("paired")
     );
     assert!(!v.bot_config(&bot("golden-b")).unwrap().enabled);
