@@ -26,6 +26,7 @@
 
 use crate::error::{Error, Result};
 use crate::messaging::process;
+use crate::messaging::DeliveryError;
 pub use crate::messaging::MAX_TEXT;
 use crate::vault::BotConfig;
 use serde::{Deserialize, Serialize};
@@ -152,7 +153,7 @@ pub enum Action {
 /// Reads a hook's answer. `Err` names what is wrong with a JSON answer that
 /// is not a valid action list or breaks a limit (the message still counts
 /// as accepted; the answer is ignored).
-pub fn parse_answer(body: &str) -> std::result::Result<Vec<Action>, String> {
+pub fn parse_answer(body: &str) -> std::result::Result<Vec<Action>, AnswerIgnored> {
     let body = body.trim();
     if body.is_empty() {
         return Ok(Vec::new());
@@ -166,29 +167,34 @@ pub fn parse_answer(body: &str) -> std::result::Result<Vec<Action>, String> {
         serde_json::Value::Array(a) => list.extend(a),
         serde_json::Value::Object(o) => {
             if let Some(r) = o.get("reply") {
-                let text = r.as_str().ok_or("\"reply\" must be a string")?;
+                let text = r
+                    .as_str()
+                    .ok_or_else(|| AnswerIgnored("\"reply\" must be a string".into()))?;
                 reply = serde_json::json!({"type": "reply", "text": text});
                 list.push(&reply);
             }
             if let Some(a) = o.get("actions") {
-                list.extend(a.as_array().ok_or("\"actions\" must be a list")?);
+                list.extend(
+                    a.as_array()
+                        .ok_or_else(|| AnswerIgnored("\"actions\" must be a list".into()))?,
+                );
             }
         }
         _ => return Ok(Vec::new()),
     }
     if list.len() > MAX_ACTIONS {
-        return Err(format!(
+        return Err(AnswerIgnored(format!(
             "the answer asks for {} actions; at most {MAX_ACTIONS} are carried out per message",
             list.len()
-        ));
+        )));
     }
     list.into_iter()
         .map(|a| {
             let action: Action = serde_json::from_value(a.clone()).map_err(|e| {
-                format!(
+                AnswerIgnored(format!(
                     "bad action: {} (types: reply, react, read; an action acts in the message's chat only)",
                     shorten(&e.to_string())
-                )
+                ))
             })?;
             check_action(&action)?;
             Ok(action)
@@ -209,18 +215,32 @@ fn shorten(s: &str) -> String {
 }
 
 /// The limits of one action.
-fn check_action(a: &Action) -> std::result::Result<(), String> {
-    match a {
-        Action::Reply { text } if text.is_empty() => Err("a reply's text is empty".into()),
-        Action::Reply { text } if text.len() > MAX_TEXT => Err(format!(
+fn check_action(a: &Action) -> std::result::Result<(), AnswerIgnored> {
+    let e = match a {
+        Action::Reply { text } if text.is_empty() => "a reply's text is empty".to_string(),
+        Action::Reply { text } if text.len() > MAX_TEXT => format!(
             "a reply is {} bytes; the limit is {MAX_TEXT} (the same as for `wavault send`)",
             text.len()
-        )),
-        Action::React { emoji } if emoji.len() > MAX_EMOJI => Err(format!(
+        ),
+        Action::React { emoji } if emoji.len() > MAX_EMOJI => format!(
             "a reaction's emoji is {} bytes; the limit is {MAX_EMOJI}",
             emoji.len()
-        )),
-        _ => Ok(()),
+        ),
+        _ => return Ok(()),
+    };
+    Err(AnswerIgnored(e))
+}
+
+/// Why a hook's answer is ignored: what is wrong with it. The message
+/// still counts as accepted (asking again would get the same answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AnswerIgnored(pub String);
+
+impl AnswerIgnored {
+    /// Whether the reason contains `s` (tests).
+    pub fn contains(&self, s: &str) -> bool {
+        self.0.contains(s)
     }
 }
 
@@ -231,7 +251,7 @@ pub async fn call(
     json: &str,
     timeout: Duration,
     bot: &str,
-) -> std::result::Result<Vec<Action>, String> {
+) -> std::result::Result<Vec<Action>, DeliveryError> {
     let answer = match target {
         Target::Webhook(url) => post(url.clone(), json.to_owned(), timeout).await?,
         Target::Command(cmd) => {
@@ -257,7 +277,7 @@ async fn post(
     url: String,
     body: String,
     timeout: Duration,
-) -> std::result::Result<Option<String>, String> {
+) -> std::result::Result<Option<String>, DeliveryError> {
     let call = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
@@ -271,8 +291,11 @@ async fn post(
             .header("content-type", "application/json")
             .send(body)
             .map_err(|e| match e {
-                ureq::Error::Timeout(_) => format!("webhook timed out after {timeout:?}"),
-                e => format!("webhook: {e}"),
+                ureq::Error::Timeout(_) => DeliveryError::TimedOut {
+                    what: "webhook",
+                    after: timeout,
+                },
+                e => DeliveryError::Webhook(e.to_string()),
             })?;
         let status = resp.status();
         if status.is_redirection() {
@@ -285,14 +308,13 @@ async fn post(
                 .filter(|c| !c.is_control())
                 .take(MAX_LOCATION_SHOWN)
                 .collect();
-            return Err(format!(
-                "webhook answered {} (redirect to {location}): redirects are not followed; \
-                 fix the webhook URL",
-                status.as_u16()
-            ));
+            return Err(DeliveryError::Redirect {
+                status: status.as_u16(),
+                location,
+            });
         }
         if !status.is_success() {
-            return Err(format!("webhook answered {}", status.as_u16()));
+            return Err(DeliveryError::Status(status.as_u16()));
         }
         match resp
             .body_mut()
@@ -302,14 +324,17 @@ async fn post(
         {
             Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
             Err(ureq::Error::BodyExceedsLimit(_)) => Ok(None),
-            Err(e) => Err(format!("webhook answer: {e}")),
+            Err(e) => Err(DeliveryError::WebhookAnswer(e.to_string())),
         }
     });
     // The agent's own limit ends the request; this one is a backstop.
     match tokio::time::timeout(timeout + Duration::from_secs(1), call).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(format!("webhook task: {e}")),
-        Err(_) => Err(format!("webhook timed out after {timeout:?}")),
+        Ok(Err(e)) => Err(DeliveryError::Task(e.to_string())),
+        Err(_) => Err(DeliveryError::TimedOut {
+            what: "webhook",
+            after: timeout,
+        }),
     }
 }
 
@@ -323,7 +348,7 @@ pub(crate) async fn run_command<I>(
     timeout: Duration,
     bot: &str,
     parent: I,
-) -> std::result::Result<Option<String>, String>
+) -> std::result::Result<Option<String>, DeliveryError>
 where
     I: IntoIterator<Item = (OsString, OsString)>,
 {
@@ -337,7 +362,10 @@ where
     })
     .await?;
     if !f.status.success() {
-        return Err(format!("hook command exited with {}", f.status));
+        return Err(DeliveryError::Exited {
+            what: "hook command",
+            status: f.status.to_string(),
+        });
     }
     Ok((!f.truncated).then(|| String::from_utf8_lossy(&f.stdout).into_owned()))
 }
@@ -415,7 +443,7 @@ mod tests {
         );
         let failing = Target::Command("cat >/dev/null; exit 3".into());
         let r = rt().block_on(call(&failing, "{}", Duration::from_secs(5), "sales"));
-        assert!(r.unwrap_err().contains("exit status: 3"));
+        assert!(r.unwrap_err().to_string().contains("exit status: 3"));
     }
 
     /// Accepts one HTTP request, answers with `status` and `reply`, returns the request.
@@ -498,7 +526,7 @@ mod tests {
             Duration::from_secs(5),
             "s",
         ));
-        assert!(r.unwrap_err().contains("503"));
+        assert!(r.unwrap_err().to_string().contains("503"));
         server.join().unwrap();
         // Bound but not listening: the port stays ours for the whole test and
         // every connection to it is refused.
@@ -511,7 +539,7 @@ mod tests {
             Duration::from_secs(5),
             "s",
         ));
-        let e = r.unwrap_err();
+        let e = r.unwrap_err().to_string();
         assert!(e.to_lowercase().contains("refused"), "{e}");
         drop(refusing);
     }
@@ -523,7 +551,7 @@ mod tests {
         let t = Target::Command("sleep 3600".into());
         let started = std::time::Instant::now();
         let r = rt().block_on(call(&t, "{}", Duration::from_millis(300), "sales"));
-        assert!(r.unwrap_err().contains("timed out"));
+        assert!(r.unwrap_err().to_string().contains("timed out"));
         assert!(started.elapsed() < Duration::from_secs(60));
     }
 
@@ -568,7 +596,7 @@ mod tests {
             "s",
         ));
         server.join().unwrap();
-        let e = r.unwrap_err();
+        let e = r.unwrap_err().to_string();
         assert!(e.contains("302") && e.contains("redirect"), "{e}");
         assert!(e.contains(&target), "{e}");
         assert!(e.contains("fix the webhook URL"), "{e}");
@@ -700,7 +728,7 @@ mod tests {
             pidfile.display()
         ));
         let r = rt().block_on(call(&t, "{}", Duration::from_millis(700), "s"));
-        assert!(r.unwrap_err().contains("timed out"));
+        assert!(r.unwrap_err().to_string().contains("timed out"));
         let pid = std::fs::read_to_string(&pidfile).expect("the hook wrote its child's pid");
         let pid = pid.trim();
         assert!(
@@ -811,7 +839,7 @@ mod tests {
                     }
                 }
                 Err(e) => {
-                    assert!(e.len() > 10 && e.len() < 400, "unclear error: {e:?}");
+                    assert!(e.0.len() > 10 && e.0.len() < 400, "unclear error: {e:?}");
                     assert!(
                         ["reply", "actions", "action", "emoji"]
                             .iter()

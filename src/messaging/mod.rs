@@ -85,17 +85,81 @@ pub fn parse_recipient(to: &str) -> Result<Jid> {
         .map_err(|_| bad())
 }
 
+/// Why a hook call, a hook action or a step of a delivery failed. The
+/// message stays queued and is tried again; its `last_error` keeps this
+/// error's text (what `queue list` shows).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The webhook, the hook command or an alert command ran past its limit.
+    #[error("{what} timed out after {after:?}")]
+    TimedOut {
+        what: &'static str,
+        after: std::time::Duration,
+    },
+    /// The webhook answered with a redirect (never followed).
+    #[error("webhook answered {status} (redirect to {location}): redirects are not followed; fix the webhook URL")]
+    Redirect { status: u16, location: String },
+    /// The webhook answered with a status other than 2xx.
+    #[error("webhook answered {0}")]
+    Status(u16),
+    /// The webhook could not be reached.
+    #[error("webhook: {0}")]
+    Webhook(String),
+    /// The webhook's answer could not be read.
+    #[error("webhook answer: {0}")]
+    WebhookAnswer(String),
+    /// The webhook call's own task failed.
+    #[error("webhook task: {0}")]
+    Task(String),
+    /// The hook (or alert) command could not start or its output not be read.
+    #[error("{0}")]
+    Process(String),
+    /// The hook command exited non-zero.
+    #[error("{what} exited with {status}")]
+    Exited { what: &'static str, status: String },
+    /// Hook actions are never carried out in broadcast, status or newsletter chats.
+    #[error("hook actions are not carried out in broadcast, status or newsletter chats")]
+    NotHere,
+    /// A queued entry holds a chat or sender that is not a JID.
+    #[error("queued {0} is not a JID")]
+    BadJid(&'static str),
+    /// WhatsApp refused an action (send, reaction, read receipt).
+    #[error("{what} failed: {reason}")]
+    Action { what: &'static str, reason: String },
+    /// An action ran past its limit.
+    #[error("action timed out")]
+    ActionTimedOut,
+    /// Actions need the bot's connection.
+    #[error("bot not connected for the hook's actions")]
+    NotConnected,
+    /// The actions stored with the entry do not read back.
+    #[error("stored actions unreadable: {0}")]
+    StoredActions(String),
+    /// Reading or writing the queue failed.
+    #[error("{0}")]
+    Vault(String),
+}
+
+impl From<crate::error::Error> for DeliveryError {
+    fn from(e: crate::error::Error) -> Self {
+        DeliveryError::Vault(e.to_string())
+    }
+}
+
 /// Sends a text; returns the message id.
 pub async fn send_text(
     client: &whatsapp_rust::Client,
     to: &Jid,
     text: &str,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, DeliveryError> {
     client
         .send_message(to.clone(), wa::Message::text(text))
         .await
         .map(|r| r.message_id)
-        .map_err(|e| format!("sending failed: {e}"))
+        .map_err(|e| DeliveryError::Action {
+            what: "sending",
+            reason: e.to_string(),
+        })
 }
 
 /// Whether a hook's actions may act in `chat`: only in the chats `send`
@@ -129,20 +193,15 @@ pub async fn perform(
     client: &whatsapp_rust::Client,
     q: &queue::Queued,
     action: &hook::Action,
-) -> std::result::Result<u64, String> {
+) -> std::result::Result<u64, DeliveryError> {
     if !may_act_in(&q.chat) {
-        return Err(
-            "hook actions are not carried out in broadcast, status or newsletter chats".into(),
-        );
+        return Err(DeliveryError::NotHere);
     }
-    let chat: Jid = q
-        .chat
-        .parse()
-        .map_err(|_| "queued chat is not a JID".to_string())?;
+    let chat: Jid = q.chat.parse().map_err(|_| DeliveryError::BadJid("chat"))?;
     let sender: Jid = q
         .sender
         .parse()
-        .map_err(|_| "queued sender is not a JID".to_string())?;
+        .map_err(|_| DeliveryError::BadJid("sender"))?;
     match action {
         hook::Action::Reply { text } => send_text(client, &chat, text).await.map(|_| 1),
         hook::Action::React { emoji } => {
@@ -156,7 +215,10 @@ pub async fn perform(
                 .send_reaction(chat, key, emoji)
                 .await
                 .map(|_| 1)
-                .map_err(|e| format!("reaction failed: {e}"))
+                .map_err(|e| DeliveryError::Action {
+                    what: "reaction",
+                    reason: e.to_string(),
+                })
         }
         hook::Action::Read => {
             let who = chat.is_group().then_some(&sender);
@@ -164,7 +226,10 @@ pub async fn perform(
                 .mark_as_read(&chat, who, &[q.id.as_str()])
                 .await
                 .map(|_| 0)
-                .map_err(|e| format!("read receipt failed: {e}"))
+                .map_err(|e| DeliveryError::Action {
+                    what: "read receipt",
+                    reason: e.to_string(),
+                })
         }
     }
 }

@@ -53,7 +53,7 @@ where
 /// What to run and how.
 pub struct Spec<'a> {
     /// Shown in errors: `hook command`, `alert command`.
-    pub what: &'a str,
+    pub what: &'static str,
     /// Given to `sh -c`.
     pub command: &'a str,
     /// Written to the command's stdin, followed by a newline.
@@ -116,7 +116,8 @@ impl Drop for AbortOnDrop {
 
 /// Runs `spec`; `Err` names what went wrong (could not start, reading its
 /// output failed, time limit). A non-zero exit is `Ok` with its status.
-pub async fn run(spec: Spec<'_>) -> Result<Finished, String> {
+pub async fn run(spec: Spec<'_>) -> Result<Finished, super::DeliveryError> {
+    use super::DeliveryError as E;
     let what = spec.what;
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -132,7 +133,7 @@ pub async fn run(spec: Spec<'_>) -> Result<Finished, String> {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("{what} could not start: {e}"))?;
+        .map_err(|e| E::Process(format!("{what} could not start: {e}")))?;
     // Declared after `child`: dropped first, while `sh` is not yet reaped
     // (so its pid, the group id, cannot have been reused).
     let mut group = GroupKill::new(child.id());
@@ -154,14 +155,17 @@ pub async fn run(spec: Spec<'_>) -> Result<Finished, String> {
             let mut kept = o.take(cap);
             kept.read_to_end(&mut out)
                 .await
-                .map_err(|e| format!("reading the {what}'s output: {e}"))?;
+                .map_err(|e| E::Process(format!("reading the {what}'s output: {e}")))?;
             let rest = tokio::io::copy(kept.get_mut(), &mut tokio::io::sink())
                 .await
-                .map_err(|e| format!("reading the {what}'s output: {e}"))?;
+                .map_err(|e| E::Process(format!("reading the {what}'s output: {e}")))?;
             truncated = rest > 0;
         }
-        let status = child.wait().await.map_err(|e| format!("{what}: {e}"))?;
-        Ok::<_, String>(Finished {
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| E::Process(format!("{what}: {e}")))?;
+        Ok::<_, E>(Finished {
             status,
             stdout: out,
             truncated,
@@ -174,7 +178,10 @@ pub async fn run(spec: Spec<'_>) -> Result<Finished, String> {
         }
         // `group` kills the whole group on the way out.
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(format!("{what} timed out after {:?}", spec.timeout)),
+        Err(_) => Err(E::TimedOut {
+            what,
+            after: spec.timeout,
+        }),
     }
 }
 

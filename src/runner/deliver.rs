@@ -26,6 +26,7 @@ use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::messaging::hook::{self, Action, HookSettings, Target};
 use crate::messaging::queue::{NewMessage, Queue, Queued};
+use crate::messaging::DeliveryError;
 use crate::messaging::{self, summary};
 use crate::vault::now;
 use std::collections::{HashMap, HashSet};
@@ -156,7 +157,12 @@ pub fn backoff(base: Duration, max: Duration, n: u32) -> Duration {
 
 /// What a delivery task reports: its chat, the entry's sequence number,
 /// the outcome, and the entry as stored now (`None`: removed).
-type Done = (String, u64, std::result::Result<(), String>, Option<Queued>);
+type Done = (
+    String,
+    u64,
+    std::result::Result<(), DeliveryError>,
+    Option<Queued>,
+);
 
 /// Delivers the bot's queue to its hook until the task is aborted.
 pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
@@ -318,7 +324,7 @@ async fn deliver_one(
     target: &Target,
     timeout: Duration,
     mut q: Queued,
-) -> (std::result::Result<(), String>, Option<Queued>) {
+) -> (std::result::Result<(), DeliveryError>, Option<Queued>) {
     match deliver_inner(bot, link, target, timeout, &mut q).await {
         Ok(()) => (Ok(()), None),
         Err(e) => (Err(e), Some(q)),
@@ -332,7 +338,7 @@ async fn deliver_inner(
     target: &Target,
     timeout: Duration,
     q: &mut Queued,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), DeliveryError> {
     let queue = &link.inbox.queue;
     if q.accepted.is_none() {
         match hook::call(target, &q.summary, timeout, bot.as_str()).await {
@@ -340,19 +346,19 @@ async fn deliver_inner(
                 test_crash_point("after_hook_answer");
                 let actions = messaging::admissible(&q.chat, actions);
                 if actions.is_empty() {
-                    return queue.remove(q, now(), 0).await.map_err(|e| e.to_string());
+                    return Ok(queue.remove(q, now(), 0).await?);
                 }
-                q.accepted = Some(serde_json::to_string(&actions).map_err(|e| e.to_string())?);
+                q.accepted = Some(stored_actions(&actions)?);
                 q.attempts = 0;
                 q.last_error = None;
-                queue.update(q).await.map_err(|e| e.to_string())?;
+                queue.update(q).await?;
                 test_crash_point("after_actions_accepted");
             }
             Err(e) => return fail(queue, q, e, true).await,
         }
     }
     let stored: Vec<Action> = serde_json::from_str(q.accepted.as_deref().unwrap_or("[]"))
-        .map_err(|e| format!("stored actions unreadable: {e}"))?;
+        .map_err(|e| DeliveryError::StoredActions(e.to_string()))?;
     // Also for actions stored by an older wavault that did not check the chat.
     let mut actions = messaging::admissible(&q.chat, stored);
     while let Some(action) = actions.first().cloned() {
@@ -362,8 +368,7 @@ async fn deliver_inner(
             .await
             .is_ok_and(|r| r.is_ok());
         if !up {
-            let e = "bot not connected for the hook's actions".to_string();
-            return fail(queue, q, e, false).await;
+            return fail(queue, q, DeliveryError::NotConnected, false).await;
         }
         match tokio::time::timeout(
             timeout.max(Duration::from_secs(30)),
@@ -379,15 +384,20 @@ async fn deliver_inner(
                 }
                 actions.remove(0);
                 if !actions.is_empty() {
-                    q.accepted = Some(serde_json::to_string(&actions).map_err(|e| e.to_string())?);
-                    queue.update(q).await.map_err(|e| e.to_string())?;
+                    q.accepted = Some(stored_actions(&actions)?);
+                    queue.update(q).await?;
                 }
             }
             Ok(Err(e)) => return fail(queue, q, e, false).await,
-            Err(_) => return fail(queue, q, "action timed out".into(), false).await,
+            Err(_) => return fail(queue, q, DeliveryError::ActionTimedOut, false).await,
         }
     }
-    queue.remove(q, now(), 0).await.map_err(|e| e.to_string())
+    Ok(queue.remove(q, now(), 0).await?)
+}
+
+/// The actions still to carry out, as stored with the entry.
+fn stored_actions(actions: &[Action]) -> std::result::Result<String, DeliveryError> {
+    serde_json::to_string(actions).map_err(|e| DeliveryError::StoredActions(e.to_string()))
 }
 
 /// TEST ONLY: crash points for the crash-safety tests (`tests/e2e/claims_tests.rs`).
@@ -409,11 +419,11 @@ fn test_crash_point(point: &str) {
 async fn fail(
     queue: &Queue,
     q: &mut Queued,
-    e: String,
+    e: DeliveryError,
     hook_failed: bool,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), DeliveryError> {
     q.attempts += 1;
-    q.last_error = Some(e.clone());
+    q.last_error = Some(e.to_string());
     if let Err(w) = queue.update(q).await {
         tracing::error!(bot = %queue.bot(), "could not record a failed delivery: {w}");
     }
@@ -468,7 +478,7 @@ pub(crate) async fn send(
     )
     .await
     .map_err(|_| Error::Unavailable("WhatsApp did not take the message within 30 s".into()))?
-    .map_err(Error::Other)?;
+    .map_err(|e| Error::Other(e.to_string()))?;
     let t = now();
     link.inbox.queue.count(t, 0, 1, 0)?;
     link.meta.activity(t);
