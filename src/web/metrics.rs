@@ -24,9 +24,28 @@ const STATUSES: [Status; 7] = [
     Status::Error,
 ];
 
-fn help(out: &mut String, name: &str, kind: &str, text: &str) {
-    let _ = writeln!(out, "# HELP {name} {text}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// The text being written, one metric family after another.
+struct Exposition(String);
+
+impl Exposition {
+    /// Starts a family: its `# HELP` and `# TYPE` lines.
+    fn family(&mut self, name: &str, kind: &str, text: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {text}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    /// One sample: `name{labels} value` (no braces without labels).
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = if labels.is_empty() {
+            writeln!(self.0, "{name} {value}")
+        } else {
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+                .collect();
+            writeln!(self.0, "{name}{{{}}} {value}", l.join(","))
+        };
+    }
 }
 
 /// Label values escaped as the format requires.
@@ -36,119 +55,117 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// What the per-bot families show of one bot.
+struct BotFacts<'a> {
+    row: &'a status::StatusRow,
+    last_connect: Option<i64>,
+    logins_without_qr: u64,
+    pairings: u64,
+}
+
 /// Renders every metric now.
 pub(crate) fn render(shared: &dyn Service) -> Result<String> {
     let v = shared.vault();
-    let now = crate::vault::now();
     let rows = status::collect(v)?;
-    let mut per_bot = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let id = crate::BotId::parse(&r.bot)?;
-        let history = Sessions::new(v.view(&id)).history()?;
-        let last_connect = history
-            .iter()
-            .rev()
-            .find(|h| h.to == Status::Connected)
-            .map(|h| h.at);
-        let all = crate::stats::compute(&r.bot, &history, i64::MIN / 4, now, r.status);
-        per_bot.push((r, last_connect, all.logins_without_qr, all.pairings));
+    let facts = bot_facts(v, &rows)?;
+    let mut out = Exposition(String::new());
+    connection_families(&mut out, &facts);
+    message_families(&mut out, &facts);
+    vault_families(&mut out, v);
+    runner_families(&mut out, &shared.live_state());
+    Ok(out.0)
+}
+
+/// Each bot's row with what its history adds: the last connect, logins
+/// without QR and pairings.
+fn bot_facts<'a>(v: &crate::Vault, rows: &'a [status::StatusRow]) -> Result<Vec<BotFacts<'a>>> {
+    let now = crate::vault::now();
+    rows.iter()
+        .map(|r| {
+            let id = crate::BotId::parse(&r.bot)?;
+            let history = Sessions::new(v.view(&id)).history()?;
+            let last_connect = history
+                .iter()
+                .rev()
+                .find(|h| h.to == Status::Connected)
+                .map(|h| h.at);
+            let all = crate::stats::compute(&r.bot, &history, i64::MIN / 4, now, r.status);
+            Ok(BotFacts {
+                row: r,
+                last_connect,
+                logins_without_qr: all.logins_without_qr,
+                pairings: all.pairings,
+            })
+        })
+        .collect()
+}
+
+/// Up, status, attempts, last connect, logins, idle: per bot.
+fn connection_families(out: &mut Exposition, facts: &[BotFacts<'_>]) {
+    let up = "wavault_bot_up";
+    out.family(up, "gauge", "1 when the bot is connected");
+    for f in facts {
+        let connected = u8::from(f.row.status == Status::Connected);
+        out.sample(up, &[("bot", &f.row.bot)], connected);
     }
-    let mut out = String::new();
-    help(
-        &mut out,
-        "wavault_bot_up",
-        "gauge",
-        "1 when the bot is connected",
-    );
-    for (r, ..) in &per_bot {
-        let _ = writeln!(
-            out,
-            "wavault_bot_up{{bot=\"{}\"}} {}",
-            esc(&r.bot),
-            u8::from(r.status == Status::Connected)
-        );
-    }
-    help(
-        &mut out,
-        "wavault_bot_status",
-        "gauge",
-        "1 for the bot's current status",
-    );
-    for (r, ..) in &per_bot {
+    let status = "wavault_bot_status";
+    out.family(status, "gauge", "1 for the bot's current status");
+    for f in facts {
         for s in STATUSES {
-            let _ = writeln!(
-                out,
-                "wavault_bot_status{{bot=\"{}\",status=\"{}\"}} {}",
-                esc(&r.bot),
-                s.as_str(),
-                u8::from(r.status == s)
-            );
+            let labels = [("bot", f.row.bot.as_str()), ("status", s.as_str())];
+            out.sample(status, &labels, u8::from(f.row.status == s));
         }
     }
-    help(
-        &mut out,
-        "wavault_bot_connection_attempts_total",
+    let attempts = "wavault_bot_connection_attempts_total";
+    out.family(
+        attempts,
         "counter",
         "connection attempts since the vault has known the bot",
     );
-    for (r, ..) in &per_bot {
-        let _ = writeln!(
-            out,
-            "wavault_bot_connection_attempts_total{{bot=\"{}\"}} {}",
-            esc(&r.bot),
-            r.connection_attempts
-        );
+    for f in facts {
+        out.sample(attempts, &[("bot", &f.row.bot)], f.row.connection_attempts);
     }
-    help(
-        &mut out,
-        "wavault_bot_last_connect_timestamp_seconds",
+    let last = "wavault_bot_last_connect_timestamp_seconds";
+    out.family(
+        last,
         "gauge",
         "unix time of the last transition to connected",
     );
-    for (r, last, ..) in &per_bot {
-        if let Some(t) = last {
-            let _ = writeln!(
-                out,
-                "wavault_bot_last_connect_timestamp_seconds{{bot=\"{}\"}} {t}",
-                esc(&r.bot)
-            );
+    for f in facts {
+        if let Some(t) = f.last_connect {
+            out.sample(last, &[("bot", &f.row.bot)], t);
         }
     }
-    help(
-        &mut out,
-        "wavault_bot_logins_total",
+    let logins = "wavault_bot_logins_total";
+    out.family(
+        logins,
         "counter",
         "connections by how they started: stored credentials (no QR) or a pairing",
     );
-    for (r, _, logins, pairings) in &per_bot {
-        let _ = writeln!(
-            out,
-            "wavault_bot_logins_total{{bot=\"{}\",kind=\"without_qr\"}} {logins}",
-            esc(&r.bot)
+    for f in facts {
+        let bot = f.row.bot.as_str();
+        out.sample(
+            logins,
+            &[("bot", bot), ("kind", "without_qr")],
+            f.logins_without_qr,
         );
-        let _ = writeln!(
-            out,
-            "wavault_bot_logins_total{{bot=\"{}\",kind=\"pairing\"}} {pairings}",
-            esc(&r.bot)
-        );
+        out.sample(logins, &[("bot", bot), ("kind", "pairing")], f.pairings);
     }
-    help(
-        &mut out,
-        "wavault_bot_idle",
+    let idle = "wavault_bot_idle";
+    out.family(
+        idle,
         "gauge",
         "1 when the bot is paired, away and quiet past the idle warning",
     );
-    for (r, ..) in &per_bot {
-        let _ = writeln!(
-            out,
-            "wavault_bot_idle{{bot=\"{}\"}} {}",
-            esc(&r.bot),
-            u8::from(r.idle)
-        );
+    for f in facts {
+        out.sample(idle, &[("bot", &f.row.bot)], u8::from(f.row.idle));
     }
+}
 
+/// Message counters and the queue, per bot.
+fn message_families(out: &mut Exposition, facts: &[BotFacts<'_>]) {
     type Pick = fn(&status::MessageCounts) -> u64;
-    let message_metrics: [(&str, &str, &str, Pick); 7] = [
+    let families: [(&str, &str, &str, Pick); 7] = [
         (
             "wavault_bot_messages_in_total",
             "counter",
@@ -192,86 +209,57 @@ pub(crate) fn render(shared: &dyn Service) -> Result<String> {
             |m| m.held as u64,
         ),
     ];
-    for (name, kind, text, pick) in message_metrics {
-        help(&mut out, name, kind, text);
-        for (r, ..) in &per_bot {
-            let _ = writeln!(
-                out,
-                "{name}{{bot=\"{}\"}} {}",
-                esc(&r.bot),
-                pick(&r.messages)
-            );
+    for (name, kind, text, pick) in families {
+        out.family(name, kind, text);
+        for f in facts {
+            out.sample(name, &[("bot", &f.row.bot)], pick(&f.row.messages));
         }
     }
+}
 
+/// The durable-write latency histogram and the database's size.
+fn vault_families(out: &mut Exposition, v: &crate::Vault) {
     let h = v.durable_latency();
-    help(
-        &mut out,
-        "wavault_durable_write_seconds",
+    let name = "wavault_durable_write_seconds";
+    out.family(
+        name,
         "histogram",
         "time for a write to become durable (group commit)",
     );
+    let bucket = "wavault_durable_write_seconds_bucket";
     for (le, count) in &h.buckets {
-        let _ = writeln!(
-            out,
-            "wavault_durable_write_seconds_bucket{{le=\"{le}\"}} {count}"
-        );
+        out.sample(bucket, &[("le", &le.to_string())], count);
     }
-    let _ = writeln!(
-        out,
-        "wavault_durable_write_seconds_bucket{{le=\"+Inf\"}} {}",
-        h.count
-    );
-    let _ = writeln!(out, "wavault_durable_write_seconds_sum {}", h.sum_secs);
-    let _ = writeln!(out, "wavault_durable_write_seconds_count {}", h.count);
-    help(
-        &mut out,
-        "wavault_vault_size_bytes",
-        "gauge",
-        "bytes the vault database occupies on disk",
-    );
-    let _ = writeln!(out, "wavault_vault_size_bytes {}", v.size_on_disk());
+    out.sample(bucket, &[("le", "+Inf")], h.count);
+    out.sample("wavault_durable_write_seconds_sum", &[], h.sum_secs);
+    out.sample("wavault_durable_write_seconds_count", &[], h.count);
+    let size = "wavault_vault_size_bytes";
+    out.family(size, "gauge", "bytes the vault database occupies on disk");
+    out.sample(size, &[], v.size_on_disk());
+}
 
-    let live = shared.live_state();
-    help(
-        &mut out,
-        "wavault_job_runs_total",
-        "counter",
-        "timer job runs (sweep, rotate_key)",
-    );
+/// Timer jobs and alerts: what only the running `run` knows.
+fn runner_families(out: &mut Exposition, live: &crate::ops::service::Live) {
+    let runs = "wavault_job_runs_total";
+    out.family(runs, "counter", "timer job runs (sweep, rotate_key)");
     for name in ["sweep", "rotate_key"] {
         let j = live.jobs.get(name).copied().unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "wavault_job_runs_total{{job=\"{name}\",result=\"ok\"}} {}",
-            j.runs - j.failures
+        out.sample(
+            runs,
+            &[("job", name), ("result", "ok")],
+            j.runs - j.failures,
         );
-        let _ = writeln!(
-            out,
-            "wavault_job_runs_total{{job=\"{name}\",result=\"failed\"}} {}",
-            j.failures
-        );
+        out.sample(runs, &[("job", name), ("result", "failed")], j.failures);
     }
-    help(
-        &mut out,
-        "wavault_job_last_success_timestamp_seconds",
-        "gauge",
-        "unix time of the job's last success",
-    );
+    let last = "wavault_job_last_success_timestamp_seconds";
+    out.family(last, "gauge", "unix time of the job's last success");
     for (name, j) in &live.jobs {
         if let Some(t) = j.last_success {
-            let _ = writeln!(
-                out,
-                "wavault_job_last_success_timestamp_seconds{{job=\"{name}\"}} {t}"
-            );
+            out.sample(last, &[("job", name)], t);
         }
     }
-    help(
-        &mut out,
-        "wavault_alerts_total",
-        "counter",
-        "alerts raised since start, by kind",
-    );
+    let alerts = "wavault_alerts_total";
+    out.family(alerts, "counter", "alerts raised since start, by kind");
     let mut kinds: std::collections::BTreeSet<String> = crate::ops::service::AlertKind::ALL
         .into_iter()
         .map(|k| k.to_string())
@@ -279,7 +267,6 @@ pub(crate) fn render(shared: &dyn Service) -> Result<String> {
     kinds.extend(live.alerts.keys().cloned());
     for kind in kinds {
         let n = live.alerts.get(&kind).copied().unwrap_or(0);
-        let _ = writeln!(out, "wavault_alerts_total{{kind=\"{}\"}} {n}", esc(&kind));
+        out.sample(alerts, &[("kind", &kind)], n);
     }
-    Ok(out)
 }
