@@ -15,6 +15,7 @@ mod fault_tests;
 mod hook_server;
 mod log_tests;
 mod messaging_tests;
+mod move_tests;
 #[path = "../support/paired.rs"]
 mod paired;
 mod pairing_tests;
