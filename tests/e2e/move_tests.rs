@@ -424,7 +424,7 @@ async fn live_move_through_a_pipe_loses_no_message_and_needs_no_qr() {
     let sender = tokio::spawn({
         let (contact, phone, hook_a, ids) =
             (contact.clone(), phone.clone(), hook_a.clone(), ids.clone());
-        let (mut moving_rx, mut left_rx) = (moving_rx.clone(), left_rx.clone());
+        let (mut moving_rx, mut left_rx) = (moving_rx.clone(), left_rx);
         async move {
             let mut tick = tokio::time::interval(Duration::from_millis(20));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -456,7 +456,7 @@ async fn live_move_through_a_pipe_loses_no_message_and_needs_no_qr() {
     // after the one that may be in flight is sent between hosts.
     let watcher = tokio::spawn({
         let (peer, phone, ids, mut moving_rx) =
-            (peer.clone(), phone.clone(), ids.clone(), moving_rx.clone());
+            (peer.clone(), phone.clone(), ids.clone(), moving_rx);
         async move {
             let n = tokio::time::timeout(DEADLINE, moving_rx.wait_for(Option::is_some))
                 .await
