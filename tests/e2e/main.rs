@@ -16,6 +16,7 @@ mod hook_server;
 mod live_tests;
 mod log_tests;
 mod messaging_tests;
+mod move_tests;
 #[path = "../support/paired.rs"]
 mod paired;
 mod pairing_tests;
