@@ -25,9 +25,6 @@ use wavault::runner::net::Net;
 use wavault::runner::{Runner, RunnerEvent};
 use wavault::vault::crypto::KdfParams;
 use wavault::Vault;
-use whatsapp_rust::bytes::BytesMut;
-use whatsapp_rust::wacore::net::{Transport, TransportEvent, TransportFactory};
-use whatsapp_rust::{anyhow, async_channel};
 
 use crate::hook_server::{HookServer, Mode};
 use crate::messaging_tests::{cfg, wait_prekeys};
@@ -78,7 +75,7 @@ async fn child_host() {
     let stub = Peer::new(); // only its HTTP stub: logins need no HTTP
     let mut c = cfg(&stub);
     c.net = Net {
-        transport: Arc::new(FramedTcp(TcpTransportFactory { addr })),
+        transport: Arc::new(TcpTransportFactory { addr }),
         http: Arc::new(stub.http_client()),
         version: Some(PINNED_VERSION),
     };
@@ -112,52 +109,6 @@ async fn child_host() {
     .ok();
     runner.shutdown().await.unwrap();
     println!("STOPPED");
-}
-
-/// [`TcpTransportFactory`] handing the server's frames to the client one
-/// by one, as the in-process transport (and a WebSocket) does. Plain TCP may
-/// deliver the IK server hello and the `<success>` right after it in one
-/// read, and whatsapp-rust 0.7 reads the hello with a frame decoder it then
-/// drops (`run_ik_handshake` in `handshake.rs`): the `<success>` is lost, the
-/// client's read nonce is one behind and every later frame fails to decrypt.
-/// A first login is XX (the server answers the client's finish, never two
-/// frames at once); the restored bot on host B logs in with IK.
-struct FramedTcp(TcpTransportFactory);
-
-#[whatsapp_rust::async_trait]
-impl TransportFactory for FramedTcp {
-    async fn create_transport(
-        &self,
-    ) -> anyhow::Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>)> {
-        let (transport, raw) = self.0.create_transport().await?;
-        let (tx, rx) = async_channel::unbounded();
-        tokio::spawn(async move {
-            let mut buf = BytesMut::new();
-            while let Ok(ev) = raw.recv().await {
-                let TransportEvent::DataReceived(b) = ev else {
-                    let end = matches!(ev, TransportEvent::Disconnected(_));
-                    if tx.send(ev).await.is_err() || end {
-                        return;
-                    }
-                    continue;
-                };
-                // Server frames: a 3-byte big-endian length, then the payload.
-                buf.extend_from_slice(&b);
-                while buf.len() >= 3 {
-                    let n =
-                        usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
-                    if buf.len() < 3 + n {
-                        break;
-                    }
-                    let frame = buf.split_to(3 + n).freeze();
-                    if tx.send(TransportEvent::DataReceived(frame)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok((transport, rx))
-    }
 }
 
 /// A child running [`child_host`]; killed when dropped (a failing test

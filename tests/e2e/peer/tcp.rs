@@ -114,14 +114,31 @@ impl TransportFactory for TcpTransportFactory {
         let _ = tx.try_send(TransportEvent::Connected);
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
+            // The server's frames, one per event, as the in-process
+            // transport (and a WebSocket message) hands them over: TCP may
+            // deliver two in one read, and whatsapp-rust 0.7 reads the IK
+            // server hello with a frame decoder it then drops
+            // (`run_ik_handshake`), so a `<success>` that came in the same
+            // read would be lost and every later frame fail to decrypt.
+            // A frame is a 3-byte big-endian length and the payload.
+            let mut pending = whatsapp_rust::bytes::BytesMut::new();
             let reason = loop {
                 match rd.read(&mut buf).await {
                     Ok(0) => break DisconnectReason::StreamEnded,
                     Err(e) => break DisconnectReason::ReadError(e.to_string()),
                     Ok(n) => {
-                        let b = Bytes::copy_from_slice(&buf[..n]);
-                        if tx.send(TransportEvent::DataReceived(b)).await.is_err() {
-                            return;
+                        pending.extend_from_slice(&buf[..n]);
+                        while pending.len() >= 3 {
+                            let len = usize::from(pending[0]) << 16
+                                | usize::from(pending[1]) << 8
+                                | usize::from(pending[2]);
+                            if pending.len() < 3 + len {
+                                break;
+                            }
+                            let frame = pending.split_to(3 + len).freeze();
+                            if tx.send(TransportEvent::DataReceived(frame)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
