@@ -61,8 +61,10 @@ pub enum Error {
     #[error("{msg}")]
     Remote { code: u8, msg: String },
 
-    #[error(transparent)]
-    Backup(#[from] crate::backup::stream::BackupError),
+    /// A backup file that cannot be read (the backup module says which
+    /// exit code its problem gets: 3 wrong passphrase, 5 damaged, 1 I/O).
+    #[error("{msg}")]
+    Backup { msg: String, code: u8 },
 }
 
 /// The hint for damaged vault files.
@@ -81,21 +83,7 @@ impl Error {
             Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::AlreadyExists(_) | Error::Io { .. } | Error::Other(_) => exit::OTHER,
             Error::Remote { code, .. } => *code,
-            Error::Backup(e) => {
-                use crate::backup::stream::BackupError as B;
-                match e {
-                    B::WrongPassphrase => exit::WRONG_PASSPHRASE,
-                    B::NotABackup
-                    | B::FutureVersion(_)
-                    | B::KdfTooExpensive
-                    | B::KdfMemoryAboveLimit { .. }
-                    | B::HeaderTampered
-                    | B::ChunkTampered { .. }
-                    | B::Truncated { .. }
-                    | B::TrailingBytes => exit::DAMAGED,
-                    B::Io(_) => exit::OTHER,
-                }
-            }
+            Error::Backup { code, .. } => *code,
         }
     }
 

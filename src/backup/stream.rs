@@ -629,6 +629,36 @@ pub fn read_all<R: Read>(
     Ok((info, std::mem::take(&mut *out)))
 }
 
+impl BackupError {
+    /// The exit code of this problem: 3 for a wrong passphrase (and the
+    /// header changes that read as one), 5 for a file that is not a sound
+    /// backup, 1 for I/O.
+    pub fn exit_code(&self) -> u8 {
+        use crate::error::exit;
+        match self {
+            BackupError::WrongPassphrase => exit::WRONG_PASSPHRASE,
+            BackupError::NotABackup
+            | BackupError::FutureVersion(_)
+            | BackupError::KdfTooExpensive
+            | BackupError::KdfMemoryAboveLimit { .. }
+            | BackupError::HeaderTampered
+            | BackupError::ChunkTampered { .. }
+            | BackupError::Truncated { .. }
+            | BackupError::TrailingBytes => exit::DAMAGED,
+            BackupError::Io(_) => exit::OTHER,
+        }
+    }
+}
+
+impl From<BackupError> for crate::error::Error {
+    fn from(e: BackupError) -> Self {
+        crate::error::Error::Backup {
+            code: e.exit_code(),
+            msg: e.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

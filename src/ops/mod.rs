@@ -169,8 +169,8 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
                 pass.as_deref().map(|p| p.expose()),
             )?)
         }
-        Request::TokenShow => Response::Token(crate::web::token::load_or_create(v)?.to_string()),
-        Request::TokenRotate => Response::Token(crate::web::token::rotate(v)?.to_string()),
+        Request::TokenShow => Response::Token(crate::token::load_or_create(v)?.to_string()),
+        Request::TokenRotate => Response::Token(crate::token::rotate(v)?.to_string()),
         Request::Validate => Response::Validate(v.validate()?),
         Request::RotateKey => Response::RotateKey(v.rotate_key(&mut |_, _| {})?),
         Request::RotatePassphrase { current, new, kdf } => {

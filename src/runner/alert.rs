@@ -4,7 +4,10 @@
 //! command (`messaging::process`: clean environment, own process group,
 //! killed as a group past [`ALERT_TIMEOUT`]).
 
+use super::RunnerEvent;
+use crate::botid::BotId;
 use crate::messaging::process;
+use crate::vault::now;
 use serde::Serialize;
 use std::ffi::OsString;
 use std::time::Duration;
@@ -19,6 +22,27 @@ pub struct Alert {
     pub reason: String,
     /// Unix seconds.
     pub time: i64,
+}
+
+/// Raises an alert: logged at error level, announced to subscribers, and
+/// handed to `--alert-command` when there is one.
+pub(crate) async fn raise(
+    shared: &std::sync::Arc<super::Shared>,
+    bot: &BotId,
+    kind: AlertKind,
+    reason: String,
+) {
+    let a = Alert {
+        bot: bot.to_string(),
+        kind,
+        reason,
+        time: now(),
+    };
+    tracing::error!(bot = %a.bot, kind = %a.kind, "bot alert: {}", a.reason);
+    shared.emit(RunnerEvent::Alert(a.clone()));
+    if let Some(cmd) = &shared.cfg.alert_command {
+        deliver(cmd, &a).await;
+    }
 }
 
 /// How long an alert command may run.

@@ -2,108 +2,18 @@
 //! backend, turns events into session metadata, stops for good on permanent
 //! failures (with an alert), and on shutdown disconnects cleanly.
 
-use super::alert::{self, Alert, AlertKind};
+use super::alert::{raise, AlertKind};
 use super::deliver::{self, Link, QueueHook};
-use super::net::{AttemptSink, CountingFactory, SharedHttp};
+use super::meta::Meta;
+use super::net::{CountingFactory, SharedHttp};
 use super::{RunnerEvent, Shared, StartCase, StopSignal};
-use crate::botid::BotId;
 use crate::error::{Error, Result};
-use crate::sessions::{SessionMeta, Sessions, Status};
+use crate::sessions::{Sessions, Status};
 use crate::vault::{now, BotConfig};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wacore::types::events::Event;
 use whatsapp_rust::bot::Bot;
-
-/// Serialises the metadata writes of one bot (event handler and transport
-/// wrapper write concurrently) and announces status changes.
-pub(crate) struct Meta {
-    shared: Arc<Shared>,
-    bot: BotId,
-    sessions: Mutex<Sessions>,
-    /// Set on PairSuccess: the next `connected` is recorded with reason
-    /// "paired" (statistics count pairings apart from logins without QR).
-    just_paired: std::sync::atomic::AtomicBool,
-    /// Whether the bot is connected now (senders wait on it).
-    connected: tokio::sync::watch::Sender<bool>,
-}
-
-impl Meta {
-    fn update(
-        &self,
-        reason: Option<&str>,
-        f: impl FnOnce(&mut SessionMeta),
-    ) -> Result<SessionMeta> {
-        let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let before = s.load(now())?.status;
-        let after = s.update(now(), reason, f)?;
-        drop(s);
-        if after.status != before {
-            tracing::info!(
-                bot = %self.bot,
-                "{before} -> {} ({})",
-                after.status,
-                reason.unwrap_or("-")
-            );
-            self.shared.emit(RunnerEvent::Status {
-                bot: self.bot.clone(),
-                status: after.status,
-                reason: reason.map(str::to_owned),
-            });
-        }
-        Ok(after)
-    }
-
-    fn status(&self, status: Status, reason: Option<&str>) {
-        self.connected.send_replace(status == Status::Connected);
-        let t = now();
-        if let Err(e) = self.update(reason, |m| {
-            m.status = status;
-            m.last_activity = Some(t);
-        }) {
-            tracing::error!(bot = %self.bot, "could not record a status change: {e}");
-        }
-    }
-
-    /// Real traffic (a message sent) counts as activity.
-    pub(crate) fn activity(&self, t: i64) {
-        if let Err(e) = self.update(None, |m| m.last_activity = Some(t)) {
-            tracing::error!(bot = %self.bot, "could not record activity: {e}");
-        }
-    }
-
-    fn error(&self, text: String) {
-        if let Err(e) = self.update(None, |m| m.last_connection_error = Some(text)) {
-            tracing::error!(bot = %self.bot, "could not record a connection error: {e}");
-        }
-    }
-
-    fn current(&self) -> Status {
-        let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        s.load(now()).map(|m| m.status).unwrap_or_default()
-    }
-}
-
-impl AttemptSink for Meta {
-    fn attempt(&self, outcome: std::result::Result<(), String>) {
-        let r = self.update(None, |m| {
-            m.connection_attempts += 1;
-            if let Err(e) = &outcome {
-                m.last_connection_error = Some(e.clone());
-            }
-        });
-        match r {
-            Ok(m) => self.shared.emit(RunnerEvent::Attempt {
-                bot: self.bot.clone(),
-                attempts: m.connection_attempts,
-                error: outcome.err(),
-            }),
-            Err(e) => {
-                tracing::error!(bot = %self.bot, "could not record a connection attempt: {e}")
-            }
-        }
-    }
-}
 
 /// What an event means for the supervisor.
 enum Flow {
@@ -366,20 +276,6 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event) -> Flow {
         _ => {}
     }
     Flow::Continue
-}
-
-pub(crate) async fn raise(shared: &Arc<Shared>, bot: &BotId, kind: AlertKind, reason: String) {
-    let a = Alert {
-        bot: bot.to_string(),
-        kind,
-        reason,
-        time: now(),
-    };
-    tracing::error!(bot = %a.bot, kind = %a.kind, "bot alert: {}", a.reason);
-    shared.emit(RunnerEvent::Alert(a.clone()));
-    if let Some(cmd) = &shared.cfg.alert_command {
-        alert::deliver(cmd, &a).await;
-    }
 }
 
 /// Aborts a task when dropped.

@@ -19,9 +19,10 @@
 //!    removed. A crash at any point leaves the entry for the next run.
 //! 3. [`send`]: proactive messages (`wavault send`, `POST /api/bots/{id}/messages`).
 
+use super::alert::raise;
 use super::alert::AlertKind;
-use super::bot::Meta;
-use super::{bot::raise, Shared};
+use super::meta::Meta;
+use super::Shared;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::messaging::hook::{self, Action, HookSettings, Target};

@@ -12,6 +12,7 @@ mod bot;
 pub mod certcheck;
 pub mod control;
 pub(crate) mod deliver;
+mod meta;
 pub mod net;
 pub mod qr;
 
@@ -733,7 +734,7 @@ async fn check_idle(shared: &Arc<Shared>, alerted: &mut std::collections::HashSe
                 .last_activity
                 .map_or(0, |t| (crate::vault::now() - t) / 86_400);
             if let Ok(id) = BotId::parse(&r.bot) {
-                bot::raise(
+                alert::raise(
                     shared,
                     &id,
                     alert::AlertKind::Idle,

@@ -20,7 +20,7 @@
 //! timeout, is closed.
 
 pub mod metrics;
-pub mod token;
+pub use crate::token;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
