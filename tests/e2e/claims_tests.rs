@@ -25,28 +25,7 @@ use crate::runner_tests::{bot, new_vault, synth_paired, PASS};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Runs the real `wavault` CLI on `dir` (it finds the runner's control
-/// socket there: the vault is held, so any answer came through it).
-async fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wavault"));
-    c.arg("--vault").arg(dir).args(args);
-    c.env("WAVAULT_PASSPHRASE", std::str::from_utf8(PASS).unwrap())
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env("RUST_LOG", "warn");
-    tokio::task::spawn_blocking(move || c.output().expect("spawn wavault"))
-        .await
-        .unwrap()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::live_tests::{cli, ok};
 
 /// Waits (deadline, polling a file the alert command appends to) for an
 /// alert of `kind`; returns the file's contents.
@@ -712,14 +691,7 @@ async fn no_identifier_of_a_session_on_disk_or_in_the_log() {
         .arg(dir.path())
         .args(["export", "-o"])
         .arg(&backup)
-        .args([
-            "--kdf-memory-mib",
-            "1",
-            "--kdf-iterations",
-            "1",
-            "--kdf-parallelism",
-            "1",
-        ])
+        .args(crate::live_tests::CHEAP)
         .env("WAVAULT_PASSPHRASE", std::str::from_utf8(PASS).unwrap())
         .env("WAVAULT_BACKUP_PASSPHRASE", "backup pass for the grep test")
         .env("RUST_LOG", "warn");

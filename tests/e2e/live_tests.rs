@@ -29,7 +29,8 @@ use crate::runner_tests::{bot, new_vault, next_event, synth_paired, PASS};
 const DEADLINE: Duration = Duration::from_secs(60);
 const BACKUP_PASS: &str = "backup passphrase of the live tests";
 const NEW_PASS: &str = "the vault's next passphrase";
-const CHEAP: [&str; 6] = [
+/// Cheap Argon2 flags for the commands that take them (tests only).
+pub(crate) const CHEAP: [&str; 6] = [
     "--kdf-memory-mib",
     "1",
     "--kdf-iterations",
@@ -53,11 +54,14 @@ async fn cli_as(dir: &Path, pass: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-async fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
+/// Runs the real `wavault` CLI on `dir` (it finds the runner's control
+/// socket there: the vault is held, so any answer came through it).
+pub(crate) async fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
     cli_as(dir, std::str::from_utf8(PASS).unwrap(), args).await
 }
 
-fn ok(out: &std::process::Output) -> String {
+/// The standard output of a command that must have exited 0.
+pub(crate) fn ok(out: &std::process::Output) -> String {
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -74,6 +78,38 @@ fn history(v: &Vault, id: &str) -> Vec<(u64, Status, Status)> {
         .into_iter()
         .map(|e| (e.seq, e.from, e.to))
         .collect()
+}
+
+/// A runner on `vault` against a new peer, every bot's hook echoing
+/// (`echo: TEXT`), automatic backups sealed with the vault passphrase.
+async fn echo_runner(vault: &Vault) -> (HookServer, Peer, Runner) {
+    let hook = HookServer::start(Mode::Reply("echo: ".into())).await;
+    let peer = Peer::new();
+    let mut c = cfg(&peer);
+    c.hooks.target = Some(Target::Webhook(hook.url.clone()));
+    c.backup_passphrase = Some(Arc::new(Passphrase::new(PASS)));
+    let runner = Runner::start(vault.clone(), c).unwrap();
+    (hook, peer, runner)
+}
+
+/// A contact writing `texts` to the bot, one every `every`.
+fn writer(
+    peer: &Peer,
+    contact: &str,
+    bot_phone: &str,
+    texts: &[String],
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let c = peer.contact(contact);
+    let phone = bot_phone.to_owned();
+    let texts = texts.to_vec();
+    tokio::spawn(async move {
+        for t in &texts {
+            c.send_text(&phone, t).await.unwrap();
+            // Pacing the contact, not waiting for anything.
+            tokio::time::sleep(every).await;
+        }
+    })
 }
 
 /// No QR code was shown for `id` among the events received so far.
@@ -123,12 +159,7 @@ async fn restore_force_enable_disable_remove_touch_only_their_bot() {
     let vault = new_vault(dir.path(), &["alfa", "beta"]);
     let alfa = synth_paired(&vault, "alfa", 4_915_100_013_001).await;
     let beta = synth_paired(&vault, "beta", 4_915_100_013_002).await;
-    let hook = HookServer::start(Mode::Reply("echo: ".into())).await;
-    let peer = Peer::new();
-    let mut c = cfg(&peer);
-    c.hooks.target = Some(Target::Webhook(hook.url.clone()));
-    c.backup_passphrase = Some(Arc::new(Passphrase::new(PASS)));
-    let runner = Runner::start(vault.clone(), c).unwrap();
+    let (_hook, peer, runner) = echo_runner(&vault).await;
     let mut events = runner.subscribe();
     wait_connected(&runner, "alfa").await;
     wait_connected(&runner, "beta").await;
@@ -204,12 +235,7 @@ async fn rotations_through_the_runner_while_messages_flow() {
     spare.enabled = false;
     vault.add_bot(&spare).unwrap();
     let phone = synth_paired(&vault, "flow", 4_915_100_013_101).await;
-    let hook = HookServer::start(Mode::Reply("echo: ".into())).await;
-    let peer = Peer::new();
-    let mut c = cfg(&peer);
-    c.hooks.target = Some(Target::Webhook(hook.url.clone()));
-    c.backup_passphrase = Some(Arc::new(Passphrase::new(PASS)));
-    let runner = Runner::start(vault.clone(), c).unwrap();
+    let (hook, peer, runner) = echo_runner(&vault).await;
     wait_connected(&runner, "flow").await;
     wait_prekeys(&peer, &phone).await;
     let spare_file = scratch.path().join("spare.wvb");
@@ -222,17 +248,7 @@ async fn rotations_through_the_runner_while_messages_flow() {
 
     let contact = "4917600013101";
     let texts: Vec<String> = (0..40).map(|i| format!("during rotation {i}")).collect();
-    let sender = {
-        let c = peer.contact(contact);
-        let phone = phone.clone();
-        let texts = texts.clone();
-        tokio::spawn(async move {
-            for t in &texts {
-                c.send_text(&phone, t).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        })
-    };
+    let sender = writer(&peer, contact, &phone, &texts, Duration::from_millis(25));
     let out = ok(&cli(dir.path(), &["rotate", "key"]).await);
     assert!(out.contains("data key rotated"), "{out}");
     let mut args = vec!["rotate", "passphrase"];
@@ -301,17 +317,7 @@ async fn hot_exports_then_move_and_the_restored_bot_reads_on() {
     wait_prekeys(&peer, &phone).await;
     let contact = "4917600013201";
     let texts: Vec<String> = (0..30).map(|i| format!("hot {i}")).collect();
-    let sender = {
-        let c = peer.contact(contact);
-        let phone = phone.clone();
-        let texts = texts.clone();
-        tokio::spawn(async move {
-            for t in &texts {
-                c.send_text(&phone, t).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let sender = writer(&peer, contact, &phone, &texts, Duration::from_millis(10));
     for i in 0..3 {
         let f = scratch.path().join(format!("hot-{i}.wvb"));
         let mut args = vec!["export", "-o", f.to_str().unwrap()];

@@ -13,13 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wavault::messaging::hook::Target;
-use wavault::runner::net::Net;
 use wavault::runner::Runner;
 use wavault::sessions::Status;
 use wavault::Vault;
 
 use crate::hook_server::{HookServer, Mode};
-use crate::peer::{Peer, TcpTransportFactory, LOGIN_DEADLINE, PINNED_VERSION};
+use crate::peer::{Peer, LOGIN_DEADLINE};
 use crate::runner_tests::{config, new_vault, synth_paired, PASS};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -41,13 +40,8 @@ async fn child_runner_at_the_default_log_filter() {
         .unwrap();
     let hook = std::env::var("WAVAULT_E2E_LOG_HOOK").unwrap();
     let vault = Vault::open(std::path::Path::new(&dir), PASS).expect("child opens vault");
-    let stub = Peer::new(); // only its HTTP stub: logins need no HTTP
-    let mut c = config(&stub);
-    c.net = Net {
-        transport: Arc::new(TcpTransportFactory { addr }),
-        http: Arc::new(stub.http_client()),
-        version: Some(PINNED_VERSION),
-    };
+    let mut c = config(&Peer::new());
+    c.net = crate::messaging_tests::tcp_net(addr);
     c.hooks.target = Some(Target::Webhook(hook));
     let runner = Runner::start(vault, c).unwrap();
     runner

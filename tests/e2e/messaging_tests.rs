@@ -39,6 +39,17 @@ pub(crate) fn cfg(peer: &Peer) -> RunConfig {
     c
 }
 
+/// The network of a runner in a child process: the parent's peer over
+/// loopback TCP (and a stub's HTTP client: logins need no HTTP).
+pub(crate) fn tcp_net(addr: std::net::SocketAddr) -> Net {
+    let stub = Peer::new();
+    Net {
+        transport: Arc::new(TcpTransportFactory { addr }),
+        http: Arc::new(stub.http_client()),
+        version: Some(PINNED_VERSION),
+    }
+}
+
 pub(crate) async fn wait_connected(runner: &Runner, id: &str) {
     runner
         .wait_until(LOGIN_DEADLINE, |rows| {
@@ -530,13 +541,8 @@ async fn child_runner_over_tcp() {
         .unwrap();
     let hook = std::env::var("WAVAULT_E2E_TCP_HOOK").unwrap();
     let vault = Vault::open(std::path::Path::new(&dir), PASS).expect("child opens vault");
-    let stub = Peer::new(); // only its HTTP stub: logins need no HTTP
-    let mut c = cfg(&stub);
-    c.net = Net {
-        transport: Arc::new(TcpTransportFactory { addr }),
-        http: Arc::new(stub.http_client()),
-        version: Some(PINNED_VERSION),
-    };
+    let mut c = cfg(&Peer::new());
+    c.net = tcp_net(addr);
     c.hooks.target = Some(Target::Webhook(hook));
     let runner = Runner::start(vault, c).unwrap();
     wait_connected(&runner, "kill").await;

@@ -21,14 +21,13 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 use wavault::messaging::hook::Target;
 use wavault::passphrase::Passphrase;
-use wavault::runner::net::Net;
 use wavault::runner::{Runner, RunnerEvent};
 use wavault::vault::crypto::KdfParams;
 use wavault::Vault;
 
 use crate::hook_server::{HookServer, Mode};
 use crate::messaging_tests::{cfg, wait_prekeys};
-use crate::peer::{attr, Peer, PeerLog, TcpTransportFactory, LOGIN_DEADLINE, PINNED_VERSION};
+use crate::peer::{attr, Peer, PeerLog, LOGIN_DEADLINE};
 use crate::runner_tests::{new_vault, synth_paired, PASS};
 
 /// Deadline of every wait (reached only on failure).
@@ -72,13 +71,8 @@ async fn child_host() {
         .unwrap();
     let hook = std::env::var("WAVAULT_E2E_MOVE_HOOK").unwrap();
     let vault = Vault::open(Path::new(&dir), pass.as_bytes()).expect("child opens its vault");
-    let stub = Peer::new(); // only its HTTP stub: logins need no HTTP
-    let mut c = cfg(&stub);
-    c.net = Net {
-        transport: Arc::new(TcpTransportFactory { addr }),
-        http: Arc::new(stub.http_client()),
-        version: Some(PINNED_VERSION),
-    };
+    let mut c = cfg(&Peer::new());
+    c.net = crate::messaging_tests::tcp_net(addr);
     c.hooks.target = Some(Target::Webhook(hook));
     c.backup_passphrase = Some(Arc::new(Passphrase::new(pass.into_bytes())));
     assert!(c.control_socket, "the CLI reaches this runner through it");

@@ -580,12 +580,12 @@ fn sigkill_during_live_rotations_leaves_a_sound_vault() {
             &[
                 "rotate",
                 "passphrase",
-                "--kdf-memory-mib",
-                "1",
-                "--kdf-iterations",
-                "1",
-                "--kdf-parallelism",
-                "1",
+                CHEAP_KDF_ARGS[0],
+                CHEAP_KDF_ARGS[1],
+                CHEAP_KDF_ARGS[2],
+                CHEAP_KDF_ARGS[3],
+                CHEAP_KDF_ARGS[4],
+                CHEAP_KDF_ARGS[5],
             ]
         };
         let mut client = cmd(&dir, old)
