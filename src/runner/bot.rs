@@ -7,6 +7,7 @@ use super::deliver::{self, Link, QueueHook};
 use super::meta::Meta;
 use super::net::{CountingFactory, SharedHttp};
 use super::{RunnerEvent, Shared, StartCase, StopSignal};
+use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::sessions::{Sessions, Status};
 use crate::vault::{now, BotConfig};
@@ -59,12 +60,7 @@ pub(crate) async fn supervise(
 async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Result<()> {
     let id = &cfg.id;
     let view = shared.vault.view(id);
-    use crate::store::Credentials;
-    let case = match crate::store::credentials_state(&view) {
-        Some(Credentials::Paired) => StartCase::Reusing,
-        Some(Credentials::Incomplete) => StartCase::Incomplete,
-        Some(Credentials::Unpaired) | None => StartCase::NeedsPairing,
-    };
+    let case = start_case(&view);
     shared.emit(RunnerEvent::Started {
         bot: id.clone(),
         case,
@@ -72,14 +68,44 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
     let meta = Arc::new(Meta {
         shared: shared.clone(),
         bot: id.clone(),
-        sessions: Mutex::new(Sessions::new(view.clone())),
+        sessions: Mutex::new(Sessions::new(view)),
         just_paired: Default::default(),
         connected: tokio::sync::watch::Sender::new(false),
     });
     meta.status(Status::Connecting, Some("start"));
-    let backend = shared.vault.bot_backend(id)?;
     let inbox = shared.inbox(id);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Event>>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Event>>();
+    let handle = build_client(shared, cfg, case, &meta, &inbox, tx)
+        .await?
+        .spawn();
+    let _unlink = link_up(shared, id, inbox, &meta, &handle);
+    watch(shared, id, &meta, handle, rx, stop).await;
+    Ok(())
+}
+
+/// Which of the three start cases the stored credentials make.
+fn start_case(view: &crate::vault::BotView) -> StartCase {
+    use crate::store::Credentials;
+    match crate::store::credentials_state(view) {
+        Some(Credentials::Paired) => StartCase::Reusing,
+        Some(Credentials::Incomplete) => StartCase::Incomplete,
+        Some(Credentials::Unpaired) | None => StartCase::NeedsPairing,
+    }
+}
+
+/// The whatsapp-rust client of one bot: its vault backend, the counting
+/// transport, the durability hook into its queue, its events into `tx`,
+/// and a pair code when it has a phone and no credentials.
+async fn build_client(
+    shared: &Arc<Shared>,
+    cfg: &BotConfig,
+    case: StartCase,
+    meta: &Arc<Meta>,
+    inbox: &Arc<deliver::Inbox>,
+    tx: tokio::sync::mpsc::UnboundedSender<Arc<Event>>,
+) -> Result<Bot> {
+    let id = &cfg.id;
+    let backend = shared.vault.bot_backend(id)?;
     let net = &shared.cfg.net;
     let mut builder = Bot::builder()
         .with_backend_arc(backend)
@@ -109,11 +135,21 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
             ..Default::default()
         });
     }
-    let built = builder
+    builder
         .build()
         .await
-        .map_err(|e| Error::Other(format!("building the WhatsApp client: {e}")))?;
-    let mut handle = built.spawn();
+        .map_err(|e| Error::Other(format!("building the WhatsApp client: {e}")))
+}
+
+/// Offers the running client to senders and starts the delivery worker;
+/// both end when the returned guard drops (the supervisor's exit).
+fn link_up(
+    shared: &Arc<Shared>,
+    id: &BotId,
+    inbox: Arc<deliver::Inbox>,
+    meta: &Arc<Meta>,
+    handle: &whatsapp_rust::bot::BotHandle,
+) -> Unlink {
     let link = Arc::new(Link {
         inbox,
         meta: meta.clone(),
@@ -130,32 +166,43 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
         id.clone(),
         link.clone(),
     )));
-    let _unlink = Unlink {
+    Unlink {
         shared: shared.clone(),
         link,
         _worker: worker,
-    };
+    }
+}
+
+/// Turns the client's events into metadata until the bot is stopped, fails
+/// for good (alert) or its client ends by itself.
+async fn watch(
+    shared: &Arc<Shared>,
+    id: &BotId,
+    meta: &Arc<Meta>,
+    mut handle: whatsapp_rust::bot::BotHandle,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
+    stop: &mut StopSignal,
+) {
+    let grace = shared.cfg.shutdown_grace;
     loop {
         tokio::select! {
             biased;
             _ = stop.wait() => {
-                let grace = shared.cfg.shutdown_grace;
                 if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
                     tracing::warn!(bot = %id, "the bot did not disconnect within {grace:?}");
                 }
                 meta.status(Status::Disconnected, Some("shutdown"));
-                return Ok(());
+                return;
             }
             ev = rx.recv() => {
                 let Some(ev) = ev else { continue };
-                if let Flow::Stop { status, kind, reason } = on_event(shared, &meta, &ev) {
+                if let Flow::Stop { status, kind, reason } = on_event(shared, meta, &ev) {
                     meta.status(status, Some(&reason));
                     raise(shared, id, kind, reason).await;
-                    let grace = shared.cfg.shutdown_grace;
                     if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
                         tracing::warn!(bot = %id, "the stopped bot did not disconnect within {grace:?}");
                     }
-                    return Ok(());
+                    return;
                 }
             }
             _ = &mut handle => {
@@ -163,16 +210,16 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
                 // event that says why may still be on its way (handlers run on
                 // their own tasks), so take what arrives within a short deadline.
                 while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-                    if let Flow::Stop { status, kind, reason } = on_event(shared, &meta, &ev) {
+                    if let Flow::Stop { status, kind, reason } = on_event(shared, meta, &ev) {
                         meta.status(status, Some(&reason));
                         raise(shared, id, kind, reason).await;
-                        return Ok(());
+                        return;
                     }
                 }
                 if !meta.current().is_permanent() {
                     meta.status(Status::Disconnected, Some("client stopped"));
                 }
-                return Ok(());
+                return;
             }
         }
     }

@@ -165,32 +165,81 @@ type Done = (
     Option<Queued>,
 );
 
-/// Delivers the bot's queue to its hook until the task is aborted.
+/// Delivers the bot's queue to its hook until the task is aborted: reads
+/// what changed, starts a delivery for each chat whose head may go now,
+/// then waits for a wake-up, a finished delivery or the next timer.
 pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
-    let inbox = link.inbox.clone();
-    inbox.reload.store(true, Ordering::SeqCst);
-    // The queue in memory, by sequence number.
-    let mut queue: std::collections::BTreeMap<u64, Queued> = Default::default();
-    // Handed-over entries below this were already in the last read of the
-    // vault (sequence numbers grow with every write): taking them again
-    // could bring back one delivered since.
-    let mut floor = 0u64;
-    let mut in_flight: HashSet<String> = HashSet::new();
-    // chat → (consecutive failures, not before)
-    let mut failing: HashMap<String, (u32, Instant)> = HashMap::new();
-    let mut tasks: tokio::task::JoinSet<Done> = tokio::task::JoinSet::new();
-    let mut next_expire = Instant::now();
-    // One `hook_failing` alert per outage, not one per chat.
-    let mut failing_alerted = false;
+    let mut w = Worker::new(shared, bot, link);
     loop {
-        let s = match settings(&shared, &bot) {
+        let s = match settings(&w.shared, &w.bot) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(bot = %bot, "hook settings unreadable: {e}");
+                tracing::error!(bot = %w.bot, "hook settings unreadable: {e}");
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
         };
+        w.take_changes();
+        w.expire_due(&s).await;
+        let next_retry = w.dispatch(&s);
+        let sleep_until = next_retry.unwrap_or(w.next_expire).min(w.next_expire);
+        tokio::select! {
+            _ = w.inbox.wake.notified() => {}
+            done = w.tasks.join_next(), if !w.tasks.is_empty() => {
+                if let Some(Ok(done)) = done {
+                    w.finished(done).await;
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_until) => {}
+        }
+    }
+}
+
+/// One bot's delivery worker: the queue in memory and what is under way.
+struct Worker {
+    shared: Arc<Shared>,
+    bot: BotId,
+    link: Arc<Link>,
+    inbox: Arc<Inbox>,
+    /// The queue in memory, by sequence number.
+    queue: std::collections::BTreeMap<u64, Queued>,
+    /// Handed-over entries below this were already in the last read of the
+    /// vault (sequence numbers grow with every write): taking them again
+    /// could bring back one delivered since.
+    floor: u64,
+    /// Chats with a delivery under way (one at a time per chat: order).
+    in_flight: HashSet<String>,
+    /// chat → (consecutive failures, not before)
+    failing: HashMap<String, (u32, Instant)>,
+    tasks: tokio::task::JoinSet<Done>,
+    next_expire: Instant,
+    /// One `hook_failing` alert per outage, not one per chat.
+    failing_alerted: bool,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) -> Worker {
+        let inbox = link.inbox.clone();
+        inbox.reload.store(true, Ordering::SeqCst);
+        Worker {
+            shared,
+            bot,
+            link,
+            inbox,
+            queue: Default::default(),
+            floor: 0,
+            in_flight: HashSet::new(),
+            failing: HashMap::new(),
+            tasks: tokio::task::JoinSet::new(),
+            next_expire: Instant::now(),
+            failing_alerted: false,
+        }
+    }
+
+    /// Reads the stored queue again when someone else changed it, and
+    /// takes the entries queued since the last look.
+    fn take_changes(&mut self) {
+        let inbox = &self.inbox;
         if inbox.reload.swap(false, Ordering::SeqCst) {
             // Entries queued from here on are handed over in `fresh`; the
             // read below may see some of them too (`floor` drops those).
@@ -201,91 +250,113 @@ pub(crate) async fn worker(shared: Arc<Shared>, bot: BotId, link: Arc<Link>) {
                 .clear();
             match inbox.queue.pending() {
                 Ok(p) => {
-                    queue = p.into_iter().map(|q| (q.seq, q)).collect();
-                    if let Some(max) = queue.keys().next_back() {
-                        floor = floor.max(max + 1);
+                    self.queue = p.into_iter().map(|q| (q.seq, q)).collect();
+                    if let Some(max) = self.queue.keys().next_back() {
+                        self.floor = self.floor.max(max + 1);
                     }
                 }
                 Err(e) => {
-                    tracing::error!(bot = %bot, "inbound queue unreadable: {e}");
+                    tracing::error!(bot = %self.bot, "inbound queue unreadable: {e}");
                     inbox.reload.store(true, Ordering::SeqCst);
                 }
             }
         }
         for q in std::mem::take(&mut *inbox.fresh.lock().unwrap_or_else(|e| e.into_inner())) {
-            if q.seq >= floor {
-                queue.insert(q.seq, q);
+            if q.seq >= self.floor {
+                self.queue.insert(q.seq, q);
             }
         }
-        if Instant::now() >= next_expire {
-            next_expire = Instant::now() + EXPIRE_EVERY;
-            for q in expire(&shared, &bot, &inbox, s.queue_max_age).await {
-                queue.insert(q.seq, q);
+    }
+
+    /// Holds back what outlived the age limit (every [`EXPIRE_EVERY`]), and
+    /// lets the next full queue alert again once there is room.
+    async fn expire_due(&mut self, s: &HookSettings) {
+        if Instant::now() >= self.next_expire {
+            self.next_expire = Instant::now() + EXPIRE_EVERY;
+            for q in expire(&self.shared, &self.bot, &self.inbox, s.queue_max_age).await {
+                self.queue.insert(q.seq, q);
             }
         }
-        if queue.len() < s.queue_max {
-            inbox.full_alerted.store(false, Ordering::SeqCst);
+        if self.queue.len() < s.queue_max {
+            self.inbox.full_alerted.store(false, Ordering::SeqCst);
         }
-        let now_i = Instant::now();
+    }
+
+    /// Starts a delivery for each chat whose oldest message may go now (not
+    /// held, none under way, not backing off), up to the concurrency.
+    /// Returns when the earliest backing-off chat may go again.
+    fn dispatch(&mut self, s: &HookSettings) -> Option<Instant> {
+        let Some(target) = &s.target else {
+            return None;
+        };
+        let now = Instant::now();
         let mut heads = HashSet::new();
         let mut next_retry: Option<Instant> = None;
-        if let Some(target) = &s.target {
-            for q in queue.values().filter(|q| !q.held) {
-                if !heads.insert(q.chat.as_str()) || in_flight.contains(&q.chat) {
+        for q in self.queue.values().filter(|q| !q.held) {
+            if !heads.insert(q.chat.as_str()) || self.in_flight.contains(&q.chat) {
+                continue;
+            }
+            if let Some((_, at)) = self.failing.get(&q.chat) {
+                if *at > now {
+                    next_retry = Some(next_retry.map_or(*at, |n: Instant| n.min(*at)));
                     continue;
                 }
-                if let Some((_, at)) = failing.get(&q.chat) {
-                    if *at > now_i {
-                        next_retry = Some(next_retry.map_or(*at, |n: Instant| n.min(*at)));
-                        continue;
-                    }
-                }
-                if tasks.len() >= s.concurrency {
-                    break;
-                }
-                in_flight.insert(q.chat.clone());
-                let (link, target, bot, q) = (link.clone(), target.clone(), bot.clone(), q.clone());
-                let timeout = s.timeout;
-                tasks.spawn(async move {
-                    let (chat, seq) = (q.chat.clone(), q.seq);
-                    let (outcome, after) = deliver_one(&bot, &link, &target, timeout, q).await;
-                    (chat, seq, outcome, after)
-                });
+            }
+            if self.tasks.len() >= s.concurrency {
+                break;
+            }
+            self.in_flight.insert(q.chat.clone());
+            let (link, target, bot, q) = (
+                self.link.clone(),
+                target.clone(),
+                self.bot.clone(),
+                q.clone(),
+            );
+            let timeout = s.timeout;
+            self.tasks.spawn(async move {
+                let (chat, seq) = (q.chat.clone(), q.seq);
+                let (outcome, after) = deliver_one(&bot, &link, &target, timeout, q).await;
+                (chat, seq, outcome, after)
+            });
+        }
+        next_retry
+    }
+
+    /// A delivery ended: keep the entry as stored now (or drop it), and
+    /// back its chat off after a failure (alerting once per outage).
+    async fn finished(&mut self, (chat, seq, outcome, after): Done) {
+        self.in_flight.remove(&chat);
+        self.shared.emit(super::RunnerEvent::Traffic {
+            bot: self.bot.clone(),
+        });
+        match after {
+            Some(q) => {
+                self.queue.insert(seq, q);
+            }
+            None => {
+                self.queue.remove(&seq);
             }
         }
-        let sleep_until = next_retry.unwrap_or(next_expire).min(next_expire);
-        tokio::select! {
-            _ = inbox.wake.notified() => {}
-            done = tasks.join_next(), if !tasks.is_empty() => {
-                let Some(Ok((chat, seq, outcome, after))) = done else { continue };
-                in_flight.remove(&chat);
-                shared.emit(super::RunnerEvent::Traffic { bot: bot.clone() });
-                match after {
-                    Some(q) => { queue.insert(seq, q); }
-                    None => { queue.remove(&seq); }
-                }
-                match outcome {
-                    Ok(()) => {
-                        failing.remove(&chat);
-                        failing_alerted = false;
-                    }
-                    Err(e) => {
-                        let n = failing.get(&chat).map_or(0, |f| f.0) + 1;
-                        let wait = backoff(shared.cfg.hook_backoff, shared.cfg.hook_backoff_max, n);
-                        failing.insert(chat, (n, Instant::now() + wait));
-                        tracing::warn!(bot = %bot, failures = n, "hook delivery failed, retrying in {wait:?}: {e}");
-                        if n >= FAILING_ALERT_AFTER && !failing_alerted {
-                            failing_alerted = true;
-                            let reason = format!(
-                                "the hook failed {n} times in a row for one chat ({e}); \
-                                 messages stay queued and are retried"
-                            );
-                            raise(&shared, &bot, AlertKind::HookFailing, reason).await;
-                        }
-                    }
-                }
+        let e = match outcome {
+            Ok(()) => {
+                self.failing.remove(&chat);
+                self.failing_alerted = false;
+                return;
             }
-            _ = tokio::time::sleep_until(sleep_until) => {}
+            Err(e) => e,
+        };
+        let cfg = &self.shared.cfg;
+        let n = self.failing.get(&chat).map_or(0, |f| f.0) + 1;
+        let wait = backoff(cfg.hook_backoff, cfg.hook_backoff_max, n);
+        self.failing.insert(chat, (n, Instant::now() + wait));
+        tracing::warn!(bot = %self.bot, failures = n, "hook delivery failed, retrying in {wait:?}: {e}");
+        if n >= FAILING_ALERT_AFTER && !self.failing_alerted {
+            self.failing_alerted = true;
+            let reason = format!(
+                "the hook failed {n} times in a row for one chat ({e}); \
+                 messages stay queued and are retried"
+            );
+            raise(&self.shared, &self.bot, AlertKind::HookFailing, reason).await;
         }
     }
 }
