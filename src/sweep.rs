@@ -150,42 +150,7 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
     }
     let retention = i64::try_from(opts.retention.as_secs()).unwrap_or(i64::MAX);
     let cutoff = opts.now.saturating_sub(retention);
-    let store_kinds = crate::store::kinds::all();
-    let mut plans = Vec::new();
-    for cfg in vault.list_bots()? {
-        let s = Sessions::new(vault.view(&cfg.id));
-        let (status, since) = status_since(&s, opts.now)?;
-        let dead = status.is_permanent() && since < cutoff;
-        let creds = if dead {
-            vault.footprint(&cfg.id, &store_kinds)?
-        } else {
-            Default::default()
-        };
-        let view = vault.view(&cfg.id);
-        let mut history_entries = 0;
-        let mut history_bytes = 0;
-        for h in s.prunable_history(cutoff)? {
-            let key = view.key(Kind::SESSION_HISTORY, &h.seq.to_be_bytes());
-            if let Some(v) = vault.db().get(TreeId::Records, &key)? {
-                history_entries += 1;
-                history_bytes += (key.len() + v.len()) as u64;
-            }
-        }
-        if creds.records > 0 || history_entries > 0 {
-            plans.push((
-                cfg.id.clone(),
-                s,
-                BotSweep {
-                    bot: cfg.id.to_string(),
-                    status,
-                    credential_records: creds.records,
-                    credential_bytes: creds.bytes,
-                    history_entries,
-                    history_bytes,
-                },
-            ));
-        }
-    }
+    let plans = plan(vault, cutoff, opts.now)?;
     let (orphans, orphan_size) = vault.orphan_records()?;
     let backups_dir = vault.dir().join(auto::DIR);
     let mut report = SweepReport {
@@ -202,38 +167,23 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
     };
     let dead: Vec<BotId> = plans
         .iter()
-        .filter(|(_, _, p)| p.credential_records > 0)
-        .map(|(id, _, _)| id.clone())
+        .filter(|p| p.sweep.credential_records > 0)
+        .map(|p| p.id.clone())
         .collect();
     let purge_credentials = !dead.is_empty() && opts.backup.is_some();
     if opts.dry_run {
         report.pruned_backups = would_prune(&backups_dir, opts.now)?;
         report.rotation_due = vault.rotation_due()? || purge_credentials || orphan_size.records > 0;
-        report.bots = plans.into_iter().map(|(_, _, p)| p).collect();
+        report.bots = plans.into_iter().map(|p| p.sweep).collect();
         return Ok(report);
     }
     if purge_credentials {
         let take = opts.backup.as_mut().expect("checked above");
         report.auto_backup = Some(take(&dead)?);
     }
-    for (id, s, mut plan) in plans {
-        if plan.credential_records > 0 {
-            if purge_credentials {
-                vault.purging(|| crate::store::clear_credentials(&vault.view(&id)))?;
-                crate::testpoint::pause("sweep-purged-bot");
-            } else {
-                tracing::warn!(
-                    "sweep: no automatic backup possible here; credentials of a dead bot kept"
-                );
-                plan.credential_records = 0;
-                plan.credential_bytes = 0;
-            }
-        }
-        if plan.history_entries > 0 {
-            s.prune_history(cutoff)?;
-        }
-        if plan.credential_records > 0 || plan.history_entries > 0 {
-            report.bots.push(plan);
+    for p in plans {
+        if let Some(done) = carry_out(vault, p, cutoff, purge_credentials)? {
+            report.bots.push(done);
         }
     }
     if !orphans.is_empty() {
@@ -256,6 +206,89 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
     }
     report.rotation_due = vault.rotation_due()?;
     Ok(report)
+}
+
+/// What the sweep would remove of one bot.
+struct Plan {
+    id: BotId,
+    sessions: Sessions,
+    sweep: BotSweep,
+}
+
+/// Every bot with something to remove: the credentials of bots dead
+/// (logged out, replaced, failed) since before `cutoff`, and history
+/// entries older than `cutoff`.
+fn plan(vault: &Vault, cutoff: i64, now: i64) -> Result<Vec<Plan>> {
+    let store_kinds = crate::store::kinds::all();
+    let mut plans = Vec::new();
+    for cfg in vault.list_bots()? {
+        let s = Sessions::new(vault.view(&cfg.id));
+        let (status, since) = status_since(&s, now)?;
+        let dead = status.is_permanent() && since < cutoff;
+        let creds = if dead {
+            vault.footprint(&cfg.id, &store_kinds)?
+        } else {
+            Default::default()
+        };
+        let (history_entries, history_bytes) = prunable_size(vault, &cfg.id, &s, cutoff)?;
+        if creds.records > 0 || history_entries > 0 {
+            plans.push(Plan {
+                id: cfg.id.clone(),
+                sessions: s,
+                sweep: BotSweep {
+                    bot: cfg.id.to_string(),
+                    status,
+                    credential_records: creds.records,
+                    credential_bytes: creds.bytes,
+                    history_entries,
+                    history_bytes,
+                },
+            });
+        }
+    }
+    Ok(plans)
+}
+
+/// How many of the bot's history entries are older than `cutoff`, and
+/// their bytes as stored.
+fn prunable_size(vault: &Vault, id: &BotId, s: &Sessions, cutoff: i64) -> Result<(u64, u64)> {
+    let view = vault.view(id);
+    let (mut entries, mut bytes) = (0, 0);
+    for h in s.prunable_history(cutoff)? {
+        let key = view.key(Kind::SESSION_HISTORY, &h.seq.to_be_bytes());
+        if let Some(v) = vault.db().get(TreeId::Records, &key)? {
+            entries += 1;
+            bytes += (key.len() + v.len()) as u64;
+        }
+    }
+    Ok((entries, bytes))
+}
+
+/// Removes what `p` planned: the credentials only when they were backed up
+/// (`purge_credentials`), old history always. What was removed, if anything.
+fn carry_out(
+    vault: &Vault,
+    mut p: Plan,
+    cutoff: i64,
+    purge_credentials: bool,
+) -> Result<Option<BotSweep>> {
+    if p.sweep.credential_records > 0 {
+        if purge_credentials {
+            vault.purging(|| crate::store::clear_credentials(&vault.view(&p.id)))?;
+            crate::testpoint::pause("sweep-purged-bot");
+        } else {
+            tracing::warn!(
+                "sweep: no automatic backup possible here; credentials of a dead bot kept"
+            );
+            p.sweep.credential_records = 0;
+            p.sweep.credential_bytes = 0;
+        }
+    }
+    if p.sweep.history_entries > 0 {
+        p.sessions.prune_history(cutoff)?;
+    }
+    let removed = p.sweep.credential_records > 0 || p.sweep.history_entries > 0;
+    Ok(removed.then_some(p.sweep))
 }
 
 /// Runs the sweep now (the `sweep` command, its control-socket op and the
