@@ -116,6 +116,21 @@ pub struct RestoreOpts {
     pub keep_hooks: bool,
 }
 
+/// Restores the backup in `bytes` (a file's or a pipe's whole content):
+/// all of it is authenticated before anything is touched.
+pub fn restore_bytes(
+    host: &dyn Host,
+    bytes: Vec<u8>,
+    pass: &Passphrase,
+    max_kdf_memory_kib: u32,
+    opts: &RestoreOpts,
+) -> Result<Restored> {
+    let limit = max_kdf_memory_kib.min(crate::vault::crypto::KdfParams::MAX.memory_kib);
+    let b = archive::read_bytes_limited(&bytes, pass.expose(), limit, &mut |_, _| {})?;
+    drop(bytes);
+    restore(host, &b, opts, &mut |_, _| {})
+}
+
 /// Restores a verified backup. Bots that exist need `force`; they are
 /// stopped (when running) before the automatic backup of their current
 /// state and the replacement. Enabled restored bots start at once under

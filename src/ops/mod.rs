@@ -154,36 +154,13 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
         Request::Sweep {
             older_than_secs,
             dry_run,
-        } => {
-            let retention = std::time::Duration::from_secs(older_than_secs);
-            if older_than_secs == 0 || older_than_secs > MAX_AGE_SECS {
-                return Err(Error::Usage(format!(
-                    "sweep retention of {older_than_secs}s: it must be 1s..=36525d"
-                )));
-            }
-            let pass = host.backup_passphrase();
-            Response::Sweep(crate::sweep::sweep_now(
-                v,
-                retention,
-                dry_run,
-                pass.as_deref().map(|p| p.expose()),
-            )?)
-        }
+        } => sweep(host, older_than_secs, dry_run)?,
         Request::TokenShow => Response::Token(crate::token::load_or_create(v)?.to_string()),
         Request::TokenRotate => Response::Token(crate::token::rotate(v)?.to_string()),
         Request::Validate => Response::Validate(v.validate()?),
         Request::RotateKey => Response::RotateKey(v.rotate_key(&mut |_, _| {})?),
         Request::RotatePassphrase { current, new, kdf } => {
-            let params = kdf.map(proto::Kdf::params).transpose()?;
-            if new.expose().is_empty() {
-                return Err(Error::Usage("the new passphrase is empty".into()));
-            }
-            v.check_passphrase(current.expose())?;
-            crate::testpoint::pause("rotate-passphrase-checked");
-            v.rotate_passphrase(new.expose(), params)?;
-            crate::testpoint::pause("rotate-passphrase-written");
-            host.set_backup_passphrase(new);
-            Response::RotatePassphrase
+            rotate_passphrase(host, &current, new, kdf)?
         }
         Request::Export {
             bots,
@@ -201,21 +178,57 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
             passphrase,
             max_kdf_memory_kib,
         } => {
-            let limit = max_kdf_memory_kib.min(crate::vault::crypto::KdfParams::MAX.memory_kib);
-            let b = crate::backup::archive::read_bytes_limited(
-                &payload,
-                passphrase.expose(),
-                limit,
-                &mut |_, _| {},
-            )?;
-            drop(payload);
             let opts = backup::RestoreOpts {
                 bots,
                 force,
                 keep_hooks,
             };
-            Response::Restored(backup::restore(host, &b, &opts, &mut |_, _| {})?)
+            Response::Restored(backup::restore_bytes(
+                host,
+                payload,
+                &passphrase,
+                max_kdf_memory_kib,
+                &opts,
+            )?)
         }
     };
     Ok((r, none()))
+}
+
+/// `sweep`: the retention (1 s .. 100 years) checked again, the automatic
+/// backup sealed with the host's passphrase.
+fn sweep(host: &dyn Host, older_than_secs: u64, dry_run: bool) -> Result<Response> {
+    if older_than_secs == 0 || older_than_secs > MAX_AGE_SECS {
+        return Err(Error::Usage(format!(
+            "sweep retention of {older_than_secs}s: it must be 1s..=36525d"
+        )));
+    }
+    let pass = host.backup_passphrase();
+    Ok(Response::Sweep(crate::sweep::sweep_now(
+        host.vault(),
+        std::time::Duration::from_secs(older_than_secs),
+        dry_run,
+        pass.as_deref().map(|p| p.expose()),
+    )?))
+}
+
+/// `rotate passphrase`: `current` must open the vault's slot first; then
+/// automatic backups use the new one.
+fn rotate_passphrase(
+    host: &dyn Host,
+    current: &Passphrase,
+    new: Passphrase,
+    kdf: Option<proto::Kdf>,
+) -> Result<Response> {
+    let v = host.vault();
+    let params = kdf.map(proto::Kdf::params).transpose()?;
+    if new.expose().is_empty() {
+        return Err(Error::Usage("the new passphrase is empty".into()));
+    }
+    v.check_passphrase(current.expose())?;
+    crate::testpoint::pause("rotate-passphrase-checked");
+    v.rotate_passphrase(new.expose(), params)?;
+    crate::testpoint::pause("rotate-passphrase-written");
+    host.set_backup_passphrase(new);
+    Ok(Response::RotatePassphrase)
 }
