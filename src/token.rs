@@ -10,8 +10,9 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::vault::crypto;
-use crate::vault::{fsutil, Vault};
+use crate::vault::Vault;
 
 /// File name inside the vault folder.
 pub const FILE: &str = "web.token";

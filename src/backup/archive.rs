@@ -17,9 +17,9 @@ use super::stream::{HeaderInfo, StreamReader, StreamWriter, DEFAULT_MAX_READ_MEM
 use crate::botid::BotId;
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::messaging::hook::keys;
 use crate::vault::crypto::KdfParams;
-use crate::vault::fsutil;
 use crate::vault::{now, BotConfig, BotDump, Vault};
 
 /// Largest frame a reader accepts (the codec's own limit).

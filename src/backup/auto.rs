@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use super::archive;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
-use crate::vault::{fsutil, Vault};
+use crate::fsutil;
+use crate::vault::Vault;
 
 /// Folder of the automatic backups inside the vault folder.
 pub const DIR: &str = "backups";

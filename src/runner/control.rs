@@ -31,7 +31,7 @@ pub fn bind(dir: &Path) -> Result<UnixListener> {
     let p = path(dir);
     let _ = std::fs::remove_file(&p);
     let l = UnixListener::bind(&p).map_err(|e| Error::io(format!("binding {}", p.display()), e))?;
-    crate::vault::fsutil::set_mode(&p, 0o600)?;
+    crate::fsutil::set_mode(&p, 0o600)?;
     Ok(l)
 }
 
