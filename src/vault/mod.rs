@@ -10,10 +10,12 @@
 //! wraps the data-key terms. Records are sealed with the active term's key.
 //! See docs/DESIGN.md for the why and docs/FORMAT.md for the bytes.
 
+mod commit;
 mod config_check;
 pub mod crypto;
 pub(crate) mod db;
 pub mod header;
+mod keys;
 mod lock;
 pub mod record;
 mod rotate;
@@ -22,6 +24,12 @@ mod transfer;
 pub mod validate;
 mod view;
 
+use keys::{
+    derive_keys, make_slot, read_header, unlock, unlock_keys, wrap_term, write_header, Keys, Terms,
+};
+
+use commit::GroupCommit;
+pub use commit::{LatencyHistogram, LATENCY_BUCKETS};
 pub use config_check::ConfigProblem;
 pub use db::TreeId;
 pub use rotate::RotateReport;
@@ -35,13 +43,12 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crypto::{KdfParams, SecretKey, BLIND_LEN};
 use db::Db;
-use header::{Header, HeaderError, Slot, Term, TermState};
+use header::{Header, TermState};
 use lock::VaultLock;
 use record::{record_ad, Envelope, RecordBody, RECORD_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use zeroize::Zeroizing;
 
@@ -87,47 +94,6 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// Keys derived after a successful unlock.
-struct Keys {
-    master: SecretKey,
-    blind: SecretKey,
-    header_mac: SecretKey,
-    term_wrap: SecretKey,
-}
-
-/// The data-key terms currently usable.
-struct Terms {
-    active: u32,
-    keys: HashMap<u32, SecretKey>,
-}
-
-/// Group commit: concurrent callers of [`Vault::durable`] share one fsync.
-#[derive(Default)]
-struct GroupCommit {
-    requested: AtomicU64,
-    completed: AtomicU64,
-    running: AtomicBool,
-    generation: tokio::sync::Notify,
-    flushes: AtomicU64,
-    /// Latency of `durable` calls: counts per bucket of [`LATENCY_BUCKETS`],
-    /// plus the overflow, and the sum in microseconds.
-    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_sum_us: AtomicU64,
-}
-
-/// Upper bounds (seconds) of the durable-write latency histogram.
-pub const LATENCY_BUCKETS: [f64; 10] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
-
-/// A snapshot of the durable-write latency histogram.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LatencyHistogram {
-    /// (upper bound in seconds, cumulative count), Prometheus style.
-    pub buckets: Vec<(f64, u64)>,
-    pub count: u64,
-    pub sum_secs: f64,
 }
 
 struct Inner {
@@ -513,85 +479,6 @@ impl Vault {
         self.flush()
     }
 
-    // ----- durability -----
-
-    /// Makes every write so far durable (fsync), synchronously.
-    pub fn flush(&self) -> Result<()> {
-        self.inner.commit.flushes.fetch_add(1, Ordering::Relaxed);
-        self.db().flush()
-    }
-
-    /// Makes every write made before this call durable. Concurrent callers
-    /// share one fsync (group commit): a caller waits for a flush that
-    /// started after its write, or runs one itself.
-    pub async fn durable(&self) -> Result<()> {
-        let start = std::time::Instant::now();
-        let r = self.durable_inner().await;
-        let secs = start.elapsed().as_secs_f64();
-        let c = &self.inner.commit;
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        c.latency[i].fetch_add(1, Ordering::Relaxed);
-        c.latency_sum_us
-            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
-        r
-    }
-
-    /// The durable-write latency histogram so far (for `/metrics`).
-    pub fn durable_latency(&self) -> LatencyHistogram {
-        let c = &self.inner.commit;
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += c.latency[i].load(Ordering::Relaxed);
-            buckets.push((*b, cumulative));
-        }
-        let count = cumulative + c.latency[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
-        LatencyHistogram {
-            buckets,
-            count,
-            sum_secs: c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
-        }
-    }
-
-    async fn durable_inner(&self) -> Result<()> {
-        let c = &self.inner.commit;
-        let ticket = c.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        loop {
-            let notified = c.generation.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if c.completed.load(Ordering::SeqCst) >= ticket {
-                return Ok(());
-            }
-            if c.running
-                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                let target = c.requested.load(Ordering::SeqCst);
-                let me = self.clone();
-                let r = tokio::task::spawn_blocking(move || me.flush())
-                    .await
-                    .unwrap_or_else(|e| Err(Error::Other(format!("flush task failed: {e}"))));
-                if r.is_ok() {
-                    c.completed.fetch_max(target, Ordering::SeqCst);
-                }
-                c.running.store(false, Ordering::SeqCst);
-                c.generation.notify_waiters();
-                r?;
-                continue;
-            }
-            notified.await;
-        }
-    }
-
-    /// How many fsyncs this handle has run (for group-commit tests and metrics).
-    pub fn flush_count(&self) -> u64 {
-        self.inner.commit.flushes.load(Ordering::Relaxed)
-    }
-
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db().size_on_disk()
@@ -658,123 +545,6 @@ fn bot_body(config: &BotConfig) -> RecordBody {
         data: codec::encode(config),
         written_at: now(),
     }
-}
-
-fn derive_keys(master: SecretKey) -> Keys {
-    Keys {
-        blind: crypto::subkey(&master, b"blind-index v1"),
-        header_mac: crypto::subkey(&master, b"header-mac v1"),
-        term_wrap: crypto::subkey(&master, b"term-wrap v1"),
-        master,
-    }
-}
-
-fn make_slot(
-    h: &Header,
-    id: u8,
-    master: &SecretKey,
-    passphrase: &[u8],
-    params: KdfParams,
-) -> Result<Slot> {
-    let mut salt = [0u8; header::SALT_LEN];
-    crypto::fill_random(&mut salt);
-    let mut slot = Slot {
-        id,
-        kdf: header::KDF_ARGON2ID,
-        params,
-        salt,
-        nonce: crypto::random_nonce(),
-        wrapped: [0; header::WRAPPED_LEN],
-    };
-    let kek =
-        crypto::derive_kek(passphrase, &salt, params).map_err(|e| Error::Usage(e.to_string()))?;
-    let ct = crypto::seal(&kek, &slot.nonce, &h.slot_ad(&slot), master.expose());
-    slot.wrapped.copy_from_slice(&ct);
-    Ok(slot)
-}
-
-fn wrap_term(h: &Header, wrap: &SecretKey, number: u32, state: TermState, key: &SecretKey) -> Term {
-    let nonce = crypto::random_nonce();
-    let ct = crypto::seal(wrap, &nonce, &h.term_ad(number), key.expose());
-    let mut wrapped = [0u8; header::WRAPPED_LEN];
-    wrapped.copy_from_slice(&ct);
-    Term {
-        number,
-        state,
-        nonce,
-        wrapped,
-    }
-}
-
-fn unlock(h: &Header, passphrase: &[u8], dir: &Path) -> Result<(u8, SecretKey)> {
-    for slot in &h.slots {
-        if slot.kdf != header::KDF_ARGON2ID {
-            continue;
-        }
-        if slot.params.exceeds_cap() {
-            return Err(Error::damaged(format!(
-                "key slot {} asks for Argon2 parameters above the cap (m={} KiB, t={}, p={}); refusing to run them",
-                slot.id, slot.params.memory_kib, slot.params.iterations, slot.params.parallelism
-            )));
-        }
-        let kek = crypto::derive_kek(passphrase, &slot.salt, slot.params)
-            .map_err(|e| Error::damaged(format!("key slot {}: {e}", slot.id)))?;
-        if let Ok(plain) = crypto::open(&kek, &slot.nonce, &h.slot_ad(slot), &slot.wrapped) {
-            // Copied from the zeroizing plaintext straight into the key's box.
-            if let Some(master) = SecretKey::from_slice(&plain) {
-                return Ok((slot.id, master));
-            }
-        }
-    }
-    Err(Error::WrongPassphrase(dir.to_path_buf()))
-}
-
-/// Unlocks a slot of `h` with `passphrase`, checks the key file's MAC and
-/// unwraps its terms: every key the vault's files give to a passphrase.
-fn unlock_keys(h: &Header, passphrase: &[u8], dir: &Path) -> Result<(u8, Keys, Terms)> {
-    let (slot_id, master) = unlock(h, passphrase, dir)?;
-    let keys = derive_keys(master);
-    if !crypto::verify_mac(&keys.header_mac, &[&h.body_bytes()], &h.mac) {
-        return Err(Error::damaged(format!(
-            "{} failed its integrity check (edited or corrupted)",
-            dir.join(KEY_FILE).display()
-        )));
-    }
-    let terms = unwrap_terms(h, &keys.term_wrap)?;
-    Ok((slot_id, keys, terms))
-}
-
-fn unwrap_terms(h: &Header, wrap: &SecretKey) -> Result<Terms> {
-    let mut keys = HashMap::new();
-    for t in &h.terms {
-        let plain = crypto::open(wrap, &t.nonce, &h.term_ad(t.number), &t.wrapped)
-            .map_err(|_| Error::damaged(format!("data-key term {} does not unwrap", t.number)))?;
-        let k = SecretKey::from_slice(&plain).ok_or_else(|| {
-            Error::damaged(format!("data-key term {} has a bad length", t.number))
-        })?;
-        keys.insert(t.number, k);
-    }
-    Ok(Terms {
-        active: h.active_term().number,
-        keys,
-    })
-}
-
-/// Reads and parses the key file.
-fn read_header(dir: &Path) -> Result<Header> {
-    let path = dir.join(KEY_FILE);
-    let bytes =
-        std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    Header::parse(&bytes).map_err(|e| match e {
-        HeaderError::FutureVersion(_) => Error::Other(format!("{}: {e}", path.display())),
-        _ => Error::damaged(format!("{}: {e}", path.display())),
-    })
-}
-
-/// MACs `h` and replaces the key file atomically and durably.
-fn write_header(dir: &Path, mac_key: &SecretKey, h: &mut Header) -> Result<()> {
-    h.mac = crypto::mac(mac_key, &[&h.body_bytes()]);
-    fsutil::write_atomic(&dir.join(KEY_FILE), &h.to_bytes())
 }
 
 /// Lower-case hex of `b` (for naming records in reports).

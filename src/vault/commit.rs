@@ -1,0 +1,114 @@
+//! Durability: `flush` (one fsync, synchronously) and `durable` (group
+//! commit: concurrent callers share one fsync), with the latency histogram
+//! `/metrics` shows.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::Vault;
+use crate::error::{Error, Result};
+
+/// Group commit: concurrent callers of [`Vault::durable`] share one fsync.
+#[derive(Default)]
+pub(super) struct GroupCommit {
+    requested: AtomicU64,
+    completed: AtomicU64,
+    running: AtomicBool,
+    generation: tokio::sync::Notify,
+    flushes: AtomicU64,
+    /// Latency of `durable` calls: counts per bucket of [`LATENCY_BUCKETS`],
+    /// plus the overflow, and the sum in microseconds.
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the durable-write latency histogram.
+pub const LATENCY_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A snapshot of the durable-write latency histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyHistogram {
+    /// (upper bound in seconds, cumulative count), Prometheus style.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_secs: f64,
+}
+
+impl Vault {
+    /// Makes every write so far durable (fsync), synchronously.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.commit.flushes.fetch_add(1, Ordering::Relaxed);
+        self.db().flush()
+    }
+
+    /// Makes every write made before this call durable. Concurrent callers
+    /// share one fsync (group commit): a caller waits for a flush that
+    /// started after its write, or runs one itself.
+    pub async fn durable(&self) -> Result<()> {
+        let start = std::time::Instant::now();
+        let r = self.durable_inner().await;
+        let secs = start.elapsed().as_secs_f64();
+        let c = &self.inner.commit;
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        c.latency[i].fetch_add(1, Ordering::Relaxed);
+        c.latency_sum_us
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        r
+    }
+
+    /// The durable-write latency histogram so far (for `/metrics`).
+    pub fn durable_latency(&self) -> LatencyHistogram {
+        let c = &self.inner.commit;
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += c.latency[i].load(Ordering::Relaxed);
+            buckets.push((*b, cumulative));
+        }
+        let count = cumulative + c.latency[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        LatencyHistogram {
+            buckets,
+            count,
+            sum_secs: c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+
+    async fn durable_inner(&self) -> Result<()> {
+        let c = &self.inner.commit;
+        let ticket = c.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        loop {
+            let notified = c.generation.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if c.completed.load(Ordering::SeqCst) >= ticket {
+                return Ok(());
+            }
+            if c.running
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let target = c.requested.load(Ordering::SeqCst);
+                let me = self.clone();
+                let r = tokio::task::spawn_blocking(move || me.flush())
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Other(format!("flush task failed: {e}"))));
+                if r.is_ok() {
+                    c.completed.fetch_max(target, Ordering::SeqCst);
+                }
+                c.running.store(false, Ordering::SeqCst);
+                c.generation.notify_waiters();
+                r?;
+                continue;
+            }
+            notified.await;
+        }
+    }
+
+    /// How many fsyncs this handle has run (for group-commit tests and metrics).
+    pub fn flush_count(&self) -> u64 {
+        self.inner.commit.flushes.load(Ordering::Relaxed)
+    }
+}
