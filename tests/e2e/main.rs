@@ -20,5 +20,6 @@ mod paired;
 mod pairing_tests;
 mod peer;
 mod runner_tests;
+mod snapshot_tests;
 mod strict_peer_tests;
 mod web_tests;
