@@ -72,8 +72,8 @@ async fn paired_vault(dir: &std::path::Path, n: u64) -> Vault {
     vault
 }
 
-fn runner_rows(v: &Vault) -> Vec<wavault::runner::status::StatusRow> {
-    wavault::runner::status::collect(v).unwrap()
+fn runner_rows(v: &Vault) -> Vec<wavault::status::StatusRow> {
+    wavault::status::collect(v).unwrap()
 }
 
 fn main() {

@@ -56,6 +56,11 @@ pub enum Error {
 
     /// A backup file could not be written or read; the message says which
     /// check failed and what to do.
+    /// An error the running `wavault run` answered on the control socket:
+    /// its message and exit code, as if the work had been done here.
+    #[error("{msg}")]
+    Remote { code: u8, msg: String },
+
     #[error(transparent)]
     Backup(#[from] crate::backup::stream::BackupError),
 }
@@ -75,6 +80,7 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::AlreadyExists(_) | Error::Io { .. } | Error::Other(_) => exit::OTHER,
+            Error::Remote { code, .. } => *code,
             Error::Backup(e) => {
                 use crate::backup::stream::BackupError as B;
                 match e {

@@ -81,6 +81,21 @@ impl Passphrase {
     }
 }
 
+/// On the control socket (a 0600 socket that only the vault's owner may
+/// use) a passphrase travels as an array of bytes: any bytes a file may hold.
+impl serde::Serialize for Passphrase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Passphrase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let bytes = Zeroizing::new(<Vec<u8>>::deserialize(d)?);
+        Ok(Passphrase(bytes))
+    }
+}
+
 impl std::fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Passphrase(<redacted>)")

@@ -8,7 +8,7 @@
 //! that the frames agree with the manifest. Bytes are in docs/FORMAT.md.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -143,9 +143,98 @@ fn stream_error(e: std::io::Error) -> Error {
     }
 }
 
-/// Exports `bots` (every bot when empty) to `out`: written to a temporary
-/// file beside it, synced, read back and verified in full, then renamed into
-/// place. Refuses to overwrite an existing file. `progress` counts bots.
+/// A verified backup in memory: what `export` writes to a file or a pipe.
+pub struct Exported {
+    /// The bots, in the file's order.
+    pub bots: Vec<String>,
+    /// Records written, over all bots.
+    pub records: u64,
+    /// The whole encrypted file.
+    pub bytes: Vec<u8>,
+}
+
+/// How to change a bot's configuration as the backup carries it (the state
+/// in the vault is not touched): `export --move` disables the bot here
+/// before its last snapshot, but the file carries it as it was.
+pub type Adjust<'a> = &'a dyn Fn(&mut BotDump);
+
+/// The bots to export: `bots`, which must exist (sorted, once each), or
+/// every bot when empty.
+pub fn select(vault: &Vault, bots: &[BotId]) -> Result<Vec<BotId>> {
+    if bots.is_empty() {
+        return Ok(vault.list_bots()?.into_iter().map(|c| c.id).collect());
+    }
+    for b in bots {
+        vault.bot_config(b)?;
+    }
+    let mut v = bots.to_vec();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// Exports `bots` (every bot when empty) into memory and verifies the
+/// result in full. Each bot is one snapshot ([`Vault::dump_bot`]): its
+/// records as they were at one instant, even while a runner writes them;
+/// all dumps are taken before the manifest, which is built from them.
+/// `progress` counts bots.
+pub fn export_bytes(
+    vault: &Vault,
+    bots: &[BotId],
+    passphrase: &[u8],
+    kdf: KdfParams,
+    adjust: Adjust<'_>,
+    progress: Progress<'_>,
+) -> Result<Exported> {
+    let ids = select(vault, bots)?;
+    let total = ids.len() as u64;
+    let mut dumps = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let mut dump = vault.dump_bot(id)?;
+        adjust(&mut dump);
+        dumps.push(dump);
+        progress(i as u64 + 1, total);
+    }
+    let manifest = Manifest {
+        created_at: now(),
+        source_vault: vault.id(),
+        wavault_version: env!("CARGO_PKG_VERSION").to_string(),
+        bots: dumps
+            .iter()
+            .map(|d| ManifestBot {
+                id: d.config.id.clone(),
+                records: d.records.len() as u64,
+            })
+            .collect(),
+    };
+    let mut w = StreamWriter::create(Vec::new(), passphrase, kdf)?;
+    write_frame(&mut w, &manifest)?;
+    for dump in &dumps {
+        write_frame(&mut w, dump)?;
+    }
+    let bytes = w.finish()?;
+    // Our own bytes: their parameters are what the caller chose.
+    let back = read_bytes_limited(
+        &bytes,
+        passphrase,
+        KdfParams::MAX.memory_kib,
+        &mut |_, _| {},
+    )?;
+    if back.manifest != manifest {
+        return Err(Error::Other(
+            "the backup read back differs from what was written".into(),
+        ));
+    }
+    Ok(Exported {
+        bots: ids.iter().map(|b| b.to_string()).collect(),
+        records: manifest.bots.iter().map(|b| b.records).sum(),
+        bytes,
+    })
+}
+
+/// Exports `bots` (every bot when empty) to the new file `out`
+/// ([`export_bytes`], then [`write_new_file`]). Refuses to overwrite an
+/// existing file. `progress` counts bots.
 pub fn export(
     vault: &Vault,
     bots: &[BotId],
@@ -154,57 +243,52 @@ pub fn export(
     kdf: KdfParams,
     progress: Progress<'_>,
 ) -> Result<ExportReport> {
-    let ids: Vec<BotId> = if bots.is_empty() {
-        vault.list_bots()?.into_iter().map(|c| c.id).collect()
-    } else {
-        for b in bots {
-            vault.bot_config(b)?;
-        }
-        let mut v = bots.to_vec();
-        v.sort();
-        v.dedup();
-        v
-    };
+    refuse_existing(out)?;
+    let e = export_bytes(vault, bots, passphrase, kdf, &|_| {}, progress)?;
+    write_new_file(out, &e.bytes)?;
+    Ok(ExportReport {
+        file: out.to_path_buf(),
+        bots: e.bots,
+        records: e.records,
+        bytes: e.bytes.len() as u64,
+    })
+}
+
+fn refuse_existing(out: &Path) -> Result<()> {
     if out.exists() {
         return Err(Error::AlreadyExists(format!(
             "{} exists: choose another file name or remove it first",
             out.display()
         )));
     }
-    let manifest = Manifest {
-        created_at: now(),
-        source_vault: vault.id(),
-        wavault_version: env!("CARGO_PKG_VERSION").to_string(),
-        bots: ids
-            .iter()
-            .map(|id| {
-                Ok(ManifestBot {
-                    id: id.clone(),
-                    records: vault.view(id).kinds()?.values().sum::<usize>() as u64,
-                })
-            })
-            .collect::<Result<_>>()?,
-    };
+    Ok(())
+}
+
+/// Writes `bytes` as the new file `out` (mode 0600): into a temporary file
+/// beside it, synced, then renamed into place and the folder synced. Refuses
+/// to overwrite a file, also one that appears meanwhile.
+pub fn write_new_file(out: &Path, bytes: &[u8]) -> Result<()> {
+    refuse_existing(out)?;
     let tmp = temp_path(out);
-    let written =
-        write_file(vault, &manifest, &tmp, passphrase, kdf, progress).and_then(|records| {
-            // Our own file: its parameters are what the caller chose.
-            let (_, back) =
-                read_file_limited(&tmp, passphrase, KdfParams::MAX.memory_kib, &mut |_, _| {})?;
-            if back.manifest != manifest {
-                return Err(Error::Other(
-                    "the backup read back differs from what was written".into(),
-                ));
-            }
-            Ok(records)
-        });
-    let records = match written {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+    let written = (|| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
         }
-    };
+        let mut file = opts
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        file.write_all(bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if out.exists() {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::AlreadyExists(format!(
@@ -217,13 +301,7 @@ pub fn export(
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         fsutil::sync_dir(parent)?;
     }
-    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    Ok(ExportReport {
-        file: out.to_path_buf(),
-        bots: ids.iter().map(|b| b.to_string()).collect(),
-        records,
-        bytes,
-    })
+    Ok(())
 }
 
 fn temp_path(out: &Path) -> PathBuf {
@@ -232,50 +310,6 @@ fn temp_path(out: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "backup".into());
     out.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Writes manifest and bots; returns the number of records written.
-fn write_file(
-    vault: &Vault,
-    manifest: &Manifest,
-    path: &Path,
-    passphrase: &[u8],
-    kdf: KdfParams,
-    progress: Progress<'_>,
-) -> Result<u64> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let file = opts
-        .open(path)
-        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    let mut w = StreamWriter::create(BufWriter::new(file), passphrase, kdf)?;
-    write_frame(&mut w, manifest)?;
-    let total = manifest.bots.len() as u64;
-    let mut records = 0;
-    for (i, b) in manifest.bots.iter().enumerate() {
-        let dump = vault.dump_bot(&b.id)?;
-        if dump.records.len() as u64 != b.records {
-            return Err(Error::Other(format!(
-                "bot {} changed while it was exported (is a runner using the vault?); try again",
-                b.id
-            )));
-        }
-        records += b.records;
-        write_frame(&mut w, &dump)?;
-        progress(i as u64 + 1, total);
-    }
-    let file = w
-        .finish()?
-        .into_inner()
-        .map_err(|e| Error::io("writing the backup", e.into_error()))?;
-    file.sync_all()
-        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
-    Ok(records)
 }
 
 /// Reads and verifies a whole backup file into memory. Nothing is trusted
@@ -300,8 +334,40 @@ pub fn read_file_limited(
         _ => Error::io(format!("opening {}", path.display()), e),
     })?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (header, mut r) =
-        StreamReader::open_limited(BufReader::new(file), passphrase, max_kdf_memory_kib)?;
+    let backup = read_from(
+        BufReader::new(file),
+        size,
+        passphrase,
+        max_kdf_memory_kib,
+        progress,
+    )?;
+    Ok((size, backup))
+}
+
+/// [`read_file_limited`] of a backup held in memory (read from a pipe).
+pub fn read_bytes_limited(
+    bytes: &[u8],
+    passphrase: &[u8],
+    max_kdf_memory_kib: u32,
+    progress: Progress<'_>,
+) -> Result<Backup> {
+    read_from(
+        bytes,
+        bytes.len() as u64,
+        passphrase,
+        max_kdf_memory_kib,
+        progress,
+    )
+}
+
+fn read_from<R: Read>(
+    input: R,
+    size: u64,
+    passphrase: &[u8],
+    max_kdf_memory_kib: u32,
+    progress: Progress<'_>,
+) -> Result<Backup> {
+    let (header, mut r) = StreamReader::open_limited(input, passphrase, max_kdf_memory_kib)?;
     let manifest: Manifest = read_frame(&mut r, "the manifest")?
         .ok_or_else(|| malformed("the payload is empty (no manifest)".into()))?;
     let mut bots = Vec::with_capacity(manifest.bots.len().min(100_000));
@@ -335,14 +401,11 @@ pub fn read_file_limited(
         return Err(malformed("a bot is listed twice".into()));
     }
     progress(size, size);
-    Ok((
-        size,
-        Backup {
-            header,
-            manifest,
-            bots,
-        },
-    ))
+    Ok(Backup {
+        header,
+        manifest,
+        bots,
+    })
 }
 
 /// A bot's hooks as a backup carries them: the webhook URL and the
@@ -385,7 +448,7 @@ impl Hooks {
 }
 
 /// The hooks of one restored bot, and whether they were written.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoredHooks {
     pub bot: String,
     pub webhook: Option<String>,
@@ -395,7 +458,7 @@ pub struct RestoredHooks {
 }
 
 /// What a restore did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreReport {
     pub restored: Vec<String>,
     /// Bots that existed and were overwritten (`--force`).

@@ -1,7 +1,7 @@
 //! `export`, `restore` and `backup inspect|list`: encrypted backup files.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
@@ -10,7 +10,9 @@ use crate::backup::stream::DEFAULT_MAX_READ_MEMORY_KIB;
 use crate::backup::{archive, auto};
 use crate::botid::BotId;
 use crate::error::{Error, Result};
-use crate::passphrase::Source;
+use crate::ops::proto::MAX_PAYLOAD;
+use crate::ops::{Request, Response};
+use crate::passphrase::{Passphrase, Source};
 use crate::vault::crypto::KdfParams;
 
 /// Where the backup file's passphrase comes from.
@@ -56,11 +58,13 @@ pub struct ExportArgs {
     /// Bot to export (repeat for several) [default: every bot]
     #[arg(long = "bot", value_name = "ID")]
     pub bots: Vec<BotId>,
-    /// The backup file to write (must not exist)
+    /// The backup file to write (must not exist); `-` writes it to standard
+    /// output (progress and the summary go to standard error)
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Disable the exported bots here once the file is written and verified
-    /// (moving them to another host)
+    /// Move the bots to another host: stop them (under a running `run`) and
+    /// disable them here before their last snapshot, so the same
+    /// credentials never run on two hosts; `bot enable ID` undoes it
     #[arg(long = "move")]
     pub move_bots: bool,
     #[command(flatten)]
@@ -74,7 +78,8 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The backup file
+    /// The backup file; `-` reads it from standard input (the whole input is
+    /// authenticated before the vault is touched)
     pub file: PathBuf,
     /// Bot to restore (repeat for several) [default: every bot in the file]
     #[arg(long = "bot", value_name = "ID")]
@@ -99,7 +104,7 @@ pub struct RestoreArgs {
 pub enum BackupCommand {
     /// Show what a backup file holds (verifies the whole file; changes nothing)
     Inspect {
-        /// The backup file
+        /// The backup file; `-` reads it from standard input
         file: PathBuf,
         #[command(flatten)]
         pass: BackupPassphrase,
@@ -138,57 +143,147 @@ fn bar(what: &'static str) -> impl FnMut(u64, u64) {
     }
 }
 
+fn is_stdio(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+/// Reads a whole backup: the file, or standard input for `-` (refused when
+/// it is a terminal). At most [`MAX_PAYLOAD`] bytes.
+fn read_input(file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    if is_stdio(file) {
+        if std::io::stdin().is_terminal() {
+            return Err(Error::Usage(
+                "standard input is a terminal: pipe a backup into it (`... | wavault restore -`) or name a file".into(),
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(MAX_PAYLOAD + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io("reading the backup from standard input", e))?;
+        if bytes.len() as u64 > MAX_PAYLOAD {
+            return Err(Error::Usage(format!(
+                "standard input holds more than {MAX_PAYLOAD} bytes: not a wavault backup"
+            )));
+        }
+        return Ok(bytes);
+    }
+    let len = std::fs::metadata(file)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::NotFound(format!("backup file {}", file.display()))
+            }
+            _ => Error::io(format!("opening {}", file.display()), e),
+        })?
+        .len();
+    if len > MAX_PAYLOAD {
+        return Err(Error::Usage(format!(
+            "{} is larger than {MAX_PAYLOAD} bytes: not a wavault backup",
+            file.display()
+        )));
+    }
+    std::fs::read(file).map_err(|e| Error::io(format!("reading {}", file.display()), e))
+}
+
 pub fn export(g: &Global, args: ExportArgs) -> Result<()> {
-    let vault = g.open()?;
+    let to_stdout = is_stdio(&args.output);
+    if !to_stdout && args.output.exists() {
+        return Err(Error::AlreadyExists(format!(
+            "{} exists: choose another file name or remove it first; nothing was exported",
+            args.output.display()
+        )));
+    }
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err(Error::Usage(
+            "-o - writes the backup to standard output, which is a terminal: pipe it (`| ssh host wavault restore -`) or redirect it".into(),
+        ));
+    }
     let kdf = args.kdf.params()?.unwrap_or(KdfParams::DEFAULT);
     let pass = args.pass.source(true).resolve()?;
-    let report = archive::export(
-        &vault,
-        &args.bots,
-        &args.output,
-        pass.expose(),
-        kdf,
-        &mut bar("exporting bots"),
-    )?;
-    if args.move_bots {
-        for id in &report.bots {
-            let id = BotId::parse(id)?;
-            let mut cfg = vault.bot_config(&id)?;
-            cfg.enabled = false;
-            cfg.extra
-                .insert("moved_at".into(), crate::vault::now().to_string());
-            vault.set_bot(&cfg)?;
+    let req = Request::Export {
+        bots: args.bots.clone(),
+        move_bots: args.move_bots,
+        passphrase: pass,
+        kdf: kdf.into(),
+    };
+    let mut progress = bar("exporting bots");
+    progress(0, 1);
+    let done = super::perform(g, req, Vec::new())?;
+    progress(1, 1);
+    let Response::Exported(report) = done.resp else {
+        return Err(super::unexpected("export"));
+    };
+    let undo = |e: Error| {
+        if report.moved.is_empty() {
+            e
+        } else {
+            crate::ops::backup::undo_hint(e, &report.moved)
         }
+    };
+    if done.bytes.len() as u64 != report.bytes {
+        return Err(undo(Error::Other(format!(
+            "the export sent {} of {} bytes",
+            done.bytes.len(),
+            report.bytes
+        ))));
     }
+    if to_stdout {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&done.bytes)
+            .and_then(|_| out.flush())
+            .map_err(|e| undo(Error::io("writing the backup to standard output", e)))?;
+    } else {
+        archive::write_new_file(&args.output, &done.bytes).map_err(undo)?;
+    }
+    let file = if to_stdout {
+        "standard output".to_string()
+    } else {
+        args.output.display().to_string()
+    };
+    // With the backup on standard output, the summary goes to the terminal.
+    let say = |line: String| {
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     if args.json {
-        return print_json(&report);
+        let j = serde_json::json!({
+            "file": file,
+            "bots": report.bots,
+            "records": report.records,
+            "bytes": report.bytes,
+            "moved": report.moved,
+        });
+        say(serde_json::to_string_pretty(&j).map_err(|e| Error::Other(e.to_string()))?);
+        return Ok(());
     }
-    println!(
-        "wrote {} ({} bytes): {} bot(s), {} record(s), verified",
-        report.file.display(),
+    say(format!(
+        "wrote {file} ({} bytes): {} bot(s), {} record(s), verified",
         report.bytes,
         report.bots.len(),
         report.records
-    );
-    if args.move_bots {
-        println!(
-            "disabled here: {} (restore the file on the new host; `wavault bot enable ID` undoes this)",
-            report.bots.join(", ")
-        );
+    ));
+    if !report.moved.is_empty() {
+        say(format!(
+            "moved: {} stopped and disabled here. Restore the backup on the new host; if that fails, {} undoes the move",
+            report.moved.join(", "),
+            crate::ops::backup::undo_command(&report.moved)
+        ));
     }
     Ok(())
 }
 
 pub fn restore(g: &Global, args: RestoreArgs) -> Result<()> {
-    // The whole file is authenticated before the vault is even opened.
+    // The passphrase first: with a pipe on standard input and neither the
+    // file nor the variable given, fail at once (it cannot be asked for on
+    // the data stream).
     let pass = args.pass.source(false).resolve()?;
-    let (_, backup) = archive::read_file_limited(
-        &args.file,
-        pass.expose(),
-        args.limit.kib(),
-        &mut bar("verifying"),
-    )?;
-    drop(pass);
+    let bytes = read_input(&args.file)?;
     let dir = g.dir()?;
     if !crate::vault::Vault::exists(&dir) {
         return Err(Error::NotFound(format!(
@@ -196,23 +291,42 @@ pub fn restore(g: &Global, args: RestoreArgs) -> Result<()> {
             dir.display()
         )));
     }
-    let vault_pass = g.passphrase_source(false).resolve()?;
-    let vault = crate::vault::Vault::open(&dir, vault_pass.expose())?;
-    let opts = archive::RestoreOptions {
-        select: &args.bots,
+    let req = Request::Restore {
+        bots: args.bots.clone(),
         force: args.force,
         keep_hooks: args.keep_hooks,
+        passphrase: Passphrase::new(pass.expose().to_vec()),
+        max_kdf_memory_kib: args.limit.kib(),
     };
-    let report = archive::restore_with(
-        &vault,
-        &backup,
-        opts,
-        &mut |bots| auto::take(&vault, bots, vault_pass.expose(), "restore").map(Some),
-        &mut bar("restoring bots"),
-    )?;
+    let r = match crate::ops::client::call(&dir, &req, &bytes)? {
+        Some((Response::Restored(r), _)) => r,
+        Some(_) => return Err(super::unexpected("restore")),
+        None => {
+            drop(req);
+            // Here: the whole input is authenticated before the vault is
+            // even opened (a wrong backup passphrase asks for nothing more).
+            let backup = archive::read_bytes_limited(
+                &bytes,
+                pass.expose(),
+                args.limit.kib(),
+                &mut bar("verifying"),
+            )?;
+            drop(bytes);
+            drop(pass);
+            let (vault, vault_pass) = g.open_with_passphrase()?;
+            let host = crate::ops::Local::new(vault, vault_pass);
+            let opts = crate::ops::backup::RestoreOpts {
+                bots: args.bots,
+                force: args.force,
+                keep_hooks: args.keep_hooks,
+            };
+            crate::ops::backup::restore(&host, &backup, &opts, &mut bar("restoring bots"))?
+        }
+    };
     if args.json {
-        return print_json(&report);
+        return print_json(&r);
     }
+    let report = &r.report;
     if let Some(p) = &report.auto_backup {
         println!(
             "automatic backup of the replaced bots: {} (vault passphrase)",
@@ -229,6 +343,13 @@ pub fn restore(g: &Global, args: RestoreArgs) -> Result<()> {
             format!("; replaced: {}", report.replaced.join(", "))
         }
     );
+    if r.live {
+        if !r.started.is_empty() {
+            println!("the running wavault started: {}", r.started.join(", "));
+        }
+    } else if !report.restored.is_empty() {
+        println!("the next `wavault run` starts the enabled ones");
+    }
     for h in &report.hooks {
         let hooks = archive::Hooks {
             webhook: h.webhook.clone(),
@@ -266,21 +387,26 @@ fn inspect(
     json: bool,
 ) -> Result<()> {
     let p = pass.source(false).resolve()?;
-    let (size, backup) =
-        archive::read_file_limited(file, p.expose(), limit.kib(), &mut bar("verifying"))?;
-    let i = archive::inspect(size, &backup);
+    let bytes = read_input(file)?;
+    let backup =
+        archive::read_bytes_limited(&bytes, p.expose(), limit.kib(), &mut bar("verifying"))?;
+    let i = archive::inspect(bytes.len() as u64, &backup);
     if json {
         return print_json(&i);
     }
     println!(
         "{}: wavault backup format v{}, {} bytes, intact",
-        file.display(),
+        if is_stdio(file) {
+            "standard input".to_string()
+        } else {
+            file.display().to_string()
+        },
         i.format_version,
         i.file_bytes
     );
     println!(
         "made {} by wavault {} from vault {}",
-        crate::runner::status::fmt_time(Some(i.created_at)),
+        crate::status::fmt_time(Some(i.created_at)),
         i.wavault_version,
         i.source_vault
     );
@@ -328,7 +454,7 @@ fn list(g: &Global) -> Result<()> {
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         println!(
             "{}  {:>10} bytes  {}",
-            crate::runner::status::fmt_time(Some(secs as i64)),
+            crate::status::fmt_time(Some(secs as i64)),
             size,
             path.display()
         );

@@ -1,8 +1,9 @@
 //! `wavault bot ...`: add, show, list and remove bots.
 
-use super::{print_json, Global};
+use super::{perform, print_json, unexpected, Global, Via};
 use crate::botid::BotId;
 use crate::error::Result;
+use crate::ops::{Request, Response};
 use crate::vault::BotConfig;
 use clap::Subcommand;
 
@@ -66,86 +67,7 @@ pub enum BotCommand {
     },
 }
 
-/// One row of `bot list`.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct BotRow {
-    pub id: String,
-    pub enabled: bool,
-    pub created_at: i64,
-    pub records: usize,
-}
-
-/// The rows of `bot list` for an open vault.
-pub fn bot_rows(v: &crate::vault::Vault) -> Result<Vec<BotRow>> {
-    v.list_bots()?
-        .into_iter()
-        .map(|c| {
-            let records = v.view(&c.id).kinds()?.values().sum();
-            Ok(BotRow {
-                id: c.id.to_string(),
-                enabled: c.enabled,
-                created_at: c.created_at,
-                records,
-            })
-        })
-        .collect()
-}
-
-/// What `bot show` prints: the whole configuration. A `None` hook or limit
-/// means the bot has none of its own and the `run` default applies.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct BotShow {
-    pub id: String,
-    pub enabled: bool,
-    pub created_at: i64,
-    /// The pair-code phone number, masked unless asked otherwise.
-    pub phone: Option<String>,
-    pub webhook: Option<String>,
-    pub on_message: Option<String>,
-    pub hook_timeout_ms: Option<u64>,
-    pub hook_concurrency: Option<u64>,
-    pub queue_max: Option<u64>,
-    pub queue_max_age_secs: Option<u64>,
-    /// Every other stored setting (and a limit that is not a number), as stored.
-    pub extra: std::collections::BTreeMap<String, String>,
-    pub records: usize,
-}
-
-/// The configuration of `id` as `bot show` prints it.
-pub fn bot_show(v: &crate::vault::Vault, id: &BotId, show_phone: bool) -> Result<BotShow> {
-    use crate::messaging::hook::keys;
-    let c = v.bot_config(id)?;
-    let records = v.view(id).kinds()?.values().sum();
-    let mut extra = c.extra;
-    let on_message = extra.remove(keys::ON_MESSAGE);
-    let mut num = |k: &str| {
-        let n = extra.get(k)?.parse::<u64>().ok()?;
-        extra.remove(k);
-        Some(n)
-    };
-    Ok(BotShow {
-        id: c.id.to_string(),
-        enabled: c.enabled,
-        created_at: c.created_at,
-        phone: c.phone.map(|p| {
-            if show_phone {
-                p
-            } else {
-                crate::runner::status::mask_phone(&p)
-            }
-        }),
-        webhook: c.webhook,
-        on_message,
-        hook_timeout_ms: num(keys::TIMEOUT_MS),
-        hook_concurrency: num(keys::CONCURRENCY),
-        queue_max: num(keys::QUEUE_MAX),
-        queue_max_age_secs: num(keys::QUEUE_MAX_AGE_SECS),
-        extra,
-        records,
-    })
-}
-
-fn print_show(s: &BotShow, json: bool) -> Result<()> {
+fn print_show(s: &crate::ops::bots::BotShow, json: bool) -> Result<()> {
     use crate::messaging::hook as h;
     if json {
         return print_json(s);
@@ -158,7 +80,7 @@ fn print_show(s: &BotShow, json: bool) -> Result<()> {
         "bot {}: {}, added {}, {} record(s)",
         s.id,
         if s.enabled { "enabled" } else { "disabled" },
-        crate::runner::status::fmt_time(Some(s.created_at)),
+        crate::status::fmt_time(Some(s.created_at)),
         s.records
     );
     println!(
@@ -202,22 +124,17 @@ fn print_show(s: &BotShow, json: bool) -> Result<()> {
 
 /// `bot show`: through a running runner, else from the vault.
 fn show(g: &Global, id: &BotId, show_phone: bool, json: bool) -> Result<()> {
-    let req = serde_json::json!({"op": "bot_show", "bot": id, "show_phone": show_phone});
-    let s = match crate::runner::control::request(&g.dir()?, &req)? {
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| crate::error::Error::Other(format!("bad answer from the runner: {e}")))?,
-        None => bot_show(&g.open()?, id, show_phone)?,
+    let req = Request::BotShow {
+        bot: id.clone(),
+        show_phone,
+    };
+    let Response::BotShow(s) = perform(g, req, Vec::new())?.resp else {
+        return Err(unexpected("bot show"));
     };
     print_show(&s, json)
 }
 
-/// The checks of [`BotConfig::check`] as a usage error.
-fn checked(cfg: &BotConfig) -> Result<()> {
-    cfg.check()
-        .map_err(|p| crate::error::Error::Usage(format!("bot {}: {p}", cfg.id)))
-}
-
-fn print_rows(rows: &[BotRow], json: bool) -> Result<()> {
+fn print_rows(rows: &[crate::ops::bots::BotRow], json: bool) -> Result<()> {
     if json {
         return print_json(&rows);
     }
@@ -244,8 +161,8 @@ pub fn run(g: &Global, cmd: BotCommand) -> Result<()> {
             cfg.phone = phone;
             hook.apply(&mut cfg)?;
             cfg.enabled = !disabled;
-            checked(&cfg)?;
-            add(g, &cfg)
+            crate::ops::bots::checked(&cfg)?;
+            add(g, cfg)
         }
         BotCommand::Set {
             id,
@@ -258,10 +175,27 @@ pub fn run(g: &Global, cmd: BotCommand) -> Result<()> {
             show_phone,
             json,
         } => show(g, &id, show_phone, json),
-        BotCommand::List { json } => print_rows(&list(g)?, json),
+        BotCommand::List { json } => {
+            let Response::Bots(rows) = perform(g, Request::Bots, Vec::new())?.resp else {
+                return Err(unexpected("bot list"));
+            };
+            print_rows(&rows, json)
+        }
         BotCommand::Remove { id } => {
-            let r = g.open()?.remove_bot(&id)?;
-            println!("removed bot {id} and {} record(s)", r.records);
+            let Response::Removed(r) = perform(g, Request::BotRemove { bot: id }, Vec::new())?.resp
+            else {
+                return Err(unexpected("bot remove"));
+            };
+            println!(
+                "removed bot {}{} and {} record(s)",
+                r.bot,
+                if r.stopped {
+                    " (stopped in the running wavault first)"
+                } else {
+                    ""
+                },
+                r.records
+            );
             Ok(())
         }
         BotCommand::Enable { id } => set_enabled(g, &id, true),
@@ -271,32 +205,40 @@ pub fn run(g: &Global, cmd: BotCommand) -> Result<()> {
 }
 
 fn set_enabled(g: &Global, id: &BotId, enabled: bool) -> Result<()> {
-    let v = g.open()?;
-    let mut cfg = v.bot_config(id)?;
-    cfg.enabled = enabled;
-    v.set_bot(&cfg)?;
+    let req = Request::BotEnable {
+        bot: id.clone(),
+        enabled,
+    };
+    let done = perform(g, req, Vec::new())?;
+    let Response::Toggled(t) = done.resp else {
+        return Err(unexpected("bot enable"));
+    };
+    let live = done.via == Via::Runner;
     println!(
         "bot {id} {}",
-        if enabled {
-            "enabled: the next `wavault run` starts it"
-        } else {
-            "disabled: `wavault run` will not start it"
+        match (enabled, live) {
+            (true, true) => "enabled: the running wavault starts it now",
+            (true, false) => "enabled: the next `wavault run` starts it",
+            (false, true) if t.live => "disabled: the running wavault stopped it",
+            (false, true) => "disabled (it was not running)",
+            (false, false) => "disabled: `wavault run` will not start it",
         }
     );
     Ok(())
 }
 
 /// Adds through a running runner (which starts the bot at once), else directly.
-fn add(g: &Global, cfg: &BotConfig) -> Result<()> {
-    let req = serde_json::json!({"op": "bot_add", "config": cfg});
-    if crate::runner::control::request(&g.dir()?, &req)?.is_some() {
-        println!(
-            "added bot {} to the running wavault (it starts now)",
-            cfg.id
-        );
+fn add(g: &Global, cfg: BotConfig) -> Result<()> {
+    let id = cfg.id.clone();
+    let Response::Added { started, .. } =
+        perform(g, Request::BotAdd { config: cfg }, Vec::new())?.resp
+    else {
+        return Err(unexpected("bot add"));
+    };
+    if started {
+        println!("added bot {id} to the running wavault (it starts now)");
     } else {
-        g.open()?.add_bot(cfg)?;
-        println!("added bot {}", cfg.id);
+        println!("added bot {id}");
     }
     Ok(())
 }
@@ -309,36 +251,32 @@ fn set(
     hook: &super::messages::HookArgs,
     no_hook: bool,
 ) -> Result<()> {
-    let change = |cfg: &mut BotConfig| -> Result<()> {
-        if no_hook {
-            cfg.webhook = None;
-            cfg.extra.remove(crate::messaging::hook::keys::ON_MESSAGE);
-        }
-        if phone.is_some() {
-            cfg.phone = phone.clone();
-        }
-        hook.apply(cfg)?;
-        checked(cfg)
+    let mut session = super::Session::new(g, None);
+    let Response::BotConfig(mut cfg) = session
+        .run(Request::BotConfig { bot: id.clone() }, Vec::new())?
+        .resp
+    else {
+        return Err(unexpected("bot set"));
     };
-    let dir = g.dir()?;
-    let req = serde_json::json!({"op": "bot_config", "bot": id});
-    let cfg = match crate::runner::control::request(&dir, &req)? {
-        Some(v) => {
-            let mut cfg: BotConfig = serde_json::from_value(v).map_err(|e| {
-                crate::error::Error::Other(format!("bad answer from the runner: {e}"))
-            })?;
-            change(&mut cfg)?;
-            let req = serde_json::json!({"op": "bot_set", "config": cfg});
-            crate::runner::control::request(&dir, &req)?;
-            cfg
-        }
-        None => {
-            let v = g.open()?;
-            let mut cfg = v.bot_config(id)?;
-            change(&mut cfg)?;
-            v.set_bot(&cfg)?;
-            cfg
-        }
+    if no_hook {
+        cfg.webhook = None;
+        cfg.extra.remove(crate::messaging::hook::keys::ON_MESSAGE);
+    }
+    if phone.is_some() {
+        cfg.phone = phone;
+    }
+    hook.apply(&mut cfg)?;
+    crate::ops::bots::checked(&cfg)?;
+    let Response::Updated { .. } = session
+        .run(
+            Request::BotSet {
+                config: cfg.clone(),
+            },
+            Vec::new(),
+        )?
+        .resp
+    else {
+        return Err(unexpected("bot set"));
     };
     let s = crate::messaging::hook::HookSettings::resolve(
         &cfg,
@@ -357,13 +295,4 @@ fn set(
         s.queue_max_age.as_secs()
     );
     Ok(())
-}
-
-/// Lists through a running runner, else from the vault.
-fn list(g: &Global) -> Result<Vec<BotRow>> {
-    match crate::runner::control::request(&g.dir()?, &serde_json::json!({"op": "bots"}))? {
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| crate::error::Error::Other(format!("bad answer from the runner: {e}"))),
-        None => bot_rows(&g.open()?),
-    }
 }

@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::json;
 
 use super::{print_json, Global};
 use crate::botid::BotId;
-use crate::error::{Error, Result};
-use crate::runner::control;
-use crate::sweep::{self, ReauthReport, SweepReport};
+use crate::error::Result;
+use crate::ops::{Request, Response};
+use crate::sweep;
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -25,22 +24,13 @@ pub struct SweepArgs {
     pub json: bool,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
-    serde_json::from_value(v).map_err(|e| Error::Other(format!("bad answer from the runner: {e}")))
-}
-
 pub fn sweep(g: &Global, args: SweepArgs) -> Result<()> {
-    let req = json!({
-        "op": "sweep",
-        "older_than_secs": args.older_than.as_secs(),
-        "dry_run": args.dry_run,
-    });
-    let report: SweepReport = match control::request(&g.dir()?, &req)? {
-        Some(v) => decode(v)?,
-        None => {
-            let (vault, pass) = g.open_with_passphrase()?;
-            sweep::sweep_now(&vault, args.older_than, args.dry_run, Some(pass.expose()))?
-        }
+    let req = Request::Sweep {
+        older_than_secs: args.older_than.as_secs(),
+        dry_run: args.dry_run,
+    };
+    let Response::Sweep(report) = super::perform(g, req, Vec::new())?.resp else {
+        return Err(super::unexpected("sweep"));
     };
     if args.json {
         print_json(&report)
@@ -51,16 +41,10 @@ pub fn sweep(g: &Global, args: SweepArgs) -> Result<()> {
 }
 
 pub fn reauth(g: &Global, id: &BotId, json: bool) -> Result<()> {
-    let req = json!({"op": "reauth", "bot": id.as_str()});
-    let (report, live): (ReauthReport, bool) = match control::request(&g.dir()?, &req)? {
-        Some(v) => (decode(v)?, true),
-        None => {
-            let (vault, pass) = g.open_with_passphrase()?;
-            (
-                sweep::reauth(&vault, id, pass.expose(), crate::vault::now())?,
-                false,
-            )
-        }
+    let req = Request::Reauth { bot: id.clone() };
+    let done = super::perform(g, req, Vec::new())?;
+    let Response::Reauth { report, restarted } = done.resp else {
+        return Err(super::unexpected("bot reauth"));
     };
     if json {
         return print_json(&report);
@@ -69,8 +53,10 @@ pub fn reauth(g: &Global, id: &BotId, json: bool) -> Result<()> {
         "bot {id}: {} credential record(s) deleted after an automatic backup ({}); {}",
         report.removed,
         report.auto_backup.display(),
-        if live {
+        if restarted {
             "the running wavault restarted it: scan its new QR code"
+        } else if done.via == super::Via::Runner {
+            "it is disabled: `wavault bot enable` starts it and shows a QR code"
         } else {
             "the next `wavault run` shows a QR code for it"
         }

@@ -128,10 +128,15 @@ pub fn send(g: &Global, args: SendArgs) -> Result<()> {
     } else {
         args.text
     };
-    let req = serde_json::json!({"op": "send", "bot": args.bot, "to": args.to, "text": text});
+    let req = crate::ops::Request::Send {
+        bot: args.bot.clone(),
+        to: args.to.clone(),
+        text: text.clone(),
+    };
     let dir = g.dir()?;
-    let v = match crate::runner::control::request(&dir, &req)? {
-        Some(v) => v,
+    let id = match crate::ops::client::call(&dir, &req, &[])? {
+        Some((crate::ops::Response::Sent { id }, _)) => id,
+        Some(_) => return Err(super::unexpected("send")),
         None => {
             // No `run`: connect this bot alone for the send.
             let vault = g.open()?;
@@ -140,18 +145,16 @@ pub fn send(g: &Global, args: SendArgs) -> Result<()> {
                 .build()
                 .map_err(|e| Error::io("starting the async runtime", e))?;
             let cfg = crate::runner::RunConfig::new(crate::runner::net::Net::production());
-            let id = rt.block_on(crate::runner::send_once(
+            rt.block_on(crate::runner::send_once(
                 vault,
                 cfg,
                 &args.bot,
                 &args.to,
                 &text,
                 args.connect_timeout,
-            ))?;
-            serde_json::json!({ "id": id })
+            ))?
         }
     };
-    let id = v["id"].as_str().unwrap_or_default().to_owned();
     if args.json {
         super::print_json(&serde_json::json!({"bot": args.bot, "id": id}))
     } else {
@@ -175,82 +178,22 @@ pub enum QueueCommand {
     Drop { bot: BotId },
 }
 
-/// One queued message as `queue list` shows it.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct QueueRow {
-    pub seq: u64,
-    pub chat: String,
-    pub sender: String,
-    pub id: String,
-    pub received_at: i64,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    /// `waiting`, `actions` (accepted, actions not yet carried out) or `held`.
-    pub state: String,
-}
-
-/// Runs a queue operation on an open vault (also the control socket's).
-pub async fn queue_op(
-    q: &crate::messaging::queue::Queue,
-    op: &str,
-    now: i64,
-) -> Result<serde_json::Value> {
-    let v = match op {
-        "list" => serde_json::to_value(
-            q.pending()?
-                .into_iter()
-                .map(|m| QueueRow {
-                    state: if m.held {
-                        "held"
-                    } else if m.accepted.is_some() {
-                        "actions"
-                    } else {
-                        "waiting"
-                    }
-                    .into(),
-                    seq: m.seq,
-                    chat: m.chat,
-                    sender: m.sender,
-                    id: m.id,
-                    received_at: m.received_at,
-                    attempts: m.attempts,
-                    last_error: m.last_error,
-                })
-                .collect::<Vec<_>>(),
-        ),
-        "retry" => serde_json::to_value(q.release(now).await?),
-        "drop" => serde_json::to_value(q.drop_held().await?.len()),
-        other => return Err(Error::Usage(format!("unknown queue operation {other:?}"))),
-    };
-    v.map_err(|e| Error::Other(e.to_string()))
-}
-
 /// `wavault queue list|retry|drop BOT`, through the running `run` when it holds the vault.
 pub fn queue(g: &Global, cmd: QueueCommand) -> Result<()> {
-    let (bot, op, json) = match &cmd {
-        QueueCommand::List { bot, json } => (bot, "list", *json),
-        QueueCommand::Retry { bot } => (bot, "retry", false),
-        QueueCommand::Drop { bot } => (bot, "drop", false),
+    use crate::ops::proto::QueueAction;
+    use crate::ops::Response;
+    let (bot, action, json) = match &cmd {
+        QueueCommand::List { bot, json } => (bot, QueueAction::List, *json),
+        QueueCommand::Retry { bot } => (bot, QueueAction::Retry, false),
+        QueueCommand::Drop { bot } => (bot, QueueAction::Drop, false),
     };
-    let req = serde_json::json!({"op": "queue", "queue_op": op, "bot": bot});
-    let v = match crate::runner::control::request(&g.dir()?, &req)? {
-        Some(v) => v,
-        None => {
-            let vault = g.open()?;
-            vault.bot_config(bot)?;
-            let q = crate::messaging::queue::Queue::new(vault.view(bot));
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io("starting the async runtime", e))?;
-            rt.block_on(queue_op(&q, op, crate::vault::now()))?
-        }
+    let req = crate::ops::Request::Queue {
+        bot: bot.clone(),
+        action,
     };
-    match op {
-        "list" if json => super::print_json(&v),
-        "list" => {
-            let rows: Vec<QueueRow> =
-                serde_json::from_value(v).map_err(|e| Error::Other(e.to_string()))?;
+    match super::perform(g, req, Vec::new())?.resp {
+        Response::QueueList(rows) if json => super::print_json(&rows),
+        Response::QueueList(rows) => {
             println!(
                 "{:>6} {:<8} {:<21} {:>8}  {:<28} LAST ERROR",
                 "SEQ", "STATE", "RECEIVED", "ATTEMPTS", "CHAT"
@@ -260,7 +203,7 @@ pub fn queue(g: &Global, cmd: QueueCommand) -> Result<()> {
                     "{:>6} {:<8} {:<21} {:>8}  {:<28} {}",
                     r.seq,
                     r.state,
-                    crate::runner::status::fmt_time(Some(r.received_at)),
+                    crate::status::fmt_time(Some(r.received_at)),
                     r.attempts,
                     r.chat,
                     r.last_error.as_deref().unwrap_or("-")
@@ -269,13 +212,14 @@ pub fn queue(g: &Global, cmd: QueueCommand) -> Result<()> {
             println!("{} message(s) queued for bot {bot}", rows.len());
             Ok(())
         }
-        "retry" => {
-            println!("{v} held message(s) of bot {bot} are back in delivery");
+        Response::QueueReleased(n) => {
+            println!("{n} held message(s) of bot {bot} are back in delivery");
             Ok(())
         }
-        _ => {
-            println!("dropped {v} held message(s) of bot {bot}");
+        Response::QueueDropped(n) => {
+            println!("dropped {n} held message(s) of bot {bot}");
             Ok(())
         }
+        _ => Err(super::unexpected("queue")),
     }
 }

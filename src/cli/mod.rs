@@ -11,11 +11,10 @@ mod messages;
 mod run;
 mod vaultcmd;
 
-pub use bot::{bot_rows, bot_show};
-pub use messages::queue_op;
 pub use run::{parse_age, parse_duration, parse_period, until_signalled, MAX_DURATION};
 
 use crate::error::{Error, Result};
+use crate::ops::{Request, Response};
 use crate::passphrase::{Passphrase, Source};
 use crate::vault::crypto::KdfParams;
 use crate::vault::Vault;
@@ -220,6 +219,18 @@ impl Global {
         let v = Vault::open(&dir, pass.expose())?;
         Ok((v, pass))
     }
+
+    /// Opens the vault with a passphrase already resolved.
+    pub fn open_with(&self, pass: &[u8]) -> Result<Vault> {
+        let dir = self.dir()?;
+        if !Vault::exists(&dir) {
+            return Err(Error::NotFound(format!(
+                "no vault at {} (create one with `wavault init`, or point --vault / WAVAULT_DIR at it)",
+                dir.display()
+            )));
+        }
+        Vault::open(&dir, pass)
+    }
 }
 
 /// Runs a parsed command line.
@@ -250,22 +261,90 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// `token show|rotate`, through the running `run` when it holds the vault.
 fn token(g: &Global, cmd: TokenCommand) -> Result<()> {
-    let op = match cmd {
-        TokenCommand::Show => "token_show",
-        TokenCommand::Rotate => "token_rotate",
+    let req = match cmd {
+        TokenCommand::Show => Request::TokenShow,
+        TokenCommand::Rotate => Request::TokenRotate,
     };
-    let t = match crate::runner::control::request(&g.dir()?, &serde_json::json!({ "op": op }))? {
-        Some(v) => v.as_str().unwrap_or_default().to_owned(),
-        None => {
-            let v = g.open()?;
-            match cmd {
-                TokenCommand::Show => crate::web::token::load_or_create(&v)?.to_string(),
-                TokenCommand::Rotate => crate::web::token::rotate(&v)?.to_string(),
-            }
-        }
+    let Response::Token(t) = perform(g, req, Vec::new())?.resp else {
+        return Err(unexpected("token"));
     };
     println!("{t}");
     Ok(())
+}
+
+/// Where an operation was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// By the running `wavault run` (control socket).
+    Runner,
+    /// Here, on the vault this process opened.
+    Here,
+}
+
+/// An operation's answer.
+pub(crate) struct Done {
+    pub resp: Response,
+    /// The answer's bytes (an exported backup).
+    pub bytes: Vec<u8>,
+    pub via: Via,
+}
+
+/// Runs `req`: by the running `wavault run` when one holds the vault,
+/// else here, on the vault opened with its passphrase. The same operation
+/// either way ([`crate::ops::execute`]).
+pub(crate) fn perform(g: &Global, req: Request, payload: Vec<u8>) -> Result<Done> {
+    Session::new(g, None).run(req, payload)
+}
+
+/// Several operations of one command, all done by the running `run` or
+/// all here (the vault is opened once, its passphrase asked for once).
+pub(crate) struct Session<'g> {
+    g: &'g Global,
+    pass: Option<Passphrase>,
+    local: Option<crate::ops::Local>,
+}
+
+impl<'g> Session<'g> {
+    /// `pass` opens the vault if no runner holds it (else it is asked for).
+    pub fn new(g: &'g Global, pass: Option<Passphrase>) -> Self {
+        Session {
+            g,
+            pass,
+            local: None,
+        }
+    }
+
+    pub fn run(&mut self, req: Request, payload: Vec<u8>) -> Result<Done> {
+        if self.local.is_none() {
+            let dir = self.g.dir()?;
+            if let Some((resp, bytes)) = crate::ops::client::call(&dir, &req, &payload)? {
+                return Ok(Done {
+                    resp,
+                    bytes,
+                    via: Via::Runner,
+                });
+            }
+            let (vault, pass) = match self.pass.take() {
+                Some(p) => (self.g.open_with(p.expose())?, p),
+                None => self.g.open_with_passphrase()?,
+            };
+            self.local = Some(crate::ops::Local::new(vault, pass));
+        }
+        let host = self.local.as_ref().expect("set above");
+        let (resp, bytes) = crate::ops::execute(host, req, payload)?;
+        Ok(Done {
+            resp,
+            bytes,
+            via: Via::Here,
+        })
+    }
+}
+
+/// An answer of the wrong kind (a client and a runner of different versions).
+pub(crate) fn unexpected(what: &str) -> Error {
+    Error::Other(format!(
+        "unexpected answer to `{what}` from the running wavault: is it another version? Restart it with this one"
+    ))
 }
 
 /// Prints a value as pretty JSON on stdout.

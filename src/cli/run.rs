@@ -3,9 +3,11 @@
 use super::Global;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
+use crate::ops::{Request, Response};
 use crate::passphrase::Passphrase;
 use crate::runner::net::Net;
-use crate::runner::{control, status, RunConfig, Runner};
+use crate::runner::{RunConfig, Runner};
+use crate::status;
 use crate::vault::crypto::KdfParams;
 use crate::vault::Vault;
 use clap::Args;
@@ -229,12 +231,9 @@ pub struct StatusArgs {
 }
 
 pub fn status(g: &Global, args: StatusArgs) -> Result<()> {
-    let rows: Vec<status::StatusRow> =
-        match control::request(&g.dir()?, &serde_json::json!({"op": "status"}))? {
-            Some(v) => serde_json::from_value(v)
-                .map_err(|e| Error::Other(format!("bad status from the runner: {e}")))?,
-            None => status::collect(&g.open()?)?,
-        };
+    let Response::Status(rows) = super::perform(g, Request::Status, Vec::new())?.resp else {
+        return Err(super::unexpected("status"));
+    };
     let rows = if args.show_phone {
         rows
     } else {
@@ -264,11 +263,13 @@ pub struct StatsArgs {
 pub fn stats(g: &Global, args: StatsArgs) -> Result<()> {
     let now = crate::vault::now();
     let since = now.saturating_sub(i64::try_from(args.since.as_secs()).unwrap_or(i64::MAX));
-    let req = serde_json::json!({"op": "stats", "bots": args.bots, "since": since, "now": now});
-    let rows: Vec<crate::stats::BotStats> = match control::request(&g.dir()?, &req)? {
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| Error::Other(format!("bad stats from the runner: {e}")))?,
-        None => crate::stats::collect(&g.open()?, &args.bots, since, now)?,
+    let req = Request::Stats {
+        bots: args.bots,
+        since,
+        now,
+    };
+    let Response::Stats(rows) = super::perform(g, req, Vec::new())?.resp else {
+        return Err(super::unexpected("stats"));
     };
     if args.json {
         super::print_json(&rows)

@@ -2,7 +2,8 @@
 
 use super::{print_json, Global, InitArgs, KdfArgs};
 use crate::error::{Error, Result};
-use crate::passphrase::Source;
+use crate::ops::{Request, Response};
+use crate::passphrase::{Passphrase, Source};
 use crate::vault::crypto::KdfParams;
 use crate::vault::Vault;
 use std::path::PathBuf;
@@ -30,8 +31,9 @@ pub fn init(g: &Global, args: &InitArgs) -> Result<()> {
 }
 
 pub fn validate(g: &Global, json: bool) -> Result<()> {
-    let v = g.open()?;
-    let report = v.validate()?;
+    let Response::Validate(report) = super::perform(g, Request::Validate, Vec::new())?.resp else {
+        return Err(super::unexpected("validate"));
+    };
     if json {
         print_json(&report)?;
     } else {
@@ -88,9 +90,20 @@ pub fn validate(g: &Global, json: bool) -> Result<()> {
     }
 }
 
+/// `rotate passphrase`: the current passphrase (from the usual sources)
+/// and the new one. Through a running `run` the current one is checked
+/// against the vault before anything changes, and the runner's automatic
+/// backups use the new one from then on.
 pub fn rotate_passphrase(g: &Global, new_file: Option<PathBuf>, kdf: &KdfArgs) -> Result<()> {
     let params = kdf.params()?;
-    let v = g.open()?;
+    let dir = g.dir()?;
+    if !Vault::exists(&dir) {
+        return Err(Error::NotFound(format!(
+            "no vault at {} (create one with `wavault init`, or point --vault / WAVAULT_DIR at it)",
+            dir.display()
+        )));
+    }
+    let current = g.passphrase_source(false).resolve()?;
     let new = Source {
         label: "new passphrase",
         file: new_file,
@@ -99,14 +112,30 @@ pub fn rotate_passphrase(g: &Global, new_file: Option<PathBuf>, kdf: &KdfArgs) -
         confirm: true,
     }
     .resolve()?;
-    v.rotate_passphrase(new.expose(), params)?;
-    println!("passphrase changed; the old passphrase no longer opens this vault");
+    let req = Request::RotatePassphrase {
+        current: Passphrase::new(current.expose().to_vec()),
+        new,
+        kdf: params.map(Into::into),
+    };
+    let done = super::Session::new(g, Some(current)).run(req, Vec::new())?;
+    let Response::RotatePassphrase = done.resp else {
+        return Err(super::unexpected("rotate passphrase"));
+    };
+    println!(
+        "passphrase changed; the old passphrase no longer opens this vault{}",
+        if done.via == super::Via::Runner {
+            " (the running wavault seals its automatic backups with the new one)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
 pub fn rotate_key(g: &Global) -> Result<()> {
-    let v = g.open()?;
-    let r = v.rotate_key(&mut |_, _| {})?;
+    let Response::RotateKey(r) = super::perform(g, Request::RotateKey, Vec::new())?.resp else {
+        return Err(super::unexpected("rotate key"));
+    };
     println!(
         "data key rotated to term {}{}: {} record(s) re-sealed ({} bytes) in {:.2}s; retired term(s) {:?}",
         r.new_term,

@@ -1,29 +1,30 @@
-//! The control socket: while `run` holds the vault, other `wavault`
-//! processes of the same user ask it for status, statistics and bot lists here.
+//! The control socket's server: while `run` holds the vault, other
+//! `wavault` processes of the same user have their operations done here
+//! ([`crate::ops`]), so every command works the same with or without `run`.
 //!
 //! `<vault>/control.sock`, mode 0600 in a 0700 folder; connections from
-//! another uid are refused (peer credentials). Protocol: one JSON request
-//! line, one JSON response line: `{"op":"status"}` (or
-//! `{"op":"stats","bots":[...],"since":T,"now":T}`) →
-//! `{"ok":true,"data":...}` or `{"ok":false,"error":"...","code":N}`.
-//! A client that has not sent its whole request line within [`READ_TIMEOUT`]
-//! gets an error answer and is disconnected; lines are at most 64 KiB.
+//! another uid are refused (peer credentials). The protocol is
+//! [`crate::ops::proto`]: one request line (and the bytes it announces),
+//! one answer line (and the bytes it announces). A client that has not sent
+//! its whole request within [`READ_TIMEOUT`] (or stalls that long inside its
+//! payload) gets an error answer and is disconnected.
 
 use super::Shared;
+use crate::botid::BotId;
 use crate::error::{Error, Result};
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use crate::messaging::queue::Queue;
+use crate::ops::proto::{self, Response, MAX_REQUEST};
+use crate::ops::{self, Host};
+use crate::passphrase::Passphrase;
+use crate::vault::{BotConfig, Vault};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-/// File name of the socket inside the vault folder.
-pub const SOCKET: &str = "control.sock";
-
-fn path(dir: &Path) -> PathBuf {
-    dir.join(SOCKET)
-}
+use crate::ops::client::socket_path as path;
+pub use crate::ops::client::SOCKET;
 
 /// Binds the socket (a leftover from a crashed runner is replaced: we hold the vault lock).
 pub fn bind(dir: &Path) -> Result<UnixListener> {
@@ -44,12 +45,10 @@ fn owner_uid(dir: &Path) -> Option<u32> {
     std::fs::metadata(dir).ok().map(|m| m.uid())
 }
 
-/// How long the server waits for a client's request line (and for its
-/// answer to be taken): a client that connects and sends nothing, or half a
-/// line, is dropped after this.
+/// How long the server waits for a client's request line (and for each
+/// piece of its payload, and for its answer to be taken): a client that
+/// connects and sends nothing, or half a line, is dropped after this.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest request line.
-const MAX_REQUEST: usize = 64 * 1024;
 
 pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
     serve_with(shared, listener, READ_TIMEOUT).await
@@ -81,20 +80,58 @@ pub(crate) async fn serve_with(
     }
 }
 
+/// Reads `n` payload bytes; each read must make progress within `timeout`.
+async fn read_payload<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    n: u64,
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(n.min(64 << 20) as usize);
+    let mut buf = vec![0u8; 64 * 1024];
+    while (out.len() as u64) < n {
+        let want = buf.len().min((n - out.len() as u64) as usize);
+        let got = match tokio::time::timeout(timeout, r.read(&mut buf[..want])).await {
+            Err(_) => {
+                return Err(Error::Usage(format!(
+                    "the request's data stalled for {timeout:?} after {} of {n} bytes",
+                    out.len()
+                )))
+            }
+            Ok(Err(e)) => return Err(Error::io("reading the request's data", e)),
+            Ok(Ok(0)) => {
+                return Err(Error::Usage(format!(
+                    "the request announced {n} bytes of data but sent {}",
+                    out.len()
+                )))
+            }
+            Ok(Ok(g)) => g,
+        };
+        out.extend_from_slice(&buf[..got]);
+    }
+    Ok(out)
+}
+
 async fn handle(
     shared: Arc<Shared>,
     stream: UnixStream,
     read_timeout: Duration,
 ) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
-    let mut line = Vec::new();
-    let mut reader = BufReader::new(r).take(MAX_REQUEST as u64 + 1);
-    let read = reader.read_until(b'\n', &mut line);
-    let resp = match tokio::time::timeout(read_timeout, read).await {
+    let mut line = zeroize::Zeroizing::new(Vec::new());
+    let mut reader = BufReader::new(r);
+    let mut limited = (&mut reader).take(MAX_REQUEST as u64 + 1);
+    let read = limited.read_until(b'\n', &mut line);
+    let out = match tokio::time::timeout(read_timeout, read).await {
         Ok(read) => {
             read?;
-            match parse_request(&line) {
-                Ok(req) => respond(&shared, &req).await,
+            match proto::parse_request(&line) {
+                Ok(env) => {
+                    drop(line);
+                    match read_payload(&mut reader, env.payload, read_timeout).await {
+                        Ok(payload) => respond(&shared, env.request, payload).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             }
         }
@@ -102,219 +139,117 @@ async fn handle(
             "no complete control request within {read_timeout:?}: send one JSON object and a newline"
         ))),
     };
-    let out = answer(resp);
-    // The answer is small; a client that does not take it is dropped too.
-    let write = async {
-        w.write_all(out.as_bytes()).await?;
-        w.shutdown().await
+    let (head, bytes) = match out {
+        Ok((resp, bytes)) => (proto::answer(&Ok((resp, bytes.len() as u64))), bytes),
+        Err(e) => (proto::answer(&Err(e)), Vec::new()),
     };
-    match tokio::time::timeout(read_timeout, write).await {
+    // The answer line is small; a client that does not take it is dropped.
+    // The payload (a backup) may be large: each write must make progress.
+    let send_head = async {
+        w.write_all(head.as_bytes()).await?;
+        w.flush().await
+    };
+    match tokio::time::timeout(read_timeout, send_head).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(()),
+    }
+    for chunk in bytes.chunks(64 * 1024) {
+        match tokio::time::timeout(read_timeout, w.write_all(chunk)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        }
+    }
+    match tokio::time::timeout(read_timeout, w.shutdown()).await {
         Ok(r) => r,
         Err(_) => Ok(()),
     }
 }
 
-/// The response line (with its newline) for a request's outcome.
-pub(crate) fn answer(resp: Result<Value>) -> String {
-    let out = match resp {
-        Ok(data) => json!({"ok": true, "data": data}),
-        Err(e) => json!({"ok": false, "error": e.to_string(), "code": e.exit_code()}),
-    };
-    format!("{out}\n")
+/// Does one operation for a client: [`ops::execute`] on a blocking thread,
+/// with this runner as the host.
+async fn respond(
+    shared: &Arc<Shared>,
+    req: ops::Request,
+    payload: Vec<u8>,
+) -> Result<(Response, Vec<u8>)> {
+    let host = Live(shared.clone());
+    let name = req.name();
+    tokio::task::spawn_blocking(move || ops::execute(&host, req, payload))
+        .await
+        .map_err(|e| Error::Other(format!("control operation {name}: {e}")))?
 }
 
-/// Parses one request line (as read, with or without its newline): a JSON
-/// object with a string `op`. Anything else is a usage error (exit 2) that
-/// says what was wrong; never panics. Which ops exist is `respond`'s business.
-pub(crate) fn parse_request(line: &[u8]) -> Result<Value> {
-    let bad = |what: String| {
-        Error::Usage(format!(
-            "bad control request: {what}; send one JSON object per line, e.g. {{\"op\":\"status\"}}"
-        ))
-    };
-    if line.len() > MAX_REQUEST {
-        return Err(bad(format!("longer than {MAX_REQUEST} bytes")));
-    }
-    let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8".into()))?;
-    if text.trim().is_empty() {
-        return Err(bad("empty".into()));
-    }
-    let req: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON ({e})")))?;
-    if !req.is_object() {
-        return Err(bad("not a JSON object".into()));
-    }
-    if !req["op"].is_string() {
-        return Err(bad("no \"op\" string".into()));
-    }
-    Ok(req)
-}
+/// The running `run` as the host of operations: it stops and starts the
+/// bots an operation is about, and nothing else.
+struct Live(Arc<Shared>);
 
-async fn respond(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
-    if req["op"].as_str() == Some("reauth") {
-        return reauth(shared, req).await;
+impl Host for Live {
+    fn vault(&self) -> &Vault {
+        &self.0.vault
     }
-    if req["op"].as_str() == Some("send") {
-        let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
-        let to = req["to"].as_str().unwrap_or_default();
-        let text = req["text"].as_str().unwrap_or_default();
-        let mid = super::deliver::send(shared, &id, to, text).await?;
-        return Ok(json!({ "id": mid }));
-    }
-    let s = shared.clone();
-    let req = req.clone();
-    tokio::task::spawn_blocking(move || {
-        let v = &s.vault;
-        match req["op"].as_str().unwrap_or_default() {
-            "status" => to_value(&super::status::collect(v)?),
-            "bots" => to_value(&crate::cli::bot_rows(v)?),
-            "bot_show" => {
-                let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
-                let show_phone = req["show_phone"].as_bool().unwrap_or(false);
-                to_value(&crate::cli::bot_show(v, &id, show_phone)?)
-            }
-            "stats" => {
-                let bots: Vec<crate::BotId> = match &req["bots"] {
-                    Value::Null => Vec::new(),
-                    b => serde_json::from_value(b.clone())
-                        .map_err(|e| Error::Usage(format!("bad bot list: {e}")))?,
-                };
-                let (Some(since), Some(now)) = (req["since"].as_i64(), req["now"].as_i64()) else {
-                    return Err(Error::Usage("stats needs since and now".into()));
-                };
-                to_value(&crate::stats::collect(v, &bots, since, now)?)
-            }
-            "bot_add" => {
-                let cfg: crate::vault::BotConfig = serde_json::from_value(req["config"].clone())
-                    .map_err(|e| Error::Usage(format!("bad bot config: {e}")))?;
-                // The same checks as typed on the command line: the socket
-                // is no way around them.
-                cfg.check()
-                    .map_err(|p| Error::Usage(format!("bot {}: {p}", cfg.id)))?;
-                v.add_bot(&cfg)?;
-                if cfg.enabled {
-                    s.start_bot(cfg.clone(), std::time::Duration::ZERO);
-                }
-                to_value(&cfg.id)
-            }
-            "queue" => {
-                let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
-                v.bot_config(&id)?;
-                let inbox = s.inbox(&id);
-                // A blocking thread: waiting here for the group commit is fine.
-                let out = tokio::runtime::Handle::current().block_on(crate::cli::queue_op(
-                    &inbox.queue,
-                    req["queue_op"].as_str().unwrap_or_default(),
-                    crate::vault::now(),
-                ))?;
-                inbox.changed();
-                Ok(out)
-            }
-            "bot_config" => {
-                let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
-                to_value(&v.bot_config(&id)?)
-            }
-            "bot_set" => {
-                let cfg: crate::vault::BotConfig = serde_json::from_value(req["config"].clone())
-                    .map_err(|e| Error::Usage(format!("bad bot config: {e}")))?;
-                // The same checks as typed on the command line: the socket
-                // is no way around them.
-                cfg.check()
-                    .map_err(|p| Error::Usage(format!("bot {}: {p}", cfg.id)))?;
-                v.set_bot(&cfg)?;
-                // The worker reads its settings again when woken.
-                s.inbox(&cfg.id).wake.notify_one();
-                to_value(&cfg.id)
-            }
-            "sweep" => {
-                let retention = std::time::Duration::from_secs(
-                    req["older_than_secs"]
-                        .as_u64()
-                        .unwrap_or(s.cfg.retention.as_secs()),
-                );
-                let dry_run = req["dry_run"].as_bool().unwrap_or(false);
-                to_value(&crate::sweep::sweep_now(
-                    v,
-                    retention,
-                    dry_run,
-                    s.cfg.backup_passphrase.as_deref().map(|p| p.expose()),
-                )?)
-            }
-            "token_show" => to_value(&*crate::web::token::load_or_create(v)?),
-            "token_rotate" => to_value(&*crate::web::token::rotate(v)?),
-            other => Err(Error::Usage(format!("unknown control operation {other:?}"))),
-        }
-    })
-    .await
-    .map_err(|e| Error::Other(format!("control task: {e}")))?
-}
 
-/// Re-auth while running: stop that bot (its connection is dropped), take
-/// the automatic backup and delete its credentials, then start it again so
-/// it shows a QR code.
-async fn reauth(shared: &Arc<Shared>, req: &Value) -> Result<Value> {
-    let id = crate::BotId::parse(req["bot"].as_str().unwrap_or_default())?;
-    let cfg = shared.vault.bot_config(&id)?;
-    let pass = shared.cfg.backup_passphrase.clone().ok_or_else(|| {
-        Error::Other(
-            "the running wavault has no passphrase for the automatic backup; stop it and run `wavault bot reauth` again"
-                .into(),
-        )
-    })?;
-    let was_running = shared.stop_bot(&id).await;
-    let v = shared.vault.clone();
-    let id2 = id.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        crate::sweep::reauth(&v, &id2, pass.expose(), crate::vault::now())
-    })
-    .await
-    .map_err(|e| Error::Other(format!("re-auth task: {e}")))?;
-    if was_running || cfg.enabled {
-        // Started again whatever the outcome: a failed re-auth leaves the bot as it was.
-        shared.start_bot(cfg, std::time::Duration::ZERO);
+    fn live(&self) -> bool {
+        true
     }
-    to_value(&report?)
-}
 
-fn to_value<T: serde::Serialize>(v: &T) -> Result<Value> {
-    serde_json::to_value(v).map_err(|e| Error::Other(e.to_string()))
-}
-
-/// Client side: sends `req` to a running runner. `Ok(None)` when no runner
-/// listens (no socket, or nobody accepting).
-pub fn request(dir: &Path, req: &Value) -> Result<Option<Value>> {
-    use std::io::{BufRead, Write};
-    let p = path(dir);
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&p) else {
-        return Ok(None);
-    };
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .map_err(|e| Error::io("control socket", e))?;
-    writeln!(s, "{req}").map_err(|e| Error::io("writing to the control socket", e))?;
-    let mut line = String::new();
-    std::io::BufReader::new(&s)
-        .read_line(&mut line)
-        .map_err(|e| Error::io("reading from the control socket", e))?;
-    let resp: Value = serde_json::from_str(&line)
-        .map_err(|e| Error::Other(format!("bad answer from the running wavault: {e}")))?;
-    if resp["ok"].as_bool() == Some(true) {
-        return Ok(Some(resp["data"].clone()));
+    fn stop_bot(&self, id: &BotId) -> bool {
+        ops::block_on(self.0.stop_bot(id)).unwrap_or(false)
     }
-    let msg = resp["error"].as_str().unwrap_or("unknown error").to_owned();
-    Err(match resp["code"].as_u64() {
-        Some(6) => Error::NotFound(msg),
-        Some(2) => Error::Usage(msg),
-        Some(5) => Error::damaged(msg),
-        Some(7) => Error::Unavailable(msg),
-        _ => Error::Other(msg),
-    })
+
+    fn start_bot(&self, cfg: &BotConfig) {
+        self.0.start_bot(cfg.clone(), Duration::ZERO);
+    }
+
+    fn is_running(&self, id: &BotId) -> bool {
+        self.0
+            .bots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|t| !t.handle.is_finished())
+    }
+
+    fn bot_replaced(&self, id: &BotId) {
+        self.0.forget(id);
+    }
+
+    fn settings_changed(&self, id: &BotId) {
+        // The worker reads its settings again when woken.
+        self.0.inbox(id).wake.notify_one();
+    }
+
+    fn with_queue(
+        &self,
+        id: &BotId,
+        f: &mut dyn FnMut(&Queue) -> Result<Response>,
+    ) -> Result<Response> {
+        let inbox = self.0.inbox(id);
+        let out = f(&inbox.queue);
+        inbox.changed();
+        out
+    }
+
+    fn backup_passphrase(&self) -> Option<Arc<Passphrase>> {
+        self.0.backup_passphrase()
+    }
+
+    fn set_backup_passphrase(&self, p: Passphrase) {
+        self.0.set_backup_passphrase(p);
+    }
+
+    fn send(&self, bot: &BotId, to: &str, text: &str) -> Result<String> {
+        ops::block_on(super::deliver::send(&self.0, bot, to, text))?
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::proto::{answer, parse_request};
     use crate::vault::crypto::KdfParams;
     use crate::vault::Vault;
     use proptest::prelude::*;
+    use serde_json::Value;
     use std::time::Instant;
     use tokio::io::AsyncReadExt;
 
@@ -340,14 +275,29 @@ mod tests {
         let mut silent = UnixStream::connect(path(&dir)).await.unwrap();
         let mut half = UnixStream::connect(path(&dir)).await.unwrap();
         half.write_all(b"{\"op\":\"sta").await.unwrap();
-        // Served while those two hang.
-        let d2 = dir.clone();
-        let bots = tokio::task::spawn_blocking(move || request(&d2, &json!({"op": "bots"})))
+        // A restore that announces more data than it sends stalls too.
+        let mut short = UnixStream::connect(path(&dir)).await.unwrap();
+        short
+            .write_all(b"{\"op\":\"status\",\"payload\":100}\nabc")
             .await
-            .unwrap()
             .unwrap();
-        assert_eq!(bots, Some(json!([])));
-        for s in [&mut silent, &mut half] {
+        // Served while those hang.
+        let d2 = dir.clone();
+        let bots = tokio::task::spawn_blocking(move || {
+            crate::ops::client::call(&d2, &ops::Request::Bots, &[])
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            matches!(&bots, Some((Response::Bots(b), _)) if b.is_empty()),
+            "{bots:?}"
+        );
+        for (s, says) in [
+            (&mut silent, "no complete control request"),
+            (&mut half, "no complete control request"),
+            (&mut short, "stalled"),
+        ] {
             let mut got = Vec::new();
             tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
                 .await
@@ -356,13 +306,7 @@ mod tests {
             let v: Value = serde_json::from_slice(&got).unwrap();
             assert_eq!(v["ok"], false, "{v}");
             assert_eq!(v["code"], 2, "{v}");
-            assert!(
-                v["error"]
-                    .as_str()
-                    .unwrap()
-                    .contains("no complete control request"),
-                "{v}"
-            );
+            assert!(v["error"].as_str().unwrap().contains(says), "{v}");
         }
         assert!(started.elapsed() >= timeout);
         r.shutdown().await.unwrap();
@@ -396,11 +340,17 @@ mod tests {
         "queue",
         "bot_config",
         "bot_set",
+        "bot_remove",
+        "bot_enable",
         "sweep",
         "token_show",
         "reauth",
         "send",
         "bot_show",
+        "validate",
+        "rotate_key",
+        "export",
+        "restore",
         "nope",
         "",
     ];
@@ -410,11 +360,15 @@ mod tests {
         "since",
         "now",
         "config",
-        "queue_op",
+        "action",
         "older_than_secs",
         "dry_run",
         "to",
         "text",
+        "enabled",
+        "show_phone",
+        "kdf",
+        "passphrase",
     ];
 
     fn request_value() -> impl Strategy<Value = Value> {
@@ -438,27 +392,70 @@ mod tests {
         /// Random bytes: a usage error naming the problem, never a panic.
         #[test]
         fn parse_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            match parse_request(&bytes) {
-                Ok(v) => prop_assert!(v["op"].is_string()),
+            if let Err(e) = parse_request(&bytes) {
+                prop_assert_eq!(e.exit_code(), 2);
+                prop_assert!(e.to_string().contains("bad control request"), "{}", e);
+            }
+            let out = parse_request(&bytes).map(|_| (Response::RotatePassphrase, 0));
+            prop_assert!(serde_json::from_str::<Value>(&answer(&out)).is_ok());
+        }
+
+        /// Random JSON (any shape, real and fake operations): parsed or
+        /// refused with a clear usage error; a non-object never parses.
+        #[test]
+        fn parse_random_json(v in prop_oneof![json_value(), request_value()]) {
+            let line = format!("{v}\n");
+            match parse_request(line.as_bytes()) {
+                Ok(env) => {
+                    prop_assert!(v.is_object());
+                    prop_assert_eq!(Some(env.request.name()), v["op"].as_str());
+                }
                 Err(e) => {
                     prop_assert_eq!(e.exit_code(), 2);
                     prop_assert!(e.to_string().contains("bad control request"), "{}", e);
                 }
             }
-            let line = answer(parse_request(&bytes).map(|_| Value::Null));
-            prop_assert!(serde_json::from_str::<Value>(&line).is_ok());
         }
+    }
 
-        /// Random JSON (any shape): parsed or refused with a clear error.
-        #[test]
-        fn parse_random_json(v in json_value()) {
-            let line = format!("{v}\n");
-            let r = parse_request(line.as_bytes());
-            let object_with_op = v.is_object() && v["op"].is_string();
-            prop_assert_eq!(r.is_ok(), object_with_op);
-            if let Err(e) = r {
-                prop_assert!(e.to_string().contains("bad control request"), "{}", e);
-            }
+    /// The requests the command line sends parse back to themselves.
+    #[test]
+    fn every_request_round_trips() {
+        use crate::ops::proto::{Kdf, QueueAction};
+        use crate::passphrase::Passphrase;
+        let b = || crate::BotId::parse("ventas").unwrap();
+        let kdf: Kdf = KdfParams::INSECURE_FOR_TESTS.into();
+        let reqs = vec![
+            ops::Request::Status,
+            ops::Request::Queue {
+                bot: b(),
+                action: QueueAction::Retry,
+            },
+            ops::Request::BotEnable {
+                bot: b(),
+                enabled: false,
+            },
+            ops::Request::Export {
+                bots: vec![b()],
+                move_bots: true,
+                passphrase: Passphrase::new(&b"p\xffw"[..]),
+                kdf,
+            },
+            ops::Request::RotatePassphrase {
+                current: Passphrase::new(&b"a"[..]),
+                new: Passphrase::new(&b"b"[..]),
+                kdf: None,
+            },
+        ];
+        for r in reqs {
+            let line = serde_json::to_string(&proto::Envelope {
+                request: r,
+                payload: 7,
+            })
+            .unwrap();
+            let back = parse_request(line.as_bytes()).unwrap();
+            assert_eq!(back.payload, 7);
+            assert_eq!(serde_json::to_string(&back).unwrap(), line);
         }
     }
 
@@ -477,18 +474,24 @@ mod tests {
         let mut cases = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(128));
         cases
             .run(&request_value(), |req| {
-                // Reauth and send ask for a bot by id; nothing is running.
                 let line = format!("{req}\n");
-                let parsed = parse_request(line.as_bytes()).unwrap();
+                let Ok(env) = parse_request(line.as_bytes()) else {
+                    return Ok(());
+                };
                 let out = rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(30), respond(&shared, &parsed)).await
+                    tokio::time::timeout(
+                        Duration::from_secs(30),
+                        respond(&shared, env.request, Vec::new()),
+                    )
+                    .await
                 });
                 let out = out.expect("answered in time");
                 if let Err(e) = &out {
                     prop_assert!(!e.to_string().contains("panicked"), "{}", e);
                     prop_assert!(matches!(e.exit_code(), 1..=7), "{}", e);
                 }
-                prop_assert!(serde_json::from_str::<Value>(&answer(out)).is_ok());
+                let out = out.map(|(r, b)| (r, b.len() as u64));
+                prop_assert!(serde_json::from_str::<Value>(&answer(&out)).is_ok());
                 Ok(())
             })
             .unwrap();

@@ -14,12 +14,12 @@ pub mod control;
 pub(crate) mod deliver;
 pub mod net;
 pub mod qr;
-pub mod status;
 
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::passphrase::Passphrase;
 use crate::sessions::{Sessions, Status};
+use crate::status;
 use crate::vault::Vault;
 use net::Net;
 use std::sync::Arc;
@@ -219,6 +219,9 @@ pub(crate) struct Shared {
     pub inboxes: std::sync::Mutex<std::collections::HashMap<BotId, Arc<deliver::Inbox>>>,
     /// Running bots' clients, for sends.
     pub links: std::sync::Mutex<std::collections::HashMap<BotId, Arc<deliver::Link>>>,
+    /// The passphrase automatic backups are sealed with (the vault's; a
+    /// `rotate passphrase` through the control socket replaces it).
+    backup_pass: std::sync::RwLock<Option<Arc<Passphrase>>>,
 }
 
 /// Runner state that is not in the vault.
@@ -323,6 +326,36 @@ impl Shared {
             .clone()
     }
 
+    /// The passphrase of automatic backups, if the runner has one.
+    pub fn backup_passphrase(&self) -> Option<Arc<Passphrase>> {
+        self.backup_pass
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Automatic backups are sealed with `p` from now on.
+    pub fn set_backup_passphrase(&self, p: Passphrase) {
+        *self.backup_pass.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(p));
+    }
+
+    /// Forgets what is kept in memory about a bot whose stored state was
+    /// replaced or removed (its queue is read again from the vault).
+    pub fn forget(&self, id: &BotId) {
+        let inbox = self
+            .inboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(i) = inbox {
+            i.changed();
+        }
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
     /// The running bot's client link, if it runs.
     pub fn link(&self, id: &BotId) -> Option<Arc<deliver::Link>> {
         self.links
@@ -385,6 +418,7 @@ impl Runner {
         let bots = select_bots(&vault, &cfg.bots)?;
         let (events, first) = broadcast::channel(4096);
         let (stop, _) = watch::channel(false);
+        let cfg_pass = cfg.backup_passphrase.clone();
         let shared = Arc::new(Shared {
             vault,
             cfg,
@@ -394,6 +428,7 @@ impl Runner {
             live: Default::default(),
             inboxes: Default::default(),
             links: Default::default(),
+            backup_pass: std::sync::RwLock::new(cfg_pass),
         });
         let mut tasks = JoinSet::new();
         if shared.cfg.console {
@@ -764,7 +799,7 @@ async fn run_job(
 ) {
     let v = shared.vault.clone();
     let retention = shared.cfg.retention;
-    let pass = shared.cfg.backup_passphrase.clone();
+    let pass = shared.backup_passphrase();
     let r = tokio::task::spawn_blocking(move || f(&v, retention, pass.as_deref()))
         .await
         .unwrap_or_else(|e| Err(Error::Other(format!("job panicked: {e}"))));

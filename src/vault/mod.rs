@@ -161,7 +161,7 @@ impl std::fmt::Debug for Vault {
 }
 
 /// What `remove_bot` deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoveReport {
     pub records: usize,
 }
@@ -652,6 +652,17 @@ impl Vault {
         write_header(&self.inner.dir, &self.inner.keys.header_mac, &mut next)?;
         *h = next;
         Ok(())
+    }
+
+    /// Checks that `passphrase` opens the key slot this vault was opened
+    /// with (a passphrase change through the running `run` proves knowledge
+    /// of the current one first, like `passwd`). Wrong: exit 3, nothing changed.
+    pub fn check_passphrase(&self, passphrase: &[u8]) -> Result<()> {
+        let h = self.header().clone();
+        match unlock(&h, passphrase, &self.inner.dir)? {
+            (slot, _) if slot == self.inner.opened_slot => Ok(()),
+            _ => Err(Error::WrongPassphrase(self.inner.dir.clone())),
+        }
     }
 }
 

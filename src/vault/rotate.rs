@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use std::time::Instant;
 
 /// What a key rotation did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RotateReport {
     /// The term records are now sealed with.
     pub new_term: u32,

@@ -11,11 +11,11 @@ use super::db::TreeId;
 use super::view::{Kind, KEY_LEN};
 use super::{hex, BotConfig, Vault};
 use crate::error::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// One problem found.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Problem {
     /// `bots` or `records`.
     pub tree: String,
@@ -28,7 +28,7 @@ pub struct Problem {
 }
 
 /// Per-bot summary.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BotSummary {
     pub bot: String,
     pub enabled: bool,
@@ -43,7 +43,7 @@ pub struct BotSummary {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Report {
     pub vault_id: String,
     pub slots: usize,

@@ -10,9 +10,9 @@
 use std::fmt::Write;
 
 use crate::error::Result;
-use crate::runner::status;
 use crate::runner::Shared;
 use crate::sessions::{Sessions, Status};
+use crate::status;
 
 const STATUSES: [Status; 7] = [
     Status::Connecting,

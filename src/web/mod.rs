@@ -38,9 +38,9 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::runner::status::{self, StatusRow};
 use crate::runner::Shared;
 use crate::sessions::Status;
+use crate::status::{self, StatusRow};
 
 /// How long after its start a bot may take to connect before `/readyz`
 /// counts it as not ready.

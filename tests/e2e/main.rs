@@ -13,6 +13,7 @@ mod claims_tests;
 mod contact_tests;
 mod fault_tests;
 mod hook_server;
+mod live_tests;
 mod log_tests;
 mod messaging_tests;
 #[path = "../support/paired.rs"]

@@ -14,9 +14,9 @@ use serde_json::json;
 use wavault::error::exit;
 use wavault::messaging::hook::{keys, Target};
 use wavault::runner::net::Net;
-use wavault::runner::status::StatusRow;
 use wavault::runner::{RunConfig, Runner};
 use wavault::sessions::Status;
+use wavault::status::StatusRow;
 use wavault::vault::BotConfig;
 use wavault::Vault;
 
@@ -105,7 +105,7 @@ async fn assert_one_session_and_clean(contact: &crate::peer::Contact, peer: &Pee
     assert_clean_signal(peer);
 }
 
-fn assert_clean_signal(peer: &Peer) {
+pub(crate) fn assert_clean_signal(peer: &Peer) {
     let seen = peer.seen();
     assert!(
         seen.decrypt_errors.is_empty(),
@@ -757,7 +757,7 @@ async fn send_once_connects_sends_and_disconnects() {
     })
     .await
     .expect("disconnected after the send");
-    let s = wavault::runner::status::collect(&vault).unwrap();
+    let s = wavault::status::collect(&vault).unwrap();
     let once = row(&s, "once");
     assert_eq!(once.status, Status::Disconnected);
     assert_eq!(once.messages.outbound, 1);

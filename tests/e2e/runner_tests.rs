@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use wavault::runner::net::Net;
-use wavault::runner::status::StatusRow;
 use wavault::runner::{RunConfig, Runner, RunnerEvent, StartCase};
 use wavault::sessions::Status;
+use wavault::status::StatusRow;
 use wavault::vault::crypto::KdfParams;
 use wavault::vault::BotConfig;
 use wavault::{BotId, Vault};
@@ -140,7 +140,7 @@ async fn first_run_pairs_and_a_restart_reuses_the_session_without_qr() {
     assert_eq!(r.phone.as_deref(), Some(phone.as_str()));
     assert_eq!(r.credentials.as_deref(), Some("paired"));
     runner.shutdown().await.unwrap();
-    let rows = wavault::runner::status::collect(&vault).unwrap();
+    let rows = wavault::status::collect(&vault).unwrap();
     assert_eq!(row(&rows, "ventas").status, Status::Disconnected);
 
     let registrations = peer.seen().registrations().count();
@@ -288,13 +288,16 @@ async fn offline_bot_counts_attempts_while_others_stay_connected() {
     let (runner, _) = run_and_pair(&peer, &vault, "online", config(&peer)).await;
     peer.refuse_connections(true);
     // Added while running, through the same path `wavault bot add` uses.
-    let out = wavault::runner::control::request(
-        vault.dir(),
-        &serde_json::json!({"op": "bot_add", "config": BotConfig::new(bot("offline"))}),
-    )
-    .expect("control request")
-    .expect("runner answers on the control socket");
-    assert_eq!(out, "offline");
+    let req = wavault::ops::Request::BotAdd {
+        config: BotConfig::new(bot("offline")),
+    };
+    let out = wavault::ops::client::call(vault.dir(), &req, &[])
+        .expect("control request")
+        .expect("runner answers on the control socket");
+    assert!(
+        matches!(&out.0, wavault::ops::Response::Added { bot, started: true } if bot == "offline"),
+        "{out:?}"
+    );
     let rows = runner
         .wait_until(Duration::from_secs(20), |rows| {
             rows.iter().any(|r| {
@@ -583,14 +586,19 @@ async fn reauth_through_the_runner_shows_a_qr_and_keeps_history_and_config() {
 
     let d = dir.path().to_path_buf();
     let answer = tokio::task::spawn_blocking(move || {
-        wavault::runner::control::request(&d, &serde_json::json!({"op": "reauth", "bot": "again"}))
+        let req = wavault::ops::Request::Reauth { bot: bot("again") };
+        wavault::ops::client::call(&d, &req, &[])
     })
     .await
     .unwrap()
     .expect("reauth over the control socket")
     .expect("the runner answered");
-    assert!(answer["removed"].as_u64().unwrap() > 0, "{answer}");
-    let backup = std::path::PathBuf::from(answer["auto_backup"].as_str().unwrap());
+    let wavault::ops::Response::Reauth { report, restarted } = answer.0 else {
+        panic!("{answer:?}");
+    };
+    assert!(restarted);
+    assert!(report.removed > 0, "{report:?}");
+    let backup = report.auto_backup.clone();
     assert!(backup.exists());
 
     let case = next_event(
@@ -654,9 +662,9 @@ async fn idle_paired_bot_is_flagged_and_alerted() {
         .unwrap();
     s.set_status(long_ago, Status::Disconnected, Some("shutdown"))
         .unwrap();
-    let rows = wavault::runner::status::collect(&vault).unwrap();
+    let rows = wavault::status::collect(&vault).unwrap();
     assert!(row(&rows, "sleepy").idle, "{rows:?}");
-    assert!(wavault::runner::status::table(&rows).contains("IDLE"));
+    assert!(wavault::status::table(&rows).contains("IDLE"));
 
     let peer = Peer::new();
     let mut cfg = config(&peer);

@@ -250,7 +250,7 @@ async fn runner_stops_for_good_on_ban_outdated_client_and_replace() {
             ("replaced", "replaced"),
         ])
     );
-    let status = |rows: &[wavault::runner::status::StatusRow], b: &str| {
+    let status = |rows: &[wavault::status::StatusRow], b: &str| {
         rows.iter().find(|r| r.bot == b).unwrap().status
     };
     let rows = runner.status().unwrap();

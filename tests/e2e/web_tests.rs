@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use wavault::runner::status::StatusRow;
 use wavault::runner::{Runner, RunnerEvent};
 use wavault::sessions::Status;
+use wavault::status::StatusRow;
 
 use crate::peer::{Peer, LOGIN_DEADLINE};
 use crate::runner_tests::{bot, config, new_vault, next_event, synth_paired};
@@ -100,7 +100,7 @@ async fn token_api_metrics_health_and_qr() {
     let (code, body) = get(format!("{base}/api/bots"), auth.clone()).await;
     assert_eq!(code, 200);
     let api: Vec<StatusRow> = serde_json::from_str(&body).unwrap();
-    let status = wavault::runner::status::masked(wavault::runner::status::collect(&vault).unwrap());
+    let status = wavault::status::masked(wavault::status::collect(&vault).unwrap());
     assert_eq!(api, status);
     let (code, body) = get(format!("{base}/api/bots/conn"), auth.clone()).await;
     assert_eq!(code, 200);
@@ -140,7 +140,7 @@ async fn token_api_metrics_health_and_qr() {
     // Metrics parse as Prometheus text and agree with status.
     let (code, text) = get(format!("{base}/metrics"), auth.clone()).await;
     assert_eq!(code, 200);
-    let rows: HashMap<String, StatusRow> = wavault::runner::status::collect(&vault)
+    let rows: HashMap<String, StatusRow> = wavault::status::collect(&vault)
         .unwrap()
         .into_iter()
         .map(|r| (r.bot.clone(), r))

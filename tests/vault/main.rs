@@ -10,6 +10,7 @@ mod golden;
 mod grep;
 mod inputs;
 mod kill;
+mod live;
 mod messaging;
 mod process;
 mod roundtrip;

@@ -1,0 +1,320 @@
+//! The control protocol: typed requests and responses, shared by the client
+//! (`wavault` commands) and the server (`wavault run`).
+//!
+//! On the socket: one request line, the JSON of an [`Envelope`] (a
+//! [`Request`] tagged by `op`, plus the length of the raw bytes that follow
+//! the line: a backup to restore); then one answer line,
+//! `{"ok":true,"data":<Response>,"payload":N}` followed by N raw bytes (an
+//! exported backup), or `{"ok":false,"error":"...","code":N}` where `code`
+//! is the exit code ([`crate::error::exit`]). A request line is at most
+//! [`MAX_REQUEST`] bytes; a payload at most [`MAX_PAYLOAD`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::botid::BotId;
+use crate::error::{Error, Result};
+use crate::passphrase::Passphrase;
+use crate::vault::crypto::KdfParams;
+use crate::vault::BotConfig;
+
+/// The longest request line.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// The largest payload (a backup) either way: 4 GiB.
+pub const MAX_PAYLOAD: u64 = 4 << 30;
+
+/// Argon2id parameters on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kdf {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl From<KdfParams> for Kdf {
+    fn from(p: KdfParams) -> Kdf {
+        Kdf {
+            memory_kib: p.memory_kib,
+            iterations: p.iterations,
+            parallelism: p.parallelism,
+        }
+    }
+}
+
+impl Kdf {
+    /// The parameters, refused (usage error) when out of range: a socket
+    /// request meets the same limits as the flags.
+    pub fn params(self) -> Result<KdfParams> {
+        let p = KdfParams {
+            memory_kib: self.memory_kib,
+            iterations: self.iterations,
+            parallelism: self.parallelism,
+        };
+        if p.exceeds_cap() || p.iterations == 0 || p.parallelism == 0 || p.memory_kib < 8 {
+            return Err(Error::Usage(format!(
+                "Argon2id parameters out of range (m={} KiB, t={}, p={})",
+                p.memory_kib, p.iterations, p.parallelism
+            )));
+        }
+        Ok(p)
+    }
+}
+
+/// What `wavault queue` does to a bot's inbound queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueAction {
+    /// List the waiting and held messages.
+    List,
+    /// Put held messages back in line.
+    Retry,
+    /// Drop held messages.
+    Drop,
+}
+
+/// One operation. Every field is checked again by the operation: the
+/// socket is no way around the command line's rules.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Dashboard rows.
+    Status,
+    /// `bot list`.
+    Bots,
+    /// `bot show`.
+    BotShow {
+        bot: BotId,
+        #[serde(default)]
+        show_phone: bool,
+    },
+    /// `stats` over `since..now` (unix seconds).
+    Stats {
+        #[serde(default)]
+        bots: Vec<BotId>,
+        since: i64,
+        now: i64,
+    },
+    /// `bot add`: started at once when enabled and `run` holds the vault.
+    BotAdd { config: BotConfig },
+    /// One bot's stored configuration (what `bot set` changes).
+    BotConfig { bot: BotId },
+    /// `bot set`: the whole new configuration.
+    BotSet { config: BotConfig },
+    /// `bot remove`: stopped first when running.
+    BotRemove { bot: BotId },
+    /// `bot enable` (started at once under `run`) / `bot disable` (stopped).
+    BotEnable { bot: BotId, enabled: bool },
+    /// `bot reauth`.
+    Reauth { bot: BotId },
+    /// `queue list|retry|drop`.
+    Queue { bot: BotId, action: QueueAction },
+    /// `send` (only through a running `run`).
+    Send {
+        bot: BotId,
+        to: String,
+        text: String,
+    },
+    /// `sweep`.
+    Sweep { older_than_secs: u64, dry_run: bool },
+    /// `token show`.
+    TokenShow,
+    /// `token rotate`.
+    TokenRotate,
+    /// `validate`.
+    Validate,
+    /// `rotate key`.
+    RotateKey,
+    /// `rotate passphrase`: `current` must open the vault's slot (proof of
+    /// knowledge, like `passwd`).
+    RotatePassphrase {
+        current: Passphrase,
+        new: Passphrase,
+        kdf: Option<Kdf>,
+    },
+    /// `export`: the answer's payload is the backup file.
+    Export {
+        #[serde(default)]
+        bots: Vec<BotId>,
+        #[serde(default)]
+        move_bots: bool,
+        passphrase: Passphrase,
+        kdf: Kdf,
+    },
+    /// `restore`: the request's payload is the backup file.
+    Restore {
+        #[serde(default)]
+        bots: Vec<BotId>,
+        #[serde(default)]
+        force: bool,
+        #[serde(default)]
+        keep_hooks: bool,
+        passphrase: Passphrase,
+        max_kdf_memory_kib: u32,
+    },
+}
+
+impl Request {
+    /// The operation's name as on the wire (logs, errors).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Bots => "bots",
+            Request::BotShow { .. } => "bot_show",
+            Request::Stats { .. } => "stats",
+            Request::BotAdd { .. } => "bot_add",
+            Request::BotConfig { .. } => "bot_config",
+            Request::BotSet { .. } => "bot_set",
+            Request::BotRemove { .. } => "bot_remove",
+            Request::BotEnable { .. } => "bot_enable",
+            Request::Reauth { .. } => "reauth",
+            Request::Queue { .. } => "queue",
+            Request::Send { .. } => "send",
+            Request::Sweep { .. } => "sweep",
+            Request::TokenShow => "token_show",
+            Request::TokenRotate => "token_rotate",
+            Request::Validate => "validate",
+            Request::RotateKey => "rotate_key",
+            Request::RotatePassphrase { .. } => "rotate_passphrase",
+            Request::Export { .. } => "export",
+            Request::Restore { .. } => "restore",
+        }
+    }
+
+    /// Operations that may take long (whole-vault work, key derivation):
+    /// the client waits longer for their answer.
+    pub fn is_long(&self) -> bool {
+        matches!(
+            self,
+            Request::Validate
+                | Request::RotateKey
+                | Request::RotatePassphrase { .. }
+                | Request::Export { .. }
+                | Request::Restore { .. }
+                | Request::Sweep { .. }
+                | Request::Reauth { .. }
+                | Request::Send { .. }
+        )
+    }
+}
+
+/// A request line: the request and the length of the bytes after it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    #[serde(flatten)]
+    pub request: Request,
+    /// Raw bytes that follow the line (a backup for `restore`).
+    #[serde(default)]
+    pub payload: u64,
+}
+
+/// What `bot enable|disable` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Toggled {
+    pub bot: String,
+    pub enabled: bool,
+    /// A running `run` started (enable) or stopped (disable) it now.
+    pub live: bool,
+}
+
+/// What `bot remove` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub bot: String,
+    pub records: usize,
+    /// A running `run` stopped it first.
+    pub stopped: bool,
+}
+
+/// What `export` wrote (the file itself is the answer's payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exported {
+    pub bots: Vec<String>,
+    pub records: u64,
+    pub bytes: u64,
+    /// `--move`: the bots stopped (under `run`) and disabled here.
+    pub moved: Vec<String>,
+}
+
+/// One answer, by operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Response {
+    Status(Vec<crate::status::StatusRow>),
+    Bots(Vec<super::bots::BotRow>),
+    BotShow(super::bots::BotShow),
+    Stats(Vec<crate::stats::BotStats>),
+    BotConfig(BotConfig),
+    Added {
+        bot: String,
+        started: bool,
+    },
+    Updated {
+        bot: String,
+    },
+    Removed(Removed),
+    Toggled(Toggled),
+    Reauth {
+        report: crate::sweep::ReauthReport,
+        restarted: bool,
+    },
+    QueueList(Vec<super::queue::QueueRow>),
+    QueueReleased(usize),
+    QueueDropped(usize),
+    Sent {
+        id: String,
+    },
+    Sweep(crate::sweep::SweepReport),
+    Token(String),
+    Validate(crate::vault::validate::Report),
+    RotateKey(crate::vault::RotateReport),
+    RotatePassphrase,
+    Exported(Exported),
+    Restored(super::backup::Restored),
+}
+
+/// The answer line (with its newline) for an operation's outcome.
+pub fn answer(out: &Result<(Response, u64)>) -> String {
+    let line = match out {
+        Ok((data, payload)) => {
+            serde_json::json!({"ok": true, "data": data, "payload": payload})
+        }
+        Err(e) => serde_json::json!({"ok": false, "error": e.to_string(), "code": e.exit_code()}),
+    };
+    format!("{line}\n")
+}
+
+/// An answer line as the client reads it.
+#[derive(Debug, Deserialize)]
+pub struct Answer {
+    pub ok: bool,
+    #[serde(default)]
+    pub data: Option<Response>,
+    #[serde(default)]
+    pub payload: u64,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub code: Option<u8>,
+}
+
+/// Parses one request line (as read, with or without its newline). Anything
+/// that is not a known operation with well-formed fields is a usage error
+/// (exit 2) naming the problem; never panics.
+pub fn parse_request(line: &[u8]) -> Result<Envelope> {
+    let bad = |what: String| {
+        Error::Usage(format!(
+            "bad control request: {what}; send one JSON object per line, e.g. {{\"op\":\"status\"}}"
+        ))
+    };
+    if line.len() > MAX_REQUEST {
+        return Err(bad(format!("longer than {MAX_REQUEST} bytes")));
+    }
+    let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Err(bad("empty".into()));
+    }
+    let env: Envelope = serde_json::from_str(text).map_err(|e| bad(format!("{e}")))?;
+    if env.payload > MAX_PAYLOAD {
+        return Err(bad(format!("a payload over {MAX_PAYLOAD} bytes")));
+    }
+    Ok(env)
+}
