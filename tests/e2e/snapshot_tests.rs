@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use wavault::backup::archive;
 use wavault::messaging::hook::Target;
 use wavault::runner::Runner;
-use wavault::vault::{BotDump, Kind, TreeId};
+use wavault::vault::crypto::KdfParams;
+use wavault::vault::{Kind, TreeId};
 use wavault::Vault;
 
 use crate::hook_server::{HookServer, Mode};
@@ -33,6 +35,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Pause after each record an export reads (debug builds): widens the
 /// window in which a write would land inside an unprotected scan.
 const STEP_DELAY: Duration = Duration::from_micros(100);
+
+const BACKUP_PASS: &[u8] = b"hot export";
 
 /// A record as the comparison sees it: kind, name, data, write time.
 type Rec = (u8, Vec<u8>, Vec<u8>, i64);
@@ -137,18 +141,28 @@ async fn hot_export_while_a_contact_writes_is_the_bot_at_one_instant() {
         })
     };
 
-    let mut dumps: Vec<BotDump> = Vec::new();
+    let mut files = Vec::new();
     for i in 0..EXPORTS {
         // At least one more message taken in since the last export: every
         // export runs while the conversation goes on.
         hook.wait("one more message", DEADLINE, |s| s.accepted.len() > i)
             .await;
-        let (v, b) = (vault.clone(), id.clone());
-        let dump = tokio::task::spawn_blocking(move || v.dump_bot(&b))
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("export {i}: {e}"));
-        dumps.push(dump);
+        let file = tmp.path().join(format!("hot-{i}.wvb"));
+        let (v, b, f) = (vault.clone(), id.clone(), file.clone());
+        tokio::task::spawn_blocking(move || {
+            archive::export(
+                &v,
+                &[b],
+                &f,
+                BACKUP_PASS,
+                KdfParams::INSECURE_FOR_TESTS,
+                &mut |_, _| {},
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("export {i}: {e}"));
+        files.push(file);
     }
     stop.store(true, Ordering::SeqCst);
     let sent = sender.await.unwrap();
@@ -160,15 +174,29 @@ async fn hot_export_while_a_contact_writes_is_the_bot_at_one_instant() {
     let view = vault.view(&id);
     let mut previous = 0;
     let mut points = Vec::new();
-    for (i, dump) in dumps.iter().enumerate() {
-        // Restored into a fresh vault, the export validates and gives back
+    for (i, file) in files.iter().enumerate() {
+        // Restored into a fresh vault, the file validates and gives back
         // the bot's records.
+        let (_, backup) = archive::read_file(file, BACKUP_PASS, &mut |_, _| {})
+            .unwrap_or_else(|e| panic!("export {i} reads back: {e}"));
         let fresh = new_vault(&tmp.path().join(format!("restored-{i}")), &[]);
-        fresh.replace_bot(dump).unwrap();
+        archive::restore(
+            &fresh,
+            &backup,
+            &[],
+            false,
+            &mut |_| Ok(None),
+            &mut |_, _| {},
+        )
+        .unwrap_or_else(|e| panic!("export {i} restores: {e}"));
         let report = fresh.validate().unwrap();
         assert!(report.is_sound(), "export {i}: {:?}", report.problems);
         let restored = fresh.dump_bot(&id).unwrap();
-        assert_eq!(restored.records.len(), dump.records.len(), "export {i}");
+        assert_eq!(
+            restored.records.len() as u64,
+            backup.manifest.bots[0].records,
+            "export {i}: the manifest counts the bot's records"
+        );
         let target: HashMap<Vec<u8>, Rec> = restored
             .records
             .into_iter()
