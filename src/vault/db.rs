@@ -11,11 +11,23 @@
 //! handle dropped) writes the generation it flushed, after an fsync of
 //! sled's files, to `<vault>/db/wavault-generation`. Opening a database
 //! whose generation is below that file's is damage, not a torn tail.
+//!
+//! Consistent snapshots: sled's iterators are not snapshots, so a scan of a
+//! bot's records that runs while the bot writes could see one record from
+//! before a batch and another from after it. Every key of both trees starts
+//! with the bot's 16-byte tag, so the keys fall into [`STRIPES`] stripes by
+//! their first byte (the tag is a keyed hash: uniform). Every write to either
+//! tree holds the read lock of each stripe it touches (in ascending order)
+//! for the length of its sled call; [`Db::snapshot_bot`] holds the bot's
+//! stripe's write lock while it reads. A write is one sled call (one key, or
+//! one atomic batch), so a snapshot holds, for each write to the bot, all of
+//! it or none of it: the bot's state at the instant the lock was granted.
 
 use crate::error::{Error, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// The vault's trees. Few trees, prefixed keys (many trees cost space in sled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +51,58 @@ impl TreeId {
 /// One write of a batch: `None` deletes.
 pub type Op = (Vec<u8>, Option<Vec<u8>>);
 
+/// A bot's stored entry in `bots` (if any) and its stored records, by key.
+pub type BotSnapshot = (Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Number of write stripes: a set of stripes fits a `u64` mask.
+pub const STRIPES: usize = 64;
+
+/// The stripe of a key of either tree: the first byte of its bot tag.
+fn stripe_of(key: &[u8]) -> usize {
+    key.first().map_or(0, |b| usize::from(*b) % STRIPES)
+}
+
+/// The mask of the stripes of `keys`.
+fn mask_of<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    keys.into_iter().fold(0, |m, k| m | 1 << stripe_of(k))
+}
+
+/// One write to the `records` tree, as the journal saw it.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalWrite {
+    /// Position in the journal (0, 1, 2, ...): the order sled applied them.
+    pub seq: u64,
+    /// The keys written and their stored (sealed) values; `None` deleted.
+    pub ops: Vec<Op>,
+}
+
+/// Test support: every write to the `records` tree while enabled.
+#[derive(Default)]
+struct Journal {
+    on: AtomicBool,
+    log: Mutex<Vec<JournalWrite>>,
+}
+
+impl Journal {
+    /// The log's lock when the journal is on. Held across the sled call, it
+    /// makes the journal's order the order in which sled applied writes.
+    fn hold(&self, t: TreeId) -> Option<MutexGuard<'_, Vec<JournalWrite>>> {
+        (t == TreeId::Records && self.on.load(Ordering::Acquire))
+            .then(|| self.log.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn record(log: Option<MutexGuard<'_, Vec<JournalWrite>>>, ops: impl FnOnce() -> Vec<Op>) {
+    if let Some(mut log) = log {
+        let ops = ops();
+        if !ops.is_empty() {
+            let seq = log.len() as u64;
+            log.push(JournalWrite { seq, ops });
+        }
+    }
+}
+
 /// An open sled database with the vault's trees.
 pub struct Db {
     db: sled::Db,
@@ -51,6 +115,12 @@ pub struct Db {
     dir: PathBuf,
     /// The generation the last flush wrote (see the module docs).
     generation: Mutex<u64>,
+    /// Writers share a stripe, a snapshot of a bot holds it alone (module docs).
+    stripes: Box<[RwLock<()>]>,
+    journal: Journal,
+    /// Test support (debug builds): a pause after each record a snapshot reads.
+    #[cfg(debug_assertions)]
+    snapshot_step_delay: std::sync::atomic::AtomicU64,
 }
 
 /// Key of the flush generation in the `meta` tree (8 bytes, little endian).
@@ -195,6 +265,10 @@ impl Db {
                 meta,
                 dir,
                 generation: Mutex::new(generation),
+                stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+                journal: Journal::default(),
+                #[cfg(debug_assertions)]
+                snapshot_step_delay: Default::default(),
             })
         })
     }
@@ -211,19 +285,39 @@ impl Db {
         Ok(self.tree(t).get(key).map_err(sled_err)?.map(|v| v.to_vec()))
     }
 
+    /// Read locks of the stripes in `mask`, taken in ascending order.
+    fn share(&self, mask: u64) -> Vec<RwLockReadGuard<'_, ()>> {
+        (0..STRIPES)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| self.stripes[i].read().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    }
+
+    /// The read lock of `key`'s stripe.
+    fn share_one(&self, key: &[u8]) -> RwLockReadGuard<'_, ()> {
+        self.stripes[stripe_of(key)]
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Stores `value` under `key`.
     pub fn insert(&self, t: TreeId, key: &[u8], value: Vec<u8>) -> Result<()> {
-        self.tree(t).insert(key, value).map_err(sled_err)?;
+        let _stripe = self.share_one(key);
+        let log = self.journal.hold(t);
+        self.tree(t)
+            .insert(key, value.as_slice())
+            .map_err(sled_err)?;
+        record(log, || vec![(key.to_vec(), Some(value))]);
         Ok(())
     }
 
     /// Removes `key`, returning what was there.
     pub fn remove(&self, t: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .tree(t)
-            .remove(key)
-            .map_err(sled_err)?
-            .map(|v| v.to_vec()))
+        let _stripe = self.share_one(key);
+        let log = self.journal.hold(t);
+        let old = self.tree(t).remove(key).map_err(sled_err)?;
+        record(log, || vec![(key.to_vec(), None)]);
+        Ok(old.map(|v| v.to_vec()))
     }
 
     /// Replaces `old` by `new` only if `old` is still what is stored. True on success.
@@ -234,11 +328,17 @@ impl Db {
         old: Option<&[u8]>,
         new: Option<Vec<u8>>,
     ) -> Result<bool> {
-        let r = self
+        let _stripe = self.share_one(key);
+        let log = self.journal.hold(t);
+        let swapped = self
             .tree(t)
-            .compare_and_swap(key, old, new)
-            .map_err(sled_err)?;
-        Ok(r.is_ok())
+            .compare_and_swap(key, old, new.as_deref())
+            .map_err(sled_err)?
+            .is_ok();
+        if swapped {
+            record(log, || vec![(key.to_vec(), new)]);
+        }
+        Ok(swapped)
     }
 
     /// The bookkeeping value under `key` (see docs/FORMAT.md, tree `meta`).
@@ -263,19 +363,27 @@ impl Db {
 
     /// Applies every op of `ops` atomically (all or nothing).
     pub fn apply(&self, t: TreeId, ops: Vec<Op>) -> Result<()> {
+        let _stripes = self.share(mask_of(ops.iter().map(|(k, _)| k.as_slice())));
+        let log = self.journal.hold(t);
         let mut batch = sled::Batch::default();
-        for (k, v) in ops {
+        for (k, v) in &ops {
             match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
+                Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+                None => batch.remove(k.as_slice()),
             }
         }
-        self.tree(t).apply_batch(batch).map_err(sled_err)
+        self.tree(t).apply_batch(batch).map_err(sled_err)?;
+        record(log, || ops);
+        Ok(())
     }
 
     /// Applies ops to both trees in one transaction (all or nothing across trees).
     pub fn apply_both(&self, bots: Vec<Op>, records: Vec<Op>) -> Result<()> {
         use sled::Transactional;
+        let _stripes = self.share(mask_of(
+            bots.iter().chain(&records).map(|(k, _)| k.as_slice()),
+        ));
+        let log = self.journal.hold(TreeId::Records);
         let res: std::result::Result<(), sled::transaction::TransactionError<()>> =
             (&self.bots, &self.records).transaction(|(b, r)| {
                 for (k, v) in &bots {
@@ -297,7 +405,66 @@ impl Db {
             sled::transaction::TransactionError::Abort(()) => {
                 Error::Other("transaction aborted".into())
             }
-        })
+        })?;
+        record(log, || records);
+        Ok(())
+    }
+
+    /// The bot's entry in `bots` and every record under its tag in
+    /// `records`, in key order, read while no write to the bot runs: the
+    /// bot's state at one instant (see the module docs). Values are copied
+    /// as stored; nothing is opened under the lock.
+    pub fn snapshot_bot(&self, tag: &[u8]) -> Result<BotSnapshot> {
+        let _alone = self.stripes[stripe_of(tag)]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let entry = self.get(TreeId::Bots, tag)?;
+        let mut records = Vec::new();
+        for item in self.records.scan_prefix(tag) {
+            let (k, v) = item.map_err(sled_err)?;
+            records.push((k.to_vec(), v.to_vec()));
+            #[cfg(debug_assertions)]
+            self.snapshot_step();
+        }
+        Ok((entry, records))
+    }
+
+    #[cfg(debug_assertions)]
+    fn snapshot_step(&self) {
+        let us = self.snapshot_step_delay.load(Ordering::Relaxed);
+        if us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(us));
+        }
+    }
+
+    /// Test support: makes every snapshot pause `delay` after each record
+    /// it reads, widening the window in which a write could land mid-scan
+    /// (debug builds; release builds ignore it).
+    pub fn set_snapshot_step_delay(&self, delay: std::time::Duration) {
+        #[cfg(debug_assertions)]
+        self.snapshot_step_delay
+            .store(delay.as_micros() as u64, Ordering::Relaxed);
+        #[cfg(not(debug_assertions))]
+        let _ = delay;
+    }
+
+    /// Test support: starts (clearing it) or stops the journal of writes
+    /// to the `records` tree.
+    pub fn set_journal(&self, on: bool) {
+        let mut log = self.journal.log.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            log.clear();
+        }
+        self.journal.on.store(on, Ordering::Release);
+    }
+
+    /// Test support: the journal so far.
+    pub fn journal(&self) -> Vec<JournalWrite> {
+        self.journal
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every (key, value) whose key starts with `prefix`, in key order.
@@ -365,5 +532,91 @@ impl Db {
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A key of bot `tag`: tag ++ name.
+    fn key(tag: &[u8; 16], name: u8) -> Vec<u8> {
+        let mut k = tag.to_vec();
+        k.push(name);
+        k
+    }
+
+    /// Writers rewrite every record of a bot in one batch, each time with
+    /// the next value of a counter (and batches spanning two bots, and
+    /// single-key writes of another bot in the same stripe); every snapshot
+    /// must see one counter value in all of the bot's records.
+    #[test]
+    fn snapshot_sees_each_batch_whole_while_writers_run() {
+        const RECORDS: u8 = 40;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        db.set_snapshot_step_delay(std::time::Duration::from_micros(50));
+        let bot = [7u8; 16];
+        // Same stripe as `bot` (first byte), other bot.
+        let neighbour = {
+            let mut t = [9u8; 16];
+            t[0] = 7 + STRIPES as u8;
+            t
+        };
+        let other = [200u8; 16];
+        let batch = |n: u64, tags: &[[u8; 16]]| -> Vec<Op> {
+            tags.iter()
+                .flat_map(|t| {
+                    (0..RECORDS).map(move |i| (key(t, i), Some(n.to_le_bytes().to_vec())))
+                })
+                .collect()
+        };
+        db.apply(TreeId::Records, batch(0, &[bot])).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..3)
+            .map(|w| {
+                let (db, stop) = (db.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        match w {
+                            0 => db.apply(TreeId::Records, batch(n, &[bot])).unwrap(),
+                            // One transaction over two bots and both trees.
+                            1 => db
+                                .apply_both(
+                                    vec![(other.to_vec(), Some(vec![1]))],
+                                    batch(n, &[other, bot]),
+                                )
+                                .unwrap(),
+                            _ => db
+                                .insert(TreeId::Records, &key(&neighbour, 0), vec![n as u8])
+                                .unwrap(),
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            let (_, records) = db.snapshot_bot(&bot).unwrap();
+            assert_eq!(records.len(), usize::from(RECORDS));
+            let values: std::collections::BTreeSet<&Vec<u8>> =
+                records.iter().map(|(_, v)| v).collect();
+            assert_eq!(
+                values.len(),
+                1,
+                "a snapshot mixes {} writes of the bot: {values:?}",
+                values.len()
+            );
+            seen.extend(values.into_iter().cloned());
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            assert!(w.join().unwrap() > 0);
+        }
+        assert!(seen.len() > 1, "the snapshots ran while the writers wrote");
     }
 }

@@ -31,6 +31,8 @@ use keys::{
 use commit::GroupCommit;
 pub use commit::{LatencyHistogram, LATENCY_BUCKETS};
 pub use config_check::ConfigProblem;
+#[doc(hidden)]
+pub use db::JournalWrite;
 pub use db::TreeId;
 pub use rotate::RotateReport;
 #[doc(hidden)]
@@ -343,8 +345,20 @@ impl Vault {
         key: &[u8],
         stored: &[u8],
     ) -> Result<RecordBody, OpenError> {
-        let env = Envelope::parse(stored).map_err(|e| OpenError::Envelope(e.to_string()))?;
         let terms = self.inner.terms.read().unwrap_or_else(|e| e.into_inner());
+        self.open_under(&terms, tree, key, stored)
+    }
+
+    /// [`Vault::open_value`] with the terms already read-locked (a second
+    /// read lock on the same thread could deadlock behind a waiting rotation).
+    fn open_under(
+        &self,
+        terms: &Terms,
+        tree: TreeId,
+        key: &[u8],
+        stored: &[u8],
+    ) -> Result<RecordBody, OpenError> {
+        let env = Envelope::parse(stored).map_err(|e| OpenError::Envelope(e.to_string()))?;
         let k = terms
             .keys
             .get(&env.term)
@@ -368,13 +382,23 @@ impl Vault {
         key: &[u8],
         stored: &[u8],
     ) -> Result<RecordBody> {
-        self.open_value(tree, key, stored).map_err(|e| {
-            Error::damaged(format!(
-                "record {} in tree `{}` cannot be read: {e}",
-                hex(key),
-                String::from_utf8_lossy(tree.name())
-            ))
-        })
+        self.open_value(tree, key, stored)
+            .map_err(|e| damaged_record(tree, key, e))
+    }
+
+    /// Runs `f` with an opening function ([`Vault::open_or_damaged`]) bound
+    /// to one read lock of the terms, held throughout: values read inside
+    /// `f` open even if a rotation retires their term meanwhile.
+    pub(crate) fn open_many<T>(
+        &self,
+        f: impl FnOnce(&dyn Fn(TreeId, &[u8], &[u8]) -> Result<RecordBody>) -> Result<T>,
+    ) -> Result<T> {
+        let terms = self.inner.terms.read().unwrap_or_else(|e| e.into_inner());
+        let open = |tree: TreeId, key: &[u8], stored: &[u8]| {
+            self.open_under(&terms, tree, key, stored)
+                .map_err(|e| damaged_record(tree, key, e))
+        };
+        f(&open)
     }
 
     // ----- bots -----
@@ -419,7 +443,11 @@ impl Vault {
     }
 
     fn decode_bot(&self, tag: &[u8], stored: &[u8]) -> Result<BotConfig> {
-        let body = self.open_or_damaged(TreeId::Bots, tag, stored)?;
+        self.decode_bot_body(tag, self.open_or_damaged(TreeId::Bots, tag, stored)?)
+    }
+
+    /// The configuration in an opened bot entry, checked against its key.
+    pub(crate) fn decode_bot_body(&self, tag: &[u8], body: RecordBody) -> Result<BotConfig> {
         let cfg: BotConfig = codec::decode(&body.data)
             .map_err(|e| Error::damaged(format!("bot entry {} is malformed: {e}", hex(tag))))?;
         if self.bot_tag(&cfg.id).as_slice() != tag {
@@ -536,6 +564,14 @@ pub enum OpenError {
     Auth,
     #[error("malformed contents: {0}")]
     Codec(String),
+}
+
+fn damaged_record(tree: TreeId, key: &[u8], e: OpenError) -> Error {
+    Error::damaged(format!(
+        "record {} in tree `{}` cannot be read: {e}",
+        hex(key),
+        String::from_utf8_lossy(tree.name())
+    ))
 }
 
 /// The sealed body of a bot entry: its id as the name, its config as the data.

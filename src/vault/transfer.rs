@@ -40,32 +40,68 @@ impl BotDump {
 }
 
 impl Vault {
-    /// Reads every record of `bot`, opened and checked. A record that does
-    /// not open is an error: a backup never silently drops state.
+    /// Reads `bot`'s configuration and every record, opened and checked. A
+    /// record that does not open is an error: a backup never silently drops
+    /// state. The dump is the bot's state at one instant, even while the
+    /// bot runs: it is read by one [`Db::snapshot_bot`](super::db::Db)
+    /// (no write to the bot lands during it, each write is all in or all
+    /// out), and opened under the same read lock of the data-key terms
+    /// (a rotation cannot retire a term between the read and the opening).
     pub fn dump_bot(&self, bot: &BotId) -> Result<BotDump> {
-        let config = self.bot_config(bot)?;
         let tag = self.bot_tag(bot);
-        let mut records = Vec::new();
-        for (key, stored) in self.db().scan_prefix(TreeId::Records, &tag)? {
-            let kind = *key.get(BLIND_LEN).ok_or_else(|| {
-                Error::damaged(format!("record key {} is too short", super::hex(&key)))
+        self.open_many(|open| {
+            let (entry, stored) = self.db().snapshot_bot(&tag)?;
+            let entry = entry.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "bot {bot} is not in this vault (see `wavault bot list`)"
+                ))
             })?;
-            let body = self.open_or_damaged(TreeId::Records, &key, &stored)?;
-            if self.name_tag(&tag, Kind(kind), &body.name)[..] != key[BLIND_LEN + 1..] {
-                return Err(Error::damaged(format!(
-                    "record {} of bot {bot} is stored under the wrong key",
-                    super::hex(&key)
-                )));
+            let config = self.decode_bot_body(&tag, open(TreeId::Bots, &tag, &entry)?)?;
+            let mut records = Vec::with_capacity(stored.len());
+            for (key, stored) in stored {
+                let kind = *key.get(BLIND_LEN).ok_or_else(|| {
+                    Error::damaged(format!("record key {} is too short", super::hex(&key)))
+                })?;
+                let body = open(TreeId::Records, &key, &stored)?;
+                if self.name_tag(&tag, Kind(kind), &body.name)[..] != key[BLIND_LEN + 1..] {
+                    return Err(Error::damaged(format!(
+                        "record {} of bot {bot} is stored under the wrong key",
+                        super::hex(&key)
+                    )));
+                }
+                records.push(DumpedRecord {
+                    kind,
+                    name: body.name,
+                    data: body.data,
+                    written_at: body.written_at,
+                });
             }
-            records.push(DumpedRecord {
-                kind,
-                name: body.name,
-                data: body.data,
-                written_at: body.written_at,
-            });
-        }
-        records.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-        Ok(BotDump { config, records })
+            records.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+            Ok(BotDump { config, records })
+        })
+    }
+
+    /// Test support: starts (empty) or stops the journal of every write
+    /// to the `records` tree, kept in the order sled applied them. Off by
+    /// default; when off a write pays one atomic load.
+    #[doc(hidden)]
+    pub fn set_write_journal(&self, on: bool) {
+        self.db().set_journal(on);
+    }
+
+    /// Test support: the journal so far (see [`Vault::set_write_journal`]).
+    /// Values are stored (sealed): open them with [`Vault::open_value`].
+    #[doc(hidden)]
+    pub fn write_journal(&self) -> Vec<super::JournalWrite> {
+        self.db().journal()
+    }
+
+    /// Test support: makes [`Vault::dump_bot`] pause `delay` after each
+    /// record it reads (debug builds only; release builds ignore it), so a
+    /// test can widen the window in which a concurrent write would land.
+    #[doc(hidden)]
+    pub fn set_snapshot_step_delay(&self, delay: std::time::Duration) {
+        self.db().set_snapshot_step_delay(delay);
     }
 
     /// Makes `dump` the bot's whole state in one transaction over both

@@ -22,5 +22,6 @@ mod paired;
 mod pairing_tests;
 mod peer;
 mod runner_tests;
+mod snapshot_tests;
 mod strict_peer_tests;
 mod web_tests;
