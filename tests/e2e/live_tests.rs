@@ -125,14 +125,18 @@ fn no_qr(rx: &mut broadcast::Receiver<RunnerEvent>, id: &str) {
     }
 }
 
-/// Waits until the server saw `n` logins of `phone`.
-async fn wait_logins(peer: &Peer, phone: &str, n: usize) {
+/// Waits until the server saw `n` logins of `phone` (on failure, the
+/// runner's rows say where the bots are).
+async fn wait_logins(peer: &Peer, runner: &Runner, phone: &str, n: usize) {
     let p = phone.to_owned();
-    peer.wait_for(&format!("{n} logins of {phone}"), DEADLINE, move |log| {
-        log.logins(&p).count() >= n
-    })
-    .await
-    .unwrap();
+    let seen = peer
+        .wait_for(&format!("{n} logins of {phone}"), DEADLINE, move |log| {
+            log.logins(&p).count() >= n
+        })
+        .await;
+    if let Err(e) = seen {
+        panic!("{e}; runner rows: {:#?}", runner.status());
+    }
 }
 
 /// The contact writes `text` and waits for the hook's echo.
@@ -154,6 +158,9 @@ async fn echo(peer: &Peer, contact: &str, bot_phone: &str, text: &str) {
 /// server never sees it log in again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_force_enable_disable_remove_touch_only_their_bot() {
+    if std::env::var_os("WAVAULT_DEBUG_LIVE").is_some() {
+        wavault::logs::init();
+    }
     let dir = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let vault = new_vault(dir.path(), &["alfa", "beta"]);
@@ -181,7 +188,7 @@ async fn restore_force_enable_disable_remove_touch_only_their_bot() {
         out.contains("replaced: alfa") && out.contains("the running wavault started: alfa"),
         "{out}"
     );
-    wait_logins(&peer, &alfa, alfa_logins + 1).await;
+    wait_logins(&peer, &runner, &alfa, alfa_logins + 1).await;
     wait_connected(&runner, "alfa").await;
     echo(&peer, "4917600013001", &alfa, "after the restore").await;
 
@@ -192,7 +199,7 @@ async fn restore_force_enable_disable_remove_touch_only_their_bot() {
     assert!(!vault.bot_config(&bot("alfa")).unwrap().enabled);
     let out = ok(&cli(dir.path(), &["bot", "enable", "alfa"]).await);
     assert!(out.contains("the running wavault starts it now"), "{out}");
-    wait_logins(&peer, &alfa, alfa_logins + 2).await;
+    wait_logins(&peer, &runner, &alfa, alfa_logins + 2).await;
     wait_connected(&runner, "alfa").await;
     echo(&peer, "4917600013001", &alfa, "after enable").await;
     let out = ok(&cli(dir.path(), &["bot", "remove", "alfa"]).await);
@@ -377,7 +384,7 @@ async fn hot_exports_then_move_and_the_restored_bot_reads_on() {
     .await;
     assert_eq!(case, StartCase::Reusing, "no QR needed");
     wait_connected(&runner_b, "hot").await;
-    wait_logins(&peer, &phone, logins + 1).await;
+    wait_logins(&peer, &runner_b, &phone, logins + 1).await;
     echo(&peer, contact, &phone, "after the move").await;
     let got = hook.texts_from(contact);
     for t in &texts {
