@@ -92,14 +92,27 @@ impl Vault {
             {
                 let target = c.requested.load(Ordering::SeqCst);
                 let me = self.clone();
-                let r = tokio::task::spawn_blocking(move || me.flush())
-                    .await
-                    .unwrap_or_else(|e| Err(Error::Other(format!("flush task failed: {e}"))));
-                if r.is_ok() {
-                    c.completed.fetch_max(target, Ordering::SeqCst);
-                }
-                c.running.store(false, Ordering::SeqCst);
-                c.generation.notify_waiters();
+                // The flush and its bookkeeping run to the end on a blocking
+                // thread even if this caller is dropped meanwhile (its task
+                // aborted): `running` is always released and the waiters
+                // woken, or every later call would wait for ever.
+                let r = tokio::task::spawn_blocking(move || {
+                    let r = me.flush();
+                    let c = &me.inner.commit;
+                    if r.is_ok() {
+                        c.completed.fetch_max(target, Ordering::SeqCst);
+                    }
+                    c.running.store(false, Ordering::SeqCst);
+                    c.generation.notify_waiters();
+                    r
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    // The flush panicked before its bookkeeping.
+                    c.running.store(false, Ordering::SeqCst);
+                    c.generation.notify_waiters();
+                    Err(Error::Other(format!("flush task failed: {e}")))
+                });
                 r?;
                 continue;
             }
@@ -110,5 +123,39 @@ impl Vault {
     /// How many fsyncs this handle has run (for group-commit tests and metrics).
     pub fn flush_count(&self) -> u64 {
         self.inner.commit.flushes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::crypto::KdfParams;
+    use super::super::Vault;
+    use std::time::Duration;
+
+    /// A `durable` call dropped while it is the one flushing (its task
+    /// aborted: a bot stopped, a delivery cancelled) must not leave the
+    /// group commit waiting for a flush that nobody finishes: every later
+    /// call would hang, for every bot of the vault.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_flusher_does_not_wedge_later_calls() {
+        let d = tempfile::tempdir().unwrap();
+        let v = Vault::create(d.path(), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        for round in 0..20 {
+            v.flush().unwrap();
+            let mut first = Box::pin(v.durable());
+            // Poll it once: it takes the flusher's role and waits on its flush.
+            tokio::select! {
+                biased;
+                _ = &mut first => {}
+                _ = std::future::ready(()) => {}
+            }
+            drop(first);
+            tokio::time::timeout(Duration::from_secs(20), v.durable())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("round {round}: durable() hangs after a dropped flusher")
+                })
+                .unwrap();
+        }
     }
 }
