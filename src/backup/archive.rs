@@ -503,7 +503,7 @@ pub fn restore(
 
 /// A restored configuration that fails [`BotConfig::check`]: exit 5, like
 /// any backup whose content is not acceptable.
-fn refused(cfg: &BotConfig, p: &crate::vault::ConfigProblem) -> Error {
+fn refused(cfg: &BotConfig, p: &crate::messaging::config::ConfigProblem) -> Error {
     Error::Damaged {
         what: format!(
             "the backup's configuration of bot {} is not acceptable: {p}",

@@ -9,6 +9,7 @@
 //!
 //! The runner wires them together (`runner::deliver`).
 
+pub mod config;
 pub mod hook;
 pub mod process;
 pub mod queue;

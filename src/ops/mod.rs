@@ -157,7 +157,7 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
         } => sweep(host, older_than_secs, dry_run)?,
         Request::TokenShow => Response::Token(crate::token::load_or_create(v)?.to_string()),
         Request::TokenRotate => Response::Token(crate::token::rotate(v)?.to_string()),
-        Request::Validate => Response::Validate(v.validate()?),
+        Request::Validate => Response::Validate(crate::store::validate(v)?),
         Request::RotateKey => Response::RotateKey(v.rotate_key(&mut |_, _| {})?),
         Request::RotatePassphrase { current, new, kdf } => {
             rotate_passphrase(host, &current, new, kdf)?

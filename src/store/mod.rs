@@ -117,6 +117,14 @@ pub fn dump_credentials_state(dump: &crate::vault::BotDump) -> Credentials {
     Credentials::of(paired)
 }
 
+/// [`Vault::validate`](crate::Vault::validate) with this layer's kinds
+/// named and each bot's credentials stated (what `wavault validate` shows).
+pub fn validate(vault: &crate::Vault) -> Result<crate::vault::validate::Report> {
+    vault.validate_with(&kind_name, &|view| {
+        credentials_state(view).map(|c| c.to_string())
+    })
+}
+
 /// Deletes every credential and Signal record of the bot behind `view` (every
 /// kind of [`kinds`]) in one atomic batch and flushes, keeping the vault's own
 /// records (configuration, session metadata). For logout and re-pairing:

@@ -11,7 +11,6 @@
 //! See docs/DESIGN.md for the why and docs/FORMAT.md for the bytes.
 
 mod commit;
-mod config_check;
 pub mod crypto;
 pub(crate) mod db;
 pub mod header;
@@ -30,7 +29,6 @@ use keys::{
 
 use commit::GroupCommit;
 pub use commit::{LatencyHistogram, LATENCY_BUCKETS};
-pub use config_check::ConfigProblem;
 #[doc(hidden)]
 pub use db::JournalWrite;
 pub use db::TreeId;

@@ -63,22 +63,36 @@ impl Report {
     }
 }
 
-/// A human name for a record kind (the store layer registers its kinds here).
-pub fn kind_name(kind: Kind) -> String {
+/// A human name for a record kind: the vault's own, else what `names`
+/// (the layer that owns the kind) says, else `kind_XX`.
+pub fn kind_name(kind: Kind, names: Names<'_>) -> String {
     match kind {
         Kind::SESSION_META => "session_meta".into(),
         Kind::SESSION_HISTORY => "session_history".into(),
         Kind::INBOUND => "inbound_queue".into(),
         Kind::TRAFFIC => "traffic".into(),
         Kind::TEST => "test".into(),
-        other => crate::store::kind_name(other)
-            .map_or_else(|| format!("kind_{:02x}", other.0), str::to_owned),
+        other => names(other).map_or_else(|| format!("kind_{:02x}", other.0), str::to_owned),
     }
 }
 
+/// Names the kinds the vault does not own (the store layer's).
+pub type Names<'a> = &'a dyn Fn(Kind) -> Option<&'static str>;
+
+/// Says what a bot's records make of its credentials (the store layer).
+pub type Credentials<'a> = &'a dyn Fn(&super::BotView) -> Option<String>;
+
 impl Vault {
-    /// Checks every slot, term and record. Never writes.
+    /// Checks every slot, term and record. Never writes. Kinds the vault
+    /// does not own are named `kind_XX` and credentials left unknown:
+    /// `crate::store::validate` names them.
     pub fn validate(&self) -> Result<Report> {
+        self.validate_with(&|_| None, &|_| None)
+    }
+
+    /// [`Vault::validate`], naming other layers' kinds with `names` and
+    /// each bot's credentials with `credentials`.
+    pub fn validate_with(&self, names: Names<'_>, credentials: Credentials<'_>) -> Result<Report> {
         let h = self.header().clone();
         let mut problems = Vec::new();
         let mut bots: HashMap<Vec<u8>, (BotConfig, BotSummary)> = HashMap::new();
@@ -120,7 +134,9 @@ impl Vault {
             match (owner, reason) {
                 (Some((_, s)), None) => {
                     s.records += 1;
-                    *s.kinds.entry(kind_name(Kind(k[BLIND_LEN]))).or_insert(0) += 1;
+                    *s.kinds
+                        .entry(kind_name(Kind(k[BLIND_LEN]), names))
+                        .or_insert(0) += 1;
                 }
                 (owner, reason) => {
                     if let Some((_, s)) = owner {
@@ -142,8 +158,7 @@ impl Vault {
         let mut summaries: Vec<BotSummary> = bots
             .into_values()
             .map(|(cfg, mut s)| {
-                s.credentials =
-                    crate::store::credentials_state(&self.view(&cfg.id)).map(|c| c.to_string());
+                s.credentials = credentials(&self.view(&cfg.id));
                 s
             })
             .collect();

@@ -2,8 +2,8 @@
 //! `restore` apply, so a configuration that arrives in a backup file is held
 //! to what an operator could have typed on this host.
 
-use super::BotConfig;
 use crate::messaging::hook::{self, keys};
+use crate::vault::BotConfig;
 
 /// Longest hook time limit accepted: one day.
 pub const MAX_HOOK_TIMEOUT_MS: u64 = 86_400_000;
