@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::bots::bot_body;
 use super::db::TreeId;
 use super::record::RecordBody;
 use super::view::Kind;
-use super::{bot_body, BotConfig, Vault, BLIND_LEN};
+use super::{BotConfig, Vault, BLIND_LEN};
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 
