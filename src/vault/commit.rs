@@ -34,6 +34,18 @@ pub struct LatencyHistogram {
     pub sum_secs: f64,
 }
 
+/// The flusher's role in the group commit, held while one caller flushes;
+/// giving it up (dropped, also when the caller is) lets the next caller
+/// run a flush and wakes the waiters.
+struct FlusherRole<'a>(&'a GroupCommit);
+
+impl Drop for FlusherRole<'_> {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::SeqCst);
+        self.0.generation.notify_waiters();
+    }
+}
+
 impl Vault {
     /// Makes every write so far durable (fsync), synchronously.
     pub fn flush(&self) -> Result<()> {
@@ -91,28 +103,19 @@ impl Vault {
                 .is_ok()
             {
                 let target = c.requested.load(Ordering::SeqCst);
+                // Releases the flusher's role however this ends: if this
+                // caller is dropped while it waits for its flush (its task
+                // aborted: a bot stopped, a delivery cancelled), the next
+                // caller flushes instead of every later one waiting for ever.
+                let role = FlusherRole(c);
                 let me = self.clone();
-                // The flush and its bookkeeping run to the end on a blocking
-                // thread even if this caller is dropped meanwhile (its task
-                // aborted): `running` is always released and the waiters
-                // woken, or every later call would wait for ever.
-                let r = tokio::task::spawn_blocking(move || {
-                    let r = me.flush();
-                    let c = &me.inner.commit;
-                    if r.is_ok() {
-                        c.completed.fetch_max(target, Ordering::SeqCst);
-                    }
-                    c.running.store(false, Ordering::SeqCst);
-                    c.generation.notify_waiters();
-                    r
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    // The flush panicked before its bookkeeping.
-                    c.running.store(false, Ordering::SeqCst);
-                    c.generation.notify_waiters();
-                    Err(Error::Other(format!("flush task failed: {e}")))
-                });
+                let r = tokio::task::spawn_blocking(move || me.flush())
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Other(format!("flush task failed: {e}"))));
+                if r.is_ok() {
+                    c.completed.fetch_max(target, Ordering::SeqCst);
+                }
+                drop(role);
                 r?;
                 continue;
             }
