@@ -530,6 +530,35 @@ mod tests {
         assert_eq!(t.window(0, 3599), (1, 0));
     }
 
+    /// A queue holding `n` messages (one per chat, received at 0), a runtime
+    /// of `workers` threads, and the entries as stored.
+    #[allow(clippy::type_complexity)]
+    fn queued(
+        n: usize,
+        workers: usize,
+    ) -> (
+        tempfile::TempDir,
+        crate::vault::Vault,
+        std::sync::Arc<Queue>,
+        tokio::runtime::Runtime,
+        Vec<Queued>,
+    ) {
+        let (d, v, id) = vault();
+        let q = std::sync::Arc::new(Queue::new(v.view(&id)));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let batch: Vec<NewMessage> = (0..n).map(|i| msg(&format!("c{i}"), "1")).collect();
+            q.enqueue(&batch, n, 0).await.unwrap().unwrap();
+        });
+        let entries = q.pending().unwrap();
+        assert_eq!(entries.len(), n);
+        (d, v, q, rt, entries)
+    }
+
     /// The writes after a hook answered await the vault's group commit like
     /// `enqueue` does: concurrent deliveries share fsyncs instead of each
     /// running its own, synchronously, on a runtime thread while holding
@@ -538,19 +567,7 @@ mod tests {
     #[test]
     fn concurrent_removals_share_fsyncs() {
         const N: usize = 64;
-        let (_d, v, id) = vault();
-        let q = std::sync::Arc::new(Queue::new(v.view(&id)));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let batch: Vec<NewMessage> = (0..N).map(|i| msg(&format!("c{i}"), "1")).collect();
-            q.enqueue(&batch, N, 0).await.unwrap().unwrap();
-        });
-        let entries = q.pending().unwrap();
-        assert_eq!(entries.len(), N);
+        let (_d, v, q, rt, entries) = queued(N, 4);
         let before = v.flush_count();
         rt.block_on(async {
             let tasks: Vec<_> = entries
@@ -581,20 +598,8 @@ mod tests {
     fn expiry_racing_removals_never_puts_a_delivered_message_back() {
         use std::sync::atomic::{AtomicBool, Ordering};
         const N: usize = 60;
-        let (_d, v, id) = vault();
-        let q = std::sync::Arc::new(Queue::new(v.view(&id)));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let batch: Vec<NewMessage> = (0..N).map(|i| msg(&format!("c{i}"), "1")).collect();
-            // Received at 0: every entry is past any age limit.
-            q.enqueue(&batch, N, 0).await.unwrap().unwrap();
-        });
-        let entries = q.pending().unwrap();
-        assert_eq!(entries.len(), N);
+        // Received at 0: every entry is past any age limit.
+        let (_d, _v, q, rt, entries) = queued(N, 2);
         let done = std::sync::Arc::new(AtomicBool::new(false));
         let expirer = {
             let (q, done) = (q.clone(), done.clone());
