@@ -15,6 +15,8 @@
 //! Run: `cargo bench --bench hot_export` (a few minutes after the release
 //! build). Not run in CI.
 
+#[path = "../tests/support/bench_runner.rs"]
+mod bench_runner;
 #[path = "../tests/support/paired.rs"]
 mod paired;
 #[allow(dead_code, unused_imports)]
@@ -29,9 +31,8 @@ use std::time::{Duration, Instant};
 
 use wacore::store::traits::Backend;
 use wavault::backup::archive;
-use wavault::messaging::hook::Target;
-use wavault::runner::net::Net;
-use wavault::runner::{RunConfig, Runner};
+
+use wavault::runner::Runner;
 use wavault::sessions::Status;
 use wavault::vault::crypto::KdfParams;
 use wavault::vault::BotConfig;
@@ -127,28 +128,10 @@ fn main() {
         vault.flush().unwrap();
         eprintln!("setup: {n} bots ({running} paired) in {:.1?}", t.elapsed());
 
-        use axum::routing::post;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let app = axum::Router::new().route(
-            "/hook",
-            post(|axum::Json(v): axum::Json<serde_json::Value>| async move {
-                axum::Json(serde_json::json!({ "reply": format!("echo: {}", v["text"].as_str().unwrap_or("")) }))
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-
+        let url = bench_runner::echo_hook().await;
         let peer = peer::Peer::new();
-        let mut cfg = RunConfig::new(Net {
-            transport: Arc::new(peer.transport_factory()),
-            http: Arc::new(peer.http_client()),
-            version: Some(peer::PINNED_VERSION),
-        });
-        cfg.console = false;
-        cfg.control_socket = false;
+        let mut cfg = bench_runner::config(&peer, url);
         cfg.stagger = Duration::from_millis(20);
-        cfg.push_name = "wavault-bench".into();
-        cfg.hooks.target = Some(Target::Webhook(url));
         let t = Instant::now();
         let runner = Runner::start(vault.clone(), cfg).unwrap();
         runner

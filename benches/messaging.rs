@@ -13,6 +13,8 @@
 //!
 //! Run: `cargo bench --bench messaging` (about a minute).
 
+#[path = "../tests/support/bench_runner.rs"]
+mod bench_runner;
 #[path = "../tests/support/paired.rs"]
 mod paired;
 #[allow(dead_code, unused_imports)]
@@ -24,8 +26,7 @@ use std::time::{Duration, Instant};
 
 use wavault::messaging::hook::{self, Target};
 use wavault::messaging::queue::{NewMessage, Queue};
-use wavault::runner::net::Net;
-use wavault::runner::{RunConfig, Runner};
+use wavault::runner::Runner;
 use wavault::vault::crypto::KdfParams;
 use wavault::vault::BotConfig;
 use wavault::{BotId, Vault};
@@ -115,29 +116,12 @@ async fn paired_vault(dir: &std::path::Path, phone: u64) -> Vault {
 }
 
 async fn e2e() {
-    use axum::routing::post;
     let dir = tempfile::tempdir().unwrap();
     let phone = 4_915_100_009_001u64;
     let vault = paired_vault(&dir.path().join("v"), phone).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
-        "/hook",
-        post(|axum::Json(v): axum::Json<serde_json::Value>| async move {
-            axum::Json(serde_json::json!({ "reply": format!("echo: {}", v["text"].as_str().unwrap_or("")) }))
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = bench_runner::echo_hook().await;
     let peer = peer::Peer::new();
-    let mut cfg = RunConfig::new(Net {
-        transport: Arc::new(peer.transport_factory()),
-        http: Arc::new(peer.http_client()),
-        version: Some(peer::PINNED_VERSION),
-    });
-    cfg.console = false;
-    cfg.control_socket = false;
-    cfg.push_name = "wavault-bench".into();
-    cfg.hooks.target = Some(Target::Webhook(url));
+    let cfg = bench_runner::config(&peer, url);
     let runner = Runner::start(vault.clone(), cfg).unwrap();
     runner
         .wait_until(Duration::from_secs(30), |rows| {
