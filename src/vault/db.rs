@@ -113,6 +113,8 @@ pub struct Db {
     meta: sled::Tree,
     /// The database folder (for the generation file).
     dir: PathBuf,
+    /// What makes sled's writes survive a power cut (see [`Db::flush`]).
+    sync: PowerSafe,
     /// The generation the last flush wrote (see the module docs).
     generation: Mutex<u64>,
     /// Writers share a stripe, a snapshot of a bot holds it alone (module docs).
@@ -121,6 +123,95 @@ pub struct Db {
     /// Test support (debug builds): a pause after each record a snapshot reads.
     #[cfg(debug_assertions)]
     snapshot_step_delay: std::sync::atomic::AtomicU64,
+}
+
+/// sled 0.34 makes its log "stable" with `sync_file_range`, which neither
+/// flushes the drive's write cache nor writes the file's metadata (its
+/// length as it grows), and it writes blob files and renames snapshots
+/// without syncing their folder. So after every sled flush, the vault
+/// syncs sled's data file (`fdatasync`) and, when the set of files in the
+/// database folder (or its `blobs/` folder) changed since the last sync,
+/// the new files and the folders: after that a power cut keeps the write.
+struct PowerSafe {
+    /// sled's data file, `<db>/db`, open for `fdatasync`.
+    data: std::fs::File,
+    /// The names under the database folder as of the last folder sync.
+    synced: Mutex<std::collections::BTreeSet<PathBuf>>,
+}
+
+/// sled's data file and blob folder inside the database folder.
+const DATA_FILE: &str = "db";
+const BLOB_DIR: &str = "blobs";
+
+impl PowerSafe {
+    /// Syncs everything sled created so far (files, folders, the folder's
+    /// own entry in its parent): run once the database opened.
+    fn open(dir: &Path) -> Result<PowerSafe> {
+        let data = std::fs::File::open(dir.join(DATA_FILE))
+            .map_err(|e| Error::io(format!("opening {}", dir.join(DATA_FILE).display()), e))?;
+        let me = PowerSafe {
+            data,
+            synced: Mutex::new(Default::default()),
+        };
+        me.sync_names(dir)?;
+        crate::fsutil::sync_parent(dir)?;
+        Ok(me)
+    }
+
+    /// The files and folders under `dir` and `dir/blobs`, relative to `dir`.
+    fn names(dir: &Path) -> Result<std::collections::BTreeSet<PathBuf>> {
+        let mut names = std::collections::BTreeSet::new();
+        for sub in [Path::new(""), Path::new(BLOB_DIR)] {
+            let folder = dir.join(sub);
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(e) => e,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound && !sub.as_os_str().is_empty() =>
+                {
+                    continue
+                }
+                Err(e) => return Err(Error::io(format!("listing {}", folder.display()), e)),
+            };
+            for e in entries {
+                let e = e.map_err(|e| Error::io(format!("listing {}", folder.display()), e))?;
+                names.insert(sub.join(e.file_name()));
+            }
+        }
+        Ok(names)
+    }
+
+    /// Makes the data file durable, and the folders when files came or went.
+    fn sync(&self, dir: &Path) -> Result<()> {
+        self.data
+            .sync_data()
+            .map_err(|e| Error::io("syncing the vault database", e))?;
+        self.sync_names(dir)
+    }
+
+    fn sync_names(&self, dir: &Path) -> Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Self::names(dir)?;
+        if *synced == now {
+            return Ok(());
+        }
+        for name in now.difference(&synced) {
+            let path = dir.join(name);
+            // A file that is gone again (a blob sled removed) needs no sync.
+            match std::fs::File::open(&path) {
+                Ok(f) => f
+                    .sync_all()
+                    .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+            }
+        }
+        if dir.join(BLOB_DIR).is_dir() {
+            crate::fsutil::sync_dir(&dir.join(BLOB_DIR))?;
+        }
+        crate::fsutil::sync_dir(dir)?;
+        *synced = now;
+        Ok(())
+    }
 }
 
 /// Key of the flush generation in the `meta` tree (8 bytes, little endian).
@@ -258,12 +349,14 @@ impl Db {
                     )));
                 }
             }
+            let sync = PowerSafe::open(&dir)?;
             Ok(Db {
                 db,
                 bots,
                 records,
                 meta,
                 dir,
+                sync,
                 generation: Mutex::new(generation),
                 stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
                 journal: Journal::default(),
@@ -500,7 +593,8 @@ impl Db {
         self.tree(t).len()
     }
 
-    /// Writes everything to disk (fsync). Returns once durable.
+    /// Writes everything to disk. Returns once durable, also against a
+    /// power cut: sled's flush, then [`PowerSafe::sync`].
     pub fn flush(&self) -> Result<()> {
         {
             // Under the lock, so the stored generation only grows.
@@ -511,19 +605,13 @@ impl Db {
                 .map_err(sled_err)?;
         }
         self.db.flush().map_err(sled_err)?;
-        Ok(())
+        self.sync.sync(&self.dir)
     }
 
-    /// The last handle's close: flush, make sled's files durable (its own
-    /// flush does not fsync them), then record the generation flushed.
+    /// The last handle's close: flush (which makes sled's files durable),
+    /// then record the generation flushed.
     fn close(&self) -> Result<()> {
         self.flush()?;
-        for name in ["db", "conf"] {
-            if let Ok(f) = std::fs::File::open(self.dir.join(name)) {
-                f.sync_all()
-                    .map_err(|e| Error::io(format!("syncing the vault database {name}"), e))?;
-            }
-        }
         let g = *self.generation.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = [GENERATION_MAGIC.as_slice(), &g.to_le_bytes()].concat();
         super::fsutil::write_atomic(&self.dir.join(GENERATION_FILE), &bytes)

@@ -119,6 +119,7 @@ impl Vault {
             )));
         }
         fsutil::create_private_dir(dir)?;
+        fsutil::sync_parent(dir)?;
         let lock = VaultLock::acquire(dir)?;
         if Vault::exists(dir) {
             return Err(Error::AlreadyExists(format!(
