@@ -139,6 +139,32 @@ struct PowerSafe {
     synced: Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
+#[cfg(debug_assertions)]
+static SKIP_POWER_SYNC: AtomicBool = AtomicBool::new(false);
+
+/// The environment variable that sets [`skip_power_sync_for_tests`] in a
+/// debug build of the binary.
+pub const SKIP_POWER_SYNC_ENV: &str = "WAVAULT_TEST_SKIP_POWER_SYNC";
+
+#[cfg(debug_assertions)]
+fn skipping_power_sync() -> bool {
+    static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    SKIP_POWER_SYNC.load(Ordering::Relaxed)
+        || *FROM_ENV.get_or_init(|| std::env::var_os(SKIP_POWER_SYNC_ENV).is_some())
+}
+
+/// Test support (debug builds; release builds ignore it and the
+/// environment variable [`SKIP_POWER_SYNC_ENV`]): skip the syncs that make
+/// a flush survive a power cut, leaving sled's flush alone. The power-cut
+/// tests' negative control: with it, they must fail.
+#[doc(hidden)]
+pub fn skip_power_sync_for_tests(on: bool) {
+    #[cfg(debug_assertions)]
+    SKIP_POWER_SYNC.store(on, Ordering::Relaxed);
+    #[cfg(not(debug_assertions))]
+    let _ = on;
+}
+
 /// sled's data file and blob folder inside the database folder.
 const DATA_FILE: &str = "db";
 const BLOB_DIR: &str = "blobs";
@@ -182,6 +208,10 @@ impl PowerSafe {
 
     /// Makes the data file durable, and the folders when files came or went.
     fn sync(&self, dir: &Path) -> Result<()> {
+        #[cfg(debug_assertions)]
+        if skipping_power_sync() {
+            return Ok(());
+        }
         self.data
             .sync_data()
             .map_err(|e| Error::io("syncing the vault database", e))?;

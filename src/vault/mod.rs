@@ -34,6 +34,8 @@ pub use commit::{LatencyHistogram, LATENCY_BUCKETS};
 #[doc(hidden)]
 pub use db::JournalWrite;
 pub use db::TreeId;
+#[doc(hidden)]
+pub use db::{skip_power_sync_for_tests, SKIP_POWER_SYNC_ENV};
 pub use rotate::RotateReport;
 #[doc(hidden)]
 pub use shred::DiskKeys;

@@ -12,6 +12,10 @@ mod inputs;
 mod kill;
 mod live;
 mod messaging;
+mod powercut;
+#[allow(dead_code)] // each binary uses part of it
+#[path = "../support/powerfs.rs"]
+mod powerfs;
 mod process;
 mod roundtrip;
 mod shred;

@@ -23,7 +23,7 @@ fn setup(dir: &std::path::Path) -> Vault {
     setup_at(dir, NOW)
 }
 
-fn setup_at(dir: &std::path::Path, now: i64) -> Vault {
+pub(crate) fn setup_at(dir: &std::path::Path, now: i64) -> Vault {
     let v = new_vault(dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -58,7 +58,7 @@ fn setup_at(dir: &std::path::Path, now: i64) -> Vault {
     v
 }
 
-fn creds(v: &Vault, id: &str) -> usize {
+pub(crate) fn creds(v: &Vault, id: &str) -> usize {
     let kinds = wavault::store::kinds::all();
     v.footprint(&bot(id), &kinds).unwrap().records as usize
 }
