@@ -37,7 +37,7 @@ pub use db::TreeId;
 pub use rotate::RotateReport;
 #[doc(hidden)]
 pub use shred::DiskKeys;
-pub use transfer::{BotDump, DumpedRecord, Footprint};
+pub use transfer::{BotDump, DumpedRecord, Footprint, ReplaceGroups};
 pub use view::{BatchOp, BotView, Kind};
 
 use crate::botid::BotId;
