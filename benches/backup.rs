@@ -176,8 +176,15 @@ fn main() {
     // Plaintext size: what the stream sealed (file minus header and tags).
     let (plain, framed) = {
         let (_, b) = archive::read_file(&file, b"backup", &mut |_, _| {}).unwrap();
-        let framed: usize = b.bots.iter().map(|d| 4 + wavault::codec::encode(d).len()).sum();
-        (b.bots.iter().map(|d| d.payload_bytes()).sum::<u64>(), framed)
+        let framed: usize = b
+            .bots
+            .iter()
+            .map(|d| 4 + wavault::codec::encode(d).len())
+            .sum();
+        (
+            b.bots.iter().map(|d| d.payload_bytes()).sum::<u64>(),
+            framed,
+        )
     };
     let limit_s = stored as f64 / MB / raw_open + framed as f64 / MB / raw_seal;
 

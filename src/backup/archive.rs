@@ -462,9 +462,8 @@ fn parse_payload(plain: &[u8], threads: usize) -> Result<(Manifest, Vec<BotDump>
     let decoded = stream::split_work(frames, threads, |run| {
         run.into_iter()
             .map(|(i, f)| {
-                codec::decode::<BotDump>(f).map_err(|e| {
-                    malformed(format!("bot {} of {n} does not decode: {e}", i + 1))
-                })
+                codec::decode::<BotDump>(f)
+                    .map_err(|e| malformed(format!("bot {} of {n} does not decode: {e}", i + 1)))
             })
             .collect::<Vec<_>>()
     });

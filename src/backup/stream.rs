@@ -845,7 +845,14 @@ mod tests {
     /// read back by both readers, whatever the number of threads.
     #[test]
     fn seal_all_and_open_all_match_the_stream() {
-        for n in [0, 1, CHUNK_LEN - 1, CHUNK_LEN, CHUNK_LEN + 1, 5 * CHUNK_LEN + 3] {
+        for n in [
+            0,
+            1,
+            CHUNK_LEN - 1,
+            CHUNK_LEN,
+            CHUNK_LEN + 1,
+            5 * CHUNK_LEN + 3,
+        ] {
             let plain = data(n);
             for threads in [1, 2, 3, 8] {
                 let file = seal_all(&plain, PW, K, threads).unwrap();
@@ -854,7 +861,11 @@ mod tests {
                 assert_eq!(info, HeaderInfo { version: 1, kdf: K });
                 assert_eq!(back, plain, "{n} bytes sealed on {threads} threads");
                 let (_, back) = open_all(&file, PW, DEFAULT_MAX_READ_MEMORY_KIB, threads).unwrap();
-                assert_eq!(&back[..], &plain[..], "{n} bytes opened on {threads} threads");
+                assert_eq!(
+                    &back[..],
+                    &plain[..],
+                    "{n} bytes opened on {threads} threads"
+                );
             }
             let (_, back) = open_all(&make(&plain), PW, DEFAULT_MAX_READ_MEMORY_KIB, 2).unwrap();
             assert_eq!(&back[..], &plain[..]);

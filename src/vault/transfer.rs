@@ -144,7 +144,10 @@ impl Vault {
         for (cfg, _) in bots {
             let tag = self.bot_tag(&cfg.id);
             if self.db().get(TreeId::Bots, &tag)?.is_some()
-                || !self.db().keys_with_prefix(TreeId::Records, &tag)?.is_empty()
+                || !self
+                    .db()
+                    .keys_with_prefix(TreeId::Records, &tag)?
+                    .is_empty()
             {
                 replaces = true;
                 break;
@@ -217,10 +220,7 @@ impl Vault {
             }
             let tag = self.bot_tag(&cfg.id);
             let old_keys = self.db().keys_with_prefix(TreeId::Records, &tag)?;
-            let bot_ops = vec![(
-                tag.to_vec(),
-                Some(seal(TreeId::Bots, &tag, &bot_body(cfg))),
-            )];
+            let bot_ops = vec![(tag.to_vec(), Some(seal(TreeId::Bots, &tag, &bot_body(cfg))))];
             let mut new = std::collections::BTreeMap::new();
             for r in records {
                 let mut key = Vec::with_capacity(super::view::KEY_LEN);
@@ -449,7 +449,11 @@ mod tests {
         ids[4] = FAILS.into();
         // Old state: every bot but the failing one (which cannot be written).
         let old: Vec<BotDump> = ids.iter().map(|id| dump(id, 1)).collect();
-        let without: Vec<BotDump> = old.iter().filter(|d| d.config.id.as_str() != FAILS).cloned().collect();
+        let without: Vec<BotDump> = old
+            .iter()
+            .filter(|d| d.config.id.as_str() != FAILS)
+            .cloned()
+            .collect();
         v.replace_bots(&refs(&without), ReplaceGroups::DEFAULT, 2, &mut |_| Ok(()))
             .unwrap();
         let new: Vec<BotDump> = ids.iter().map(|id| dump(id, 2)).collect();
