@@ -8,19 +8,19 @@
 //! that the frames agree with the manifest. Bytes are in docs/FORMAT.md.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::stream::{HeaderInfo, StreamReader, StreamWriter, DEFAULT_MAX_READ_MEMORY_KIB};
+use super::stream::{self, HeaderInfo, DEFAULT_MAX_READ_MEMORY_KIB};
 use crate::botid::BotId;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::messaging::hook::keys;
 use crate::vault::crypto::KdfParams;
-use crate::vault::{now, BotConfig, BotDump, Vault};
+use crate::vault::{now, BotConfig, BotDump, ReplaceGroups, Vault};
 
 /// Largest frame a reader accepts (the codec's own limit).
 pub const MAX_FRAME: u32 = codec::MAX_DECODE as u32;
@@ -65,17 +65,6 @@ pub struct ExportReport {
     pub records: u64,
     /// Size of the file in bytes.
     pub bytes: u64,
-}
-
-fn write_frame<W: Write, T: Serialize>(out: &mut W, value: &T) -> Result<()> {
-    let bytes = zeroize::Zeroizing::new(codec::encode(value));
-    let len = u32::try_from(bytes.len())
-        .ok()
-        .filter(|l| *l <= MAX_FRAME)
-        .ok_or_else(|| Error::Other(format!("one bot's state is larger than {MAX_FRAME} bytes")))?;
-    out.write_all(&len.to_le_bytes())
-        .and_then(|_| out.write_all(&bytes))
-        .map_err(|e| Error::io("writing the backup", e))
 }
 
 /// Reads the next frame; `None` at a clean end of the payload.
@@ -156,7 +145,7 @@ pub struct Exported {
 /// How to change a bot's configuration as the backup carries it (the state
 /// in the vault is not touched): `export --move` disables the bot here
 /// before its last snapshot, but the file carries it as it was.
-pub type Adjust<'a> = &'a dyn Fn(&mut BotDump);
+pub type Adjust<'a> = &'a (dyn Fn(&mut BotDump) + Sync);
 
 /// The bots to export: `bots`, which must exist (sorted, once each), or
 /// every bot when empty.
@@ -178,6 +167,13 @@ pub fn select(vault: &Vault, bots: &[BotId]) -> Result<Vec<BotId>> {
 /// records as they were at one instant, even while a runner writes them;
 /// all dumps are taken before the manifest, which is built from them.
 /// `progress` counts bots.
+///
+/// Uses every core (up to 4): the bots are dumped and encoded by as many
+/// workers, the stream's chunks are sealed and verified in parallel
+/// ([`stream::seal_all`], [`stream::open_all`]). The verification opens the
+/// whole file again with `passphrase` and checks that its payload is
+/// byte for byte the frames encoded from the dumps and that the manifest
+/// decodes back equal.
 pub fn export_bytes(
     vault: &Vault,
     bots: &[BotId],
@@ -187,49 +183,122 @@ pub fn export_bytes(
     progress: Progress<'_>,
 ) -> Result<Exported> {
     let ids = select(vault, bots)?;
-    let total = ids.len() as u64;
-    let mut dumps = Vec::with_capacity(ids.len());
-    for (i, id) in ids.iter().enumerate() {
-        let mut dump = vault.dump_bot(id)?;
-        adjust(&mut dump);
-        dumps.push(dump);
-        progress(i as u64 + 1, total);
-    }
+    let threads = stream::default_threads();
+    let frames = dump_frames(vault, &ids, adjust, threads, progress)?;
     let manifest = Manifest {
         created_at: now(),
         source_vault: vault.id(),
         wavault_version: env!("CARGO_PKG_VERSION").to_string(),
-        bots: dumps
-            .iter()
-            .map(|d| ManifestBot {
-                id: d.config.id.clone(),
-                records: d.records.len() as u64,
-            })
-            .collect(),
+        bots: frames.iter().map(|(m, _)| m.clone()).collect(),
     };
-    let mut w = StreamWriter::create(Vec::new(), passphrase, kdf)?;
-    write_frame(&mut w, &manifest)?;
-    for dump in &dumps {
-        write_frame(&mut w, dump)?;
+    let manifest_frame = codec::encode(&manifest);
+    let total = 4 * (frames.len() + 1)
+        + manifest_frame.len()
+        + frames.iter().map(|(_, f)| f.len()).sum::<usize>();
+    let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(total));
+    push_frame(&mut plain, &manifest_frame)?;
+    for (_, f) in &frames {
+        push_frame(&mut plain, f)?;
     }
-    let bytes = w.finish()?;
+    drop(frames);
+    let bytes = stream::seal_all(&plain, passphrase, kdf, threads)?;
     // Our own bytes: their parameters are what the caller chose.
-    let back = read_bytes_limited(
-        &bytes,
-        passphrase,
-        KdfParams::MAX.memory_kib,
-        &mut |_, _| {},
-    )?;
-    if back.manifest != manifest {
-        return Err(Error::Other(
-            "the backup read back differs from what was written".into(),
-        ));
+    let (_, back) = stream::open_all(&bytes, passphrase, KdfParams::MAX.memory_kib, threads)?;
+    let differs = || Error::Other("the backup read back differs from what was written".into());
+    if back[..] != plain[..] {
+        return Err(differs());
+    }
+    let mut payload = &back[..];
+    let read: Option<Manifest> = read_frame(&mut payload, "the manifest")?;
+    if read.as_ref() != Some(&manifest) {
+        return Err(differs());
     }
     Ok(Exported {
         bots: ids.iter().map(|b| b.to_string()).collect(),
         records: manifest.bots.iter().map(|b| b.records).sum(),
         bytes,
     })
+}
+
+/// Appends one frame (length, then `encoded`) to the payload.
+fn push_frame(out: &mut Vec<u8>, encoded: &[u8]) -> Result<()> {
+    let len = u32::try_from(encoded.len())
+        .ok()
+        .filter(|l| *l <= MAX_FRAME)
+        .ok_or_else(|| Error::Other(format!("one bot's state is larger than {MAX_FRAME} bytes")))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(encoded);
+    Ok(())
+}
+
+/// Each bot of `ids` dumped ([`Vault::dump_bot`], one snapshot each),
+/// adjusted and encoded as its frame, in `ids` order, by `threads` workers
+/// taking the next bot in turn (this thread is one of them and reports
+/// `progress`). The first error stops every worker.
+fn dump_frames(
+    vault: &Vault,
+    ids: &[BotId],
+    adjust: Adjust<'_>,
+    threads: usize,
+    progress: Progress<'_>,
+) -> Result<Vec<(ManifestBot, zeroize::Zeroizing<Vec<u8>>)>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    type Frame = (ManifestBot, zeroize::Zeroizing<Vec<u8>>);
+    let total = ids.len();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let one = |id: &BotId| -> Result<Frame> {
+        let mut dump = vault.dump_bot(id)?;
+        adjust(&mut dump);
+        let head = ManifestBot {
+            id: dump.config.id.clone(),
+            records: dump.records.len() as u64,
+        };
+        Ok((head, zeroize::Zeroizing::new(codec::encode(&dump))))
+    };
+    // Takes bots until none is left or a worker failed; `tick` after each.
+    let work = |tick: &mut dyn FnMut()| -> Result<Vec<(usize, Frame)>> {
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= total || failed.load(Ordering::Relaxed) {
+                return Ok(out);
+            }
+            match one(&ids[i]) {
+                Ok(f) => out.push((i, f)),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+            tick();
+        }
+    };
+    let results: Vec<Result<Vec<(usize, Frame)>>> = std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads.min(total).max(1))
+            .map(|_| s.spawn(|| work(&mut || {})))
+            .collect();
+        let mut results = vec![work(&mut || {
+            progress(done.load(Ordering::Relaxed) as u64, total as u64)
+        })];
+        for h in others {
+            results.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        results
+    });
+    let mut slots: Vec<Option<Frame>> = (0..total).map(|_| None).collect();
+    for r in results {
+        for (i, f) in r? {
+            slots[i] = Some(f);
+        }
+    }
+    progress(total as u64, total as u64);
+    Ok(slots
+        .into_iter()
+        .map(|f| f.expect("every bot dumped when no worker failed"))
+        .collect())
 }
 
 /// Exports `bots` (every bot when empty) to the new file `out`
@@ -322,65 +391,90 @@ pub fn read_file(path: &Path, passphrase: &[u8], progress: Progress<'_>) -> Resu
 }
 
 /// [`read_file`] accepting up to `max_kdf_memory_kib` of Argon2id memory
-/// (never more than the format's cap, [`KdfParams::MAX`]).
+/// (never more than the format's cap, [`KdfParams::MAX`]). The file is
+/// read into memory, then verified as [`read_bytes_limited`] does.
 pub fn read_file_limited(
     path: &Path,
     passphrase: &[u8],
     max_kdf_memory_kib: u32,
     progress: Progress<'_>,
 ) -> Result<(u64, Backup)> {
-    let file = File::open(path).map_err(|e| match e.kind() {
+    let mut file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound(format!("backup file {}", path.display())),
         _ => Error::io(format!("opening {}", path.display()), e),
     })?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let backup = read_from(
-        BufReader::new(file),
-        size,
-        passphrase,
-        max_kdf_memory_kib,
-        progress,
-    )?;
-    Ok((size, backup))
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let backup = read_bytes_limited(&bytes, passphrase, max_kdf_memory_kib, progress)?;
+    Ok((bytes.len() as u64, backup))
 }
 
 /// [`read_file_limited`] of a backup held in memory (read from a pipe).
+/// The stream's chunks are opened on every core ([`stream::open_all`]):
+/// nothing is decoded before the whole file authenticated; then the bot
+/// frames are decoded in parallel and checked against the manifest in
+/// file order (the first problem in the file is the one reported).
 pub fn read_bytes_limited(
     bytes: &[u8],
     passphrase: &[u8],
     max_kdf_memory_kib: u32,
     progress: Progress<'_>,
 ) -> Result<Backup> {
-    read_from(
-        bytes,
-        bytes.len() as u64,
-        passphrase,
-        max_kdf_memory_kib,
-        progress,
-    )
+    let size = bytes.len() as u64;
+    let threads = stream::default_threads();
+    let (header, plain) = stream::open_all(bytes, passphrase, max_kdf_memory_kib, threads)?;
+    progress(size / 2, size);
+    let (manifest, bots) = parse_payload(&plain, threads)?;
+    progress(size, size);
+    Ok(Backup {
+        header,
+        manifest,
+        bots,
+    })
 }
 
-fn read_from<R: Read>(
-    input: R,
-    size: u64,
-    passphrase: &[u8],
-    max_kdf_memory_kib: u32,
-    progress: Progress<'_>,
-) -> Result<Backup> {
-    let (header, mut r) = StreamReader::open_limited(input, passphrase, max_kdf_memory_kib)?;
-    let manifest: Manifest = read_frame(&mut r, "the manifest")?
+/// The frames of an authenticated payload: the manifest, then its bots.
+fn parse_payload(plain: &[u8], threads: usize) -> Result<(Manifest, Vec<BotDump>)> {
+    let mut input = plain;
+    let manifest: Manifest = read_frame(&mut input, "the manifest")?
         .ok_or_else(|| malformed("the payload is empty (no manifest)".into()))?;
-    let mut bots = Vec::with_capacity(manifest.bots.len().min(100_000));
-    for (i, b) in manifest.bots.iter().enumerate() {
-        let dump: BotDump =
-            read_frame(&mut r, &format!("bot {} of {}", i + 1, manifest.bots.len()))?.ok_or_else(
-                || {
-                    malformed(format!(
-                        "the manifest lists {} bots but the file holds {i}",
-                        manifest.bots.len()
-                    ))
-                },
-            )?;
+    let n = manifest.bots.len();
+    // Split the bot frames (lengths only); a structural problem is reported
+    // after the frames before it decoded and matched the manifest.
+    let mut frames: Vec<(usize, &[u8])> = Vec::with_capacity(n.min(100_000));
+    let mut structural: Option<Error> = None;
+    for i in 0..n {
+        match split_frame(&mut input, &format!("bot {} of {n}", i + 1)) {
+            Ok(Some(f)) => frames.push((i, f)),
+            Ok(None) => {
+                structural = Some(malformed(format!(
+                    "the manifest lists {n} bots but the file holds {i}"
+                )));
+                break;
+            }
+            Err(e) => {
+                structural = Some(e);
+                break;
+            }
+        }
+    }
+    let decoded = stream::split_work(frames, threads, |run| {
+        run.into_iter()
+            .map(|(i, f)| {
+                codec::decode::<BotDump>(f)
+                    .map_err(|e| malformed(format!("bot {} of {n} does not decode: {e}", i + 1)))
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut bots = Vec::with_capacity(n.min(100_000));
+    for (i, (dump, b)) in decoded
+        .into_iter()
+        .flatten()
+        .zip(&manifest.bots)
+        .enumerate()
+    {
+        let dump = dump?;
         if dump.config.id != b.id || dump.records.len() as u64 != b.records {
             return Err(malformed(format!(
                 "bot frame {} does not match the manifest entry for {}",
@@ -388,10 +482,12 @@ fn read_from<R: Read>(
                 b.id
             )));
         }
-        progress(r.bytes_read(), size);
         bots.push(dump);
     }
-    if read_frame::<_, BotDump>(&mut r, "an extra frame")?.is_some() {
+    if let Some(e) = structural {
+        return Err(e);
+    }
+    if read_frame::<_, BotDump>(&mut input, "an extra frame")?.is_some() {
         return Err(malformed(
             "frames after the last bot in the manifest".into(),
         ));
@@ -400,12 +496,33 @@ fn read_from<R: Read>(
     if !manifest.bots.iter().all(|b| seen.insert(b.id.clone())) {
         return Err(malformed("a bot is listed twice".into()));
     }
-    progress(size, size);
-    Ok(Backup {
-        header,
-        manifest,
-        bots,
-    })
+    Ok((manifest, bots))
+}
+
+/// The next frame's bytes from an authenticated payload, not decoded;
+/// `None` at a clean end. The same checks and messages as [`read_frame`].
+fn split_frame<'a>(input: &mut &'a [u8], what: &str) -> Result<Option<&'a [u8]>> {
+    if input.is_empty() {
+        return Ok(None);
+    }
+    if input.len() < 4 {
+        return Err(malformed(format!(
+            "the payload ends inside a frame length ({what})"
+        )));
+    }
+    let len = u32::from_le_bytes(input[..4].try_into().expect("4 bytes"));
+    if len > MAX_FRAME {
+        return Err(malformed(format!(
+            "{what} declares {len} bytes, over the {MAX_FRAME}-byte limit"
+        )));
+    }
+    let rest = &input[4..];
+    if rest.len() < len as usize {
+        return Err(malformed(format!("the payload ends inside {what}")));
+    }
+    let (frame, rest) = rest.split_at(len as usize);
+    *input = rest;
+    Ok(Some(frame))
 }
 
 /// A bot's hooks as a backup carries them: the webhook URL and the
@@ -518,9 +635,10 @@ fn refused(cfg: &BotConfig, p: &crate::messaging::config::ConfigProblem) -> Erro
 /// the checks of `bot add`/`bot set` ([`BotConfig::check`]), and bots that
 /// exist already need `force`; with `force`, `before_replace` gets the
 /// existing bots first (the automatic backup). Then each bot is applied in
-/// its own transaction (wholly old or wholly new after a crash), with its
-/// webhook and on-message command removed unless `keep_hooks`. `progress`
-/// counts bots.
+/// its own transaction (wholly old or wholly new after a crash or a power
+/// cut), with its webhook and on-message command removed unless
+/// `keep_hooks`; one durable flush covers a group of bots
+/// ([`Vault::replace_bots`]). `progress` counts durable bots.
 pub fn restore_with(
     vault: &Vault,
     backup: &Backup,
@@ -570,16 +688,15 @@ pub fn restore_with(
     let total = chosen.len() as u64;
     let mut records = 0;
     let mut hooks = Vec::new();
-    for (i, dump) in chosen.iter().enumerate() {
+    let mut configs = Vec::with_capacity(chosen.len());
+    for dump in &chosen {
         let h = Hooks::of(&dump.config);
-        if h.is_empty() || opts.keep_hooks {
-            vault.replace_bot(dump)?;
-        } else {
-            let mut stripped = (*dump).clone();
-            stripped.config.webhook = None;
-            stripped.config.extra.remove(keys::ON_MESSAGE);
-            vault.replace_bot(&stripped)?;
+        let mut cfg = dump.config.clone();
+        if !opts.keep_hooks {
+            cfg.webhook = None;
+            cfg.extra.remove(keys::ON_MESSAGE);
         }
+        configs.push(cfg);
         if !h.is_empty() {
             hooks.push(RestoredHooks {
                 bot: dump.config.id.to_string(),
@@ -589,9 +706,23 @@ pub fn restore_with(
             });
         }
         records += dump.records.len() as u64;
-        progress(i as u64 + 1, total);
-        crate::testpoint::pause("restore-bot-replaced");
     }
+    let bots: Vec<(&BotConfig, &[crate::vault::DumpedRecord])> = configs
+        .iter()
+        .zip(&chosen)
+        .map(|(c, d)| (c, &d.records[..]))
+        .collect();
+    // Each bot one transaction; one durable flush per group of bots.
+    vault.replace_bots(
+        &bots,
+        restore_groups(),
+        stream::default_threads(),
+        &mut |done| {
+            progress(done as u64, total);
+            crate::testpoint::pause("restore-group-durable");
+            Ok(())
+        },
+    )?;
     Ok(RestoreReport {
         restored: chosen.iter().map(|d| d.config.id.to_string()).collect(),
         replaced: clash.iter().map(|b| b.to_string()).collect(),
@@ -599,6 +730,26 @@ pub fn restore_with(
         auto_backup,
         hooks,
     })
+}
+
+/// The environment variable that sets how many bots share one durable
+/// flush in a restore (debug builds only; for the kill tests).
+pub const TEST_GROUP_ENV: &str = "WAVAULT_TEST_RESTORE_GROUP";
+
+/// How a restore groups bots under one durable flush:
+/// [`ReplaceGroups::DEFAULT`], or [`TEST_GROUP_ENV`] bots in a debug build.
+fn restore_groups() -> ReplaceGroups {
+    #[cfg(debug_assertions)]
+    if let Some(bots) = std::env::var(TEST_GROUP_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return ReplaceGroups {
+            bots,
+            bytes: usize::MAX,
+        };
+    }
+    ReplaceGroups::DEFAULT
 }
 
 /// One bot as `backup inspect` shows it.

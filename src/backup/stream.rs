@@ -629,6 +629,167 @@ pub fn read_all<R: Read>(
     Ok((info, std::mem::take(&mut *out)))
 }
 
+/// How many threads [`seal_all`] and [`open_all`] use by default: the
+/// machine's cores, at most 4.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Splits `items` into at most `threads` contiguous runs and calls `work`
+/// on each run, the first on this thread and the others on scoped threads.
+/// Returns the runs' results in order.
+pub(crate) fn split_work<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    work: impl Fn(Vec<T>) -> R + Sync,
+) -> Vec<R> {
+    let per = items.len().div_ceil(threads.max(1)).max(1);
+    let mut runs: Vec<Vec<T>> = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        runs.push(items.by_ref().take(per).collect());
+    }
+    if runs.len() <= 1 {
+        return runs.into_iter().map(&work).collect();
+    }
+    let work = &work;
+    std::thread::scope(|s| {
+        let mut runs = runs.into_iter();
+        let first = runs.next().expect("two runs or more");
+        let others: Vec<_> = runs.map(|r| s.spawn(move || work(r))).collect();
+        let mut out = vec![work(first)];
+        for h in others {
+            // A worker only panics on a bug; pass the panic on.
+            out.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        out
+    })
+}
+
+/// Seals `plain` into a whole backup file in memory, chunks sealed on up to
+/// `threads` threads: byte for byte the layout [`StreamWriter`] writes (a
+/// fresh key, salt and nonces; the same header, chunk framing and nonces).
+pub fn seal_all(
+    plain: &[u8],
+    passphrase: &[u8],
+    kdf: KdfParams,
+    threads: usize,
+) -> Result<Vec<u8>, BackupError> {
+    let full = plain.len() / CHUNK_LEN;
+    let last_len = plain.len() % CHUNK_LEN;
+    if full as u64 >= MAX_CHUNKS {
+        return Err(BackupError::Io(io::Error::other(
+            "the backup is larger than the format allows (2^56 chunks)",
+        )));
+    }
+    let total = HEADER_LEN + full * FULL_CHUNK_FRAME + FRAME_LEN + last_len + TAG_LEN;
+    let mut out = Vec::with_capacity(total);
+    let w = StreamWriter::create(&mut out, passphrase, kdf)?;
+    let (key, nonce_prefix, header_mac) = (w.key, w.nonce_prefix, w.header_mac);
+    debug_assert_eq!(out.len(), HEADER_LEN);
+    out.resize(total, 0);
+    // Frame slot i of the output and plaintext chunk i (the last may be empty).
+    let slots: Vec<(usize, &mut [u8])> = out[HEADER_LEN..]
+        .chunks_mut(FULL_CHUNK_FRAME)
+        .enumerate()
+        .collect();
+    debug_assert_eq!(slots.len(), full + 1);
+    split_work(slots, threads, |run| {
+        for (i, slot) in run {
+            let start = i * CHUNK_LEN;
+            let chunk = &plain[start..(start + CHUNK_LEN).min(plain.len())];
+            let nonce = chunk_nonce(&nonce_prefix, i as u64, i == full);
+            let sealed = crypto::seal(&key, &nonce, &header_mac, chunk);
+            slot[..FRAME_LEN].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+            slot[FRAME_LEN..].copy_from_slice(&sealed);
+        }
+    });
+    Ok(out)
+}
+
+/// Opens and verifies a whole backup held in memory, chunks opened on up to
+/// `threads` threads; returns its plaintext. Accepts and refuses exactly
+/// what [`StreamReader`] does, with the same error (the first problem in
+/// file order); no plaintext comes out unless the whole file verified.
+pub fn open_all(
+    bytes: &[u8],
+    passphrase: &[u8],
+    max_memory_kib: u32,
+    threads: usize,
+) -> Result<(HeaderInfo, Zeroizing<Vec<u8>>), BackupError> {
+    let (info, reader) = StreamReader::open_limited(bytes, passphrase, max_memory_kib)?;
+    let body = reader.input;
+    // Walk the frame lengths (nothing authenticated yet): every chunk up to
+    // the last, or up to the first structural problem, which is reported
+    // only if every chunk before it verifies (as a sequential read would).
+    let mut chunks: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+    let mut at = 0usize;
+    let mut plain_len = 0usize;
+    let mut structural: Option<BackupError> = None;
+    loop {
+        let index = chunks.len() as u64;
+        if body.len() - at < FRAME_LEN {
+            structural = Some(BackupError::Truncated {
+                after_chunks: index,
+            });
+            break;
+        }
+        let len = u32::from_le_bytes(body[at..at + FRAME_LEN].try_into().expect("4 bytes"));
+        let len = len as usize;
+        if len > CHUNK_LEN {
+            structural = Some(BackupError::ChunkTampered { index });
+            break;
+        }
+        let start = at + FRAME_LEN;
+        if body.len() - start < len + TAG_LEN {
+            structural = Some(BackupError::Truncated {
+                after_chunks: index,
+            });
+            break;
+        }
+        at = start + len + TAG_LEN;
+        chunks.push((plain_len, start..at));
+        plain_len += len;
+        if len < CHUNK_LEN {
+            if at < body.len() {
+                structural = Some(BackupError::TrailingBytes);
+            }
+            break;
+        }
+    }
+    let mut plain = Zeroizing::new(vec![0u8; plain_len]);
+    let mut work = Vec::with_capacity(chunks.len());
+    let mut rest: &mut [u8] = &mut plain;
+    for (i, (_, sealed)) in chunks.iter().enumerate() {
+        let len = sealed.len() - TAG_LEN;
+        let (slot, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        work.push((i, sealed.clone(), slot));
+    }
+    let n = chunks.len();
+    let (key, prefix, mac) = (&reader.key, &reader.nonce_prefix, &reader.header_mac);
+    // Each run reports its first failing chunk.
+    let failed = split_work(work, threads, |run| {
+        for (i, sealed, slot) in run {
+            let last = sealed.len() - TAG_LEN < CHUNK_LEN;
+            let nonce = chunk_nonce(prefix, i as u64, last);
+            match crypto::open(key, &nonce, mac, &body[sealed]) {
+                Ok(p) => slot.copy_from_slice(&p),
+                Err(_) => return Some(i as u64),
+            }
+        }
+        None
+    });
+    if let Some(index) = failed.into_iter().flatten().min() {
+        return Err(BackupError::ChunkTampered { index });
+    }
+    if let Some(e) = structural {
+        return Err(e);
+    }
+    debug_assert!(n > 0);
+    Ok((info, plain))
+}
+
 impl BackupError {
     /// The exit code of this problem: 3 for a wrong passphrase (and the
     /// header changes that read as one), 5 for a file that is not a sound
@@ -680,11 +841,55 @@ mod tests {
         out
     }
 
+    /// [`seal_all`] writes what [`StreamWriter`] writes: the same length,
+    /// read back by both readers, whatever the number of threads.
+    #[test]
+    fn seal_all_and_open_all_match_the_stream() {
+        for n in [
+            0,
+            1,
+            CHUNK_LEN - 1,
+            CHUNK_LEN,
+            CHUNK_LEN + 1,
+            5 * CHUNK_LEN + 3,
+        ] {
+            let plain = data(n);
+            for threads in [1, 2, 3, 8] {
+                let file = seal_all(&plain, PW, K, threads).unwrap();
+                assert_eq!(file.len(), expected_len(n), "{n} bytes, {threads} threads");
+                let (info, back) = read_all(&file[..], PW).unwrap();
+                assert_eq!(info, HeaderInfo { version: 1, kdf: K });
+                assert_eq!(back, plain, "{n} bytes sealed on {threads} threads");
+                let (_, back) = open_all(&file, PW, DEFAULT_MAX_READ_MEMORY_KIB, threads).unwrap();
+                assert_eq!(
+                    &back[..],
+                    &plain[..],
+                    "{n} bytes opened on {threads} threads"
+                );
+            }
+            let (_, back) = open_all(&make(&plain), PW, DEFAULT_MAX_READ_MEMORY_KIB, 2).unwrap();
+            assert_eq!(&back[..], &plain[..]);
+        }
+    }
+
+    /// The error of reading `bytes`, the same from [`StreamReader`] and from
+    /// [`open_all`] on one and on three threads.
     fn err(bytes: &[u8]) -> BackupError {
-        match read_all(bytes, PW) {
+        let e = match read_all(bytes, PW) {
             Ok((_, p)) => panic!("accepted, {} bytes of plaintext", p.len()),
             Err(e) => e,
+        };
+        for threads in [1, 3] {
+            match open_all(bytes, PW, DEFAULT_MAX_READ_MEMORY_KIB, threads) {
+                Ok((_, p)) => panic!("open_all accepted, {} bytes of plaintext", p.len()),
+                Err(p) => assert_eq!(
+                    format!("{p:?}"),
+                    format!("{e:?}"),
+                    "open_all on {threads} threads differs from StreamReader"
+                ),
+            }
         }
+        e
     }
 
     /// Byte range of chunk `i`'s frame, for files whose chunks before `i` are full.

@@ -39,7 +39,7 @@ pub use db::{skip_power_sync_for_tests, SKIP_POWER_SYNC_ENV};
 pub use rotate::RotateReport;
 #[doc(hidden)]
 pub use shred::DiskKeys;
-pub use transfer::{BotDump, DumpedRecord, Footprint};
+pub use transfer::{BotDump, DumpedRecord, Footprint, ReplaceGroups};
 pub use view::{BatchOp, BotView, Kind};
 
 use crate::botid::BotId;

@@ -489,12 +489,16 @@ fn cli_errors_name_the_problem_with_their_exit_codes() {
 const KILLS: usize = 20;
 /// Pause-point kills: after the first, third and fifth of six bots.
 const PAUSE_HITS: [usize; 3] = [1, 3, 5];
+/// Bots per durable flush in the killed restores.
+const GROUP: usize = 2;
 
 /// SIGKILL `wavault restore --force` between two bots (at a pause point) and
 /// at random moments: every reopen succeeds and every bot is wholly the old
-/// state or wholly the new one; a kill between bots leaves exactly the bots
-/// restored so far new; a child that finished first left every bot new; a
-/// child that ended any other way fails the test.
+/// state or wholly the new one; a kill right after a group's flush leaves
+/// exactly the bots restored so far new; a kill after a bot's transaction,
+/// before its group's flush, leaves at least the earlier groups new and no
+/// bot after it; a child that finished first left every bot new; a child
+/// that ended any other way fails the test.
 #[test]
 fn restore_survives_sigkill_at_random_points() {
     let tmp = tempfile::tempdir().unwrap();
@@ -522,10 +526,13 @@ fn restore_survives_sigkill_at_random_points() {
     };
     let restore = || {
         let mut c = wavault(&dir);
-        c.args(["restore", "--force"]).arg(&file).env(
-            "WAVAULT_BACKUP_PASSPHRASE",
-            std::str::from_utf8(BACKUP_PASS).unwrap(),
-        );
+        c.args(["restore", "--force"])
+            .arg(&file)
+            .env(
+                "WAVAULT_BACKUP_PASSPHRASE",
+                std::str::from_utf8(BACKUP_PASS).unwrap(),
+            )
+            .env(archive::TEST_GROUP_ENV, GROUP.to_string());
         c
     };
     // Reopens, checks each bot is wholly old or new, puts the old state back
@@ -554,9 +561,19 @@ fn restore_survives_sigkill_at_random_points() {
     for hit in PAUSE_HITS {
         kill_at(&mut restore(), "restore-bot-replaced", hit as u64);
         let n_new = inspect_and_reset(&format!("the kill after bot {hit} of 6"));
+        let flushed = (hit - 1) / GROUP * GROUP;
+        assert!(
+            (flushed..=hit).contains(&n_new),
+            "killed after bot {hit} of 6 was applied, {flushed} flushed: {n_new} are new"
+        );
+    }
+    for group in 1..=2 {
+        kill_at(&mut restore(), "restore-group-durable", group as u64);
+        let n_new = inspect_and_reset(&format!("the kill after group {group}"));
         assert_eq!(
-            n_new, hit,
-            "killed after {hit} of 6 bots were restored: {n_new} are new"
+            n_new,
+            group * GROUP,
+            "killed after the flush of group {group}: {n_new} bots are new"
         );
     }
     // Calibrate: how long does one uninterrupted restore take?
