@@ -12,10 +12,6 @@ mod inputs;
 mod kill;
 mod live;
 mod messaging;
-mod powercut;
-#[allow(dead_code)] // each binary uses part of it
-#[path = "../support/powerfs.rs"]
-mod powerfs;
 mod process;
 mod roundtrip;
 mod shred;
@@ -23,5 +19,7 @@ mod shred;
 mod signal_state;
 mod socket;
 mod sweep;
+#[path = "../support/sweep_state.rs"]
+mod sweep_state;
 mod tamper;
 mod web;

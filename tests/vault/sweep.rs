@@ -12,8 +12,8 @@ use wavault::vault::{BotDump, Kind};
 use wavault::Vault;
 
 use crate::signal_state;
+use crate::sweep_state::{creds, setup_at, DAY};
 
-const DAY: i64 = 86_400;
 const NOW: i64 = 1_800_000_000;
 
 /// Four bots with credentials: `old-dead` logged out 31 days ago,
@@ -21,46 +21,6 @@ const NOW: i64 = 1_800_000_000;
 /// quiet since, `fine` connected now.
 fn setup(dir: &std::path::Path) -> Vault {
     setup_at(dir, NOW)
-}
-
-pub(crate) fn setup_at(dir: &std::path::Path, now: i64) -> Vault {
-    let v = new_vault(dir);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    for (i, (name, status, at)) in [
-        ("old-dead", Status::LoggedOut, now - 31 * DAY),
-        ("young-dead", Status::LoggedOut, now - 29 * DAY),
-        ("idle", Status::Connected, now - 365 * DAY),
-        ("fine", Status::Connected, now - 60),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let id = add_bot(&v, name);
-        let backend: Arc<dyn Backend> = v.bot_backend(&id).unwrap();
-        rt.block_on(signal_state::fill(&backend, i as u64));
-        let s = Sessions::new(v.view(&id));
-        s.set_status(now - 400 * DAY, Status::Connecting, Some("start"))
-            .unwrap();
-        s.set_status(now - 399 * DAY, Status::Connected, Some("paired"))
-            .unwrap();
-        if status != Status::Connected {
-            s.set_status(at, status, Some("logged out by server"))
-                .unwrap();
-        } else {
-            s.set_status(at - 10, Status::Reconnecting, Some("connection lost"))
-                .unwrap();
-            s.set_status(at, status, Some("logged in")).unwrap();
-        }
-    }
-    v.flush().unwrap();
-    v
-}
-
-pub(crate) fn creds(v: &Vault, id: &str) -> usize {
-    let kinds = wavault::store::kinds::all();
-    v.footprint(&bot(id), &kinds).unwrap().records as usize
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Power cuts (not process kills): the commands that rewrite the vault run
+//! The commands that rewrite the vault run
 //! on the power-cut simulator (`tests/support/powerfs.rs`), and the power
 //! goes out at the n-th request that changes something (n random over the
 //! command's whole run, or just after it), with torn unsynced tails. After
@@ -524,7 +524,7 @@ fn init_survives_power_cuts() {
 /// them with a whole backup beside them.
 #[test]
 fn sweep_survives_power_cuts() {
-    use crate::sweep::{creds, setup_at};
+    use crate::sweep_state::{creds, setup_at};
     let mut c = Campaign::new("sweep");
     let dir = c.root().join("vault");
     let before: Vec<(&str, usize)> = {
