@@ -81,18 +81,24 @@ impl FlusherRole {
             let pending = c.completed.load(Ordering::SeqCst) < c.requested.load(Ordering::SeqCst);
             // The strong handle goes before anyone hears of the flush.
             drop(vault);
+            if !ok || !pending {
+                // Nothing pending (or a failure): give up the role before
+                // the caller hears its result, so its next write finds the
+                // role free. A writer that arrived since the check either
+                // sees the role free or is woken by its release (which also
+                // wakes the waiters this flush covered).
+                drop(self);
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(r);
+                }
+                return;
+            }
             if let Some(inner) = self.0.upgrade() {
                 inner.commit.generation.notify_waiters();
             }
             if let Some(tx) = first.take() {
                 // The caller may be gone (its task aborted): nothing to tell.
                 let _ = tx.send(r);
-            }
-            if !ok || !pending {
-                // Nothing pending (or a failure): give up the role, on
-                // drop. A writer that arrived since the check either sees
-                // the role free or is woken by its release.
-                return;
             }
         }
     }
