@@ -5,7 +5,10 @@
 //! whatsapp-rust's SQLite store (one database per bot, as whatsapp-rust runs
 //! it) with `synchronous=FULL` (durable like the vault) and with its default
 //! (`NORMAL`), the reference `InMemoryBackend`, and plain unencrypted sled
-//! with an fsync after each durable write (the floor for the vault).
+//! (the floor for the vault). Plain sled is made power-cut safe the way the
+//! vault is: after each durable write, sled's flush and then `fdatasync` of
+//! its data file (`<dir>/db`; sled itself only `sync_file_range`s it), so
+//! both pay for the same durability.
 //!
 //! One "message" of a bot: read the contact's session, write it back
 //! (durable), read and write the group sender key (durable), store the sent
@@ -36,17 +39,26 @@ const CONTACTS: u64 = 20;
 const PREKEY_EVERY: u64 = 50;
 const PREKEY_BATCH: u32 = 50;
 
-/// Plain sled, no encryption: the same keys in clear, a flush for durability.
+/// Plain sled, no encryption: the same keys in clear, sled's flush and an
+/// `fdatasync` of its data file for durability (power-cut safe, as the
+/// vault's flush is).
 struct RawSled {
     tree: sled::Db,
+    /// sled's data file, for `fdatasync`.
+    data: std::fs::File,
 }
 
 impl RawSled {
-    /// fsync on a blocking thread (sled's own `flush_async` stalls under
-    /// concurrent callers in 0.34).
+    /// Flush and fdatasync on a blocking thread (sled's own `flush_async`
+    /// stalls under concurrent callers in 0.34).
     async fn flush(self: &Arc<Self>) -> Res<()> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.tree.flush()).await??;
+        tokio::task::spawn_blocking(move || -> Res<()> {
+            me.tree.flush()?;
+            me.data.sync_data()?;
+            Ok(())
+        })
+        .await??;
         Ok(())
     }
 }
@@ -255,7 +267,7 @@ const KINDS: &[Kind] = &[
         build: |d, n| sqlite_setup(d, n, None),
     },
     Kind {
-        name: "plain sled + flush (no crypto)",
+        name: "plain sled + flush + fdatasync",
         build: |d, n| {
             let d = d.to_path_buf();
             Box::pin(async move {
@@ -264,7 +276,8 @@ const KINDS: &[Kind] = &[
                     .mode(sled::Mode::LowSpace)
                     .open()
                     .expect("open sled");
-                let raw = Arc::new(RawSled { tree });
+                let data = std::fs::File::open(d.join("raw").join("db")).expect("sled data file");
+                let raw = Arc::new(RawSled { tree, data });
                 Setup {
                     targets: (0..n)
                         .map(|i| Target::Sled(raw.clone(), format!("bot-{i}/").into_bytes()))

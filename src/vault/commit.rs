@@ -3,8 +3,9 @@
 //! `/metrics` shows.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
-use super::Vault;
+use super::{Inner, Vault};
 use crate::error::{Error, Result};
 
 /// Group commit: concurrent callers of [`Vault::durable`] share one fsync.
@@ -34,15 +35,72 @@ pub struct LatencyHistogram {
     pub sum_secs: f64,
 }
 
-/// The flusher's role in the group commit, held while one caller flushes;
-/// giving it up (dropped, also when the caller is) lets the next caller
-/// run a flush and wakes the waiters.
-struct FlusherRole<'a>(&'a GroupCommit);
+/// The flusher's role in the group commit, held by the loop that runs
+/// flushes; giving it up (dropped, also when that loop panics) lets the
+/// next caller run a flush and wakes the waiters.
+///
+/// It holds the vault weakly, and a strong handle only while it flushes:
+/// once every `durable` caller got its answer, the loop keeps no handle
+/// alive, so dropping the last `Vault` still closes the database (and
+/// releases the vault's lock) at once.
+struct FlusherRole(Weak<Inner>);
 
-impl Drop for FlusherRole<'_> {
+impl Drop for FlusherRole {
     fn drop(&mut self) {
-        self.0.running.store(false, Ordering::SeqCst);
-        self.0.generation.notify_waiters();
+        // A vault already gone has nobody waiting on its group commit.
+        if let Some(inner) = self.0.upgrade() {
+            inner.commit.running.store(false, Ordering::SeqCst);
+            inner.commit.generation.notify_waiters();
+        }
+    }
+}
+
+impl FlusherRole {
+    /// The flusher's loop, on a blocking thread: flush, publish, and flush
+    /// again at once while writers arrived during the last flush (they all
+    /// share the next one), so under load one flush follows the other with
+    /// no hand-over between tasks; a writer waits for at most the flush
+    /// running when it arrived and the next. The first flush's result goes
+    /// to the caller that took the role (`first`). On a failed flush the
+    /// loop ends: the waiters it would have covered wake, one of them takes
+    /// the role and runs (and hears the result of) its own flush.
+    fn run(self, first: tokio::sync::oneshot::Sender<Result<()>>) {
+        let mut first = Some(first);
+        loop {
+            let Some(inner) = self.0.upgrade() else {
+                return;
+            };
+            let vault = Vault { inner };
+            let c = &vault.inner.commit;
+            let target = c.requested.load(Ordering::SeqCst);
+            let r = vault.flush();
+            let ok = r.is_ok();
+            if ok {
+                c.completed.fetch_max(target, Ordering::SeqCst);
+            }
+            let pending = c.completed.load(Ordering::SeqCst) < c.requested.load(Ordering::SeqCst);
+            // The strong handle goes before anyone hears of the flush.
+            drop(vault);
+            if !ok || !pending {
+                // Nothing pending (or a failure): give up the role before
+                // the caller hears its result, so its next write finds the
+                // role free. A writer that arrived since the check either
+                // sees the role free or is woken by its release (which also
+                // wakes the waiters this flush covered).
+                drop(self);
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(r);
+                }
+                return;
+            }
+            if let Some(inner) = self.0.upgrade() {
+                inner.commit.generation.notify_waiters();
+            }
+            if let Some(tx) = first.take() {
+                // The caller may be gone (its task aborted): nothing to tell.
+                let _ = tx.send(r);
+            }
+        }
     }
 }
 
@@ -102,22 +160,21 @@ impl Vault {
                 .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
-                let target = c.requested.load(Ordering::SeqCst);
-                // Releases the flusher's role however this ends: if this
-                // caller is dropped while it waits for its flush (its task
-                // aborted: a bot stopped, a delivery cancelled), the next
-                // caller flushes instead of every later one waiting for ever.
-                let role = FlusherRole(c);
-                let me = self.clone();
-                let r = tokio::task::spawn_blocking(move || me.flush())
-                    .await
-                    .unwrap_or_else(|e| Err(Error::Other(format!("flush task failed: {e}"))));
-                if r.is_ok() {
-                    c.completed.fetch_max(target, Ordering::SeqCst);
+                // The role lives in the flusher's loop, not in this caller:
+                // if this caller is dropped while it waits (its task
+                // aborted: a bot stopped, a delivery cancelled), the loop
+                // still finishes and releases the role, so the next caller
+                // flushes instead of every later one waiting for ever.
+                let role = FlusherRole(Arc::downgrade(&self.inner));
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::task::spawn_blocking(move || role.run(tx));
+                match rx.await {
+                    // The first flush started after this caller's write.
+                    Ok(r) => return r,
+                    Err(_) => {
+                        return Err(Error::Other("the vault's flush task failed".into()));
+                    }
                 }
-                drop(role);
-                r?;
-                continue;
             }
             notified.await;
         }
