@@ -12,7 +12,7 @@
 use crate::common::*;
 use crate::powerfs::{self, PowerFs};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use wavault::backup::archive;
 use wavault::Vault;
@@ -188,37 +188,8 @@ impl Campaign {
 /// Runs `cmd` to its end (killed after [`EXIT_DEADLINE`]): its status
 /// (`None`: it hung) and its stderr.
 fn spawn_and_wait(cmd: &mut Command) -> (Option<std::process::ExitStatus>, String) {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wavault");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(EXIT_DEADLINE) {
-        Ok(out) => {
-            let out = out.expect("wait for wavault");
-            (
-                Some(out.status),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-        Err(_) => {
-            if std::env::var_os("WAVAULT_POWERCUT_DEBUG_HANG").is_some() {
-                eprintln!("HANG pid {pid}; waiting for you");
-                std::thread::sleep(Duration::from_secs(600));
-            }
-            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-            let _ = rx.recv_timeout(EXIT_DEADLINE);
-            (None, String::new())
-        }
-    }
+    let (out, in_time) = run_with_deadline(cmd, EXIT_DEADLINE);
+    (in_time.then_some(out.status), stderr(&out))
 }
 
 /// Opens the vault with `pass` (it must open) and checks it is sound.

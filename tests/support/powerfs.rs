@@ -61,6 +61,19 @@ struct Node {
     mtime: SystemTime,
 }
 
+impl Node {
+    /// A new file or folder of the caller's, with `mode`'s permission bits.
+    fn new(kind: Kind, req: &Request, mode: u32) -> Node {
+        Node {
+            kind,
+            perm: (mode & 0o7777) as u16,
+            uid: req.uid(),
+            gid: req.gid(),
+            mtime: SystemTime::now(),
+        }
+    }
+}
+
 struct State {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
@@ -384,16 +397,11 @@ impl Filesystem for Fs {
         reply: ReplyEntry,
     ) {
         let mut s = change!(self, reply);
-        let node = Node {
-            kind: Kind::Dir {
-                entries: BTreeMap::new(),
-                durable: BTreeMap::new(),
-            },
-            perm: (mode & !umask & 0o7777) as u16,
-            uid: req.uid(),
-            gid: req.gid(),
-            mtime: SystemTime::now(),
+        let kind = Kind::Dir {
+            entries: BTreeMap::new(),
+            durable: BTreeMap::new(),
         };
+        let node = Node::new(kind, req, mode & !umask);
         match s.make(parent.0, name, node) {
             Ok(ino) => reply.entry(&TTL, &s.attr(ino).expect("made"), Generation(0)),
             Err(e) => reply.error(e),
@@ -411,17 +419,12 @@ impl Filesystem for Fs {
         reply: ReplyCreate,
     ) {
         let mut s = change!(self, reply);
-        let node = Node {
-            kind: Kind::File {
-                data: Vec::new(),
-                durable: Vec::new(),
-                pending: Vec::new(),
-            },
-            perm: (mode & !umask & 0o7777) as u16,
-            uid: req.uid(),
-            gid: req.gid(),
-            mtime: SystemTime::now(),
+        let kind = Kind::File {
+            data: Vec::new(),
+            durable: Vec::new(),
+            pending: Vec::new(),
         };
+        let node = Node::new(kind, req, mode & !umask);
         match s.make(parent.0, name, node) {
             Ok(ino) => reply.created(
                 &TTL,

@@ -245,3 +245,28 @@ pub fn kill_at(c: &mut Command, point: &str, hit: u64) {
         "paused at {target}, then {status} instead of SIGKILL"
     );
 }
+
+/// Runs `c` (stdin empty, output captured) to its end, or SIGKILLs it once
+/// `limit` passed; returns its output and whether it ended in time.
+pub fn run_with_deadline(c: &mut Command, limit: std::time::Duration) -> (Output, bool) {
+    let child = c
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn wavault");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => (out.expect("wait for wavault"), true),
+        Err(_) => {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            (rx.recv().expect("killed child").expect("wait"), false)
+        }
+    }
+}

@@ -7,34 +7,16 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 /// Runs `c` to its end, or kills it after `limit` (a `run` that accepted a
-/// bad argument would otherwise run until stopped). A killed child has no
-/// exit code: the caller's `code` assertion then fails with the output.
+/// bad argument would otherwise run until stopped).
 fn run_bounded(c: &mut Command, limit: Duration) -> Output {
-    let child = c
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn wavault");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait for wavault"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            let out = rx.recv().expect("killed child").expect("wait");
-            panic!(
-                "still running after {limit:?} (the bad argument was accepted); stdout: {}; stderr: {}",
-                stdout(&out),
-                stderr(&out)
-            );
-        }
-    }
+    let (out, in_time) = run_with_deadline(c, limit);
+    assert!(
+        in_time,
+        "still running after {limit:?} (the bad argument was accepted); stdout: {}; stderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
 }
 
 /// `args` on a vault with one disabled bot: exit 2, and stderr names every word of `words`.
