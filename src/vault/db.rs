@@ -23,11 +23,12 @@
 //! one atomic batch), so a snapshot holds, for each write to the bot, all of
 //! it or none of it: the bot's state at the instant the lock was granted.
 
+use super::flushwatch::FlushWatch;
 use crate::error::{Error, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// The vault's trees. Few trees, prefixed keys (many trees cost space in sled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +106,10 @@ fn record(log: Option<MutexGuard<'_, Vec<JournalWrite>>>, ops: impl FnOnce() -> 
 
 /// An open sled database with the vault's trees.
 pub struct Db {
-    db: sled::Db,
+    /// Shared with the flush watchdog (weakly: it never keeps sled open).
+    db: Arc<sled::Db>,
+    /// Wakes a flush sled forgot to wake after an I/O error (see [`FlushWatch`]).
+    watch: Arc<FlushWatch>,
     bots: sled::Tree,
     records: sled::Tree,
     /// Vault bookkeeping that belongs to no bot (the rotation-due mark,
@@ -324,6 +328,7 @@ impl Drop for Db {
         if let Err(e) = self.close() {
             tracing::warn!("closing the vault database: {e}");
         }
+        self.watch.close();
     }
 }
 
@@ -380,8 +385,19 @@ impl Db {
                 }
             }
             let sync = PowerSafe::open(&dir)?;
+            let db = Arc::new(db);
+            let watched = Arc::downgrade(&db);
+            let watch = FlushWatch::start(move || {
+                let Some(db) = watched.upgrade() else {
+                    return false;
+                };
+                // Its result is the stuck flush's to report.
+                let _ = db.flush();
+                true
+            });
             Ok(Db {
                 db,
+                watch,
                 bots,
                 records,
                 meta,
@@ -634,7 +650,10 @@ impl Db {
                 .insert(GENERATION_KEY, &g.to_le_bytes()[..])
                 .map_err(sled_err)?;
         }
-        self.db.flush().map_err(sled_err)?;
+        {
+            let _in_flight = self.watch.begin();
+            self.db.flush().map_err(sled_err)?;
+        }
         self.sync.sync(&self.dir)
     }
 
@@ -656,7 +675,6 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     /// A key of bot `tag`: tag ++ name.
     fn key(tag: &[u8; 16], name: u8) -> Vec<u8> {

@@ -14,6 +14,7 @@ mod bots;
 mod commit;
 pub mod crypto;
 pub(crate) mod db;
+mod flushwatch;
 pub mod header;
 mod keys;
 mod lock;

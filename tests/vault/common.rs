@@ -263,10 +263,39 @@ pub fn run_with_deadline(c: &mut Command, limit: std::time::Duration) -> (Output
     match rx.recv_timeout(limit) {
         Ok(out) => (out.expect("wait for wavault"), true),
         Err(_) => {
+            // Where it hangs, for the failure message (when gdb is here).
+            let stacks = thread_stacks(pid);
             if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
-            (rx.recv().expect("killed child").expect("wait"), false)
+            let mut out = rx.recv().expect("killed child").expect("wait");
+            out.stderr.extend_from_slice(stacks.as_bytes());
+            (out, false)
         }
+    }
+}
+
+/// The threads' stacks of process `pid` (`gdb -batch`, given 30 s), or
+/// why there are none.
+fn thread_stacks(pid: u32) -> String {
+    let pid = pid.to_string();
+    match Command::new("timeout")
+        .args([
+            "30",
+            "gdb",
+            "-p",
+            &pid,
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) => format!(
+            "\n--- stacks of the hung process ---\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        ),
+        Err(e) => format!("\n(no stacks of the hung process: gdb: {e})"),
     }
 }
