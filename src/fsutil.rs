@@ -92,3 +92,33 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     let _ = dir;
     Ok(())
 }
+
+/// The error for a vault path this process may not read: which path, whose
+/// it is, and the way out (run as its owner, or fix the permissions).
+pub fn unreadable(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return Error::io(format!("reading {}", path.display()), e);
+    }
+    use std::os::unix::fs::MetadataExt;
+    // The path itself, or the nearest folder above it this process can see.
+    let owner = path.ancestors().find_map(|p| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (p.to_path_buf(), m.uid()))
+    });
+    let me = rustix::process::getuid().as_raw();
+    let whose = match owner {
+        Some((p, uid)) if uid != me => {
+            format!(
+                " ({} belongs to uid {uid}; this process runs as uid {me})",
+                p.display()
+            )
+        }
+        _ => String::new(),
+    };
+    Error::Other(format!(
+        "{} cannot be read: permission denied{whose}. Run wavault as the vault's owner \
+         (e.g. `sudo -u USER wavault ...`, the systemd unit's User=) or fix its permissions",
+        path.display()
+    ))
+}

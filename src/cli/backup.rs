@@ -285,12 +285,7 @@ pub fn restore(g: &Global, args: RestoreArgs) -> Result<()> {
     let pass = args.pass.source(false).resolve()?;
     let bytes = read_input(&args.file)?;
     let dir = g.dir()?;
-    if !crate::vault::Vault::exists(&dir) {
-        return Err(Error::NotFound(format!(
-            "no vault at {} (create one with `wavault init` first)",
-            dir.display()
-        )));
-    }
+    crate::vault::Vault::require(&dir)?;
     let req = Request::Restore {
         bots: args.bots.clone(),
         force: args.force,

@@ -21,8 +21,10 @@ pub enum BotCommand {
         #[arg(long)]
         disabled: bool,
     },
-    /// Change a bot's settings (hook, limits, pair-code phone); a running
-    /// `wavault run` uses the new hook settings from the next message on
+    /// Change a bot's settings (hook, limits, pair-code phone); options not
+    /// given stay as they are; a running `wavault run` uses the new hook
+    /// settings from the next message on
+    #[command(mut_args = super::messages::HookArgs::unchanged_when_absent)]
     Set {
         id: BotId,
         /// Phone number to pair with a pair code instead of a QR
@@ -51,8 +53,14 @@ pub enum BotCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a bot and every record it has
-    Remove { id: BotId },
+    /// Remove a bot and every record it has, after an automatic backup of
+    /// it (asks first on a terminal)
+    Remove {
+        id: BotId,
+        /// Do not ask for confirmation (needed without a terminal)
+        #[arg(long)]
+        yes: bool,
+    },
     /// Let `run` start the bot again (e.g. after `export --move`)
     Enable { id: BotId },
     /// Keep the bot and its state but do not start it in `run`
@@ -181,20 +189,35 @@ pub fn run(g: &Global, cmd: BotCommand) -> Result<()> {
             };
             print_rows(&rows, json)
         }
-        BotCommand::Remove { id } => {
-            let Response::Removed(r) = perform(g, Request::BotRemove { bot: id }, Vec::new())?.resp
+        BotCommand::Remove { id, yes } => {
+            // An unknown bot is refused before the question.
+            let mut session = super::Session::new(g, None);
+            session.run(Request::BotConfig { bot: id.clone() }, Vec::new())?;
+            super::confirm(
+                "bot remove",
+                &format!(
+                    "Remove bot {id} and every record it has (an automatic backup is taken first)?"
+                ),
+                yes,
+            )?;
+            let Response::Removed(r) = session
+                .run(Request::BotRemove { bot: id }, Vec::new())?
+                .resp
             else {
                 return Err(unexpected("bot remove"));
             };
             println!(
-                "removed bot {}{} and {} record(s)",
+                "removed bot {}{} and {} record(s){}",
                 r.bot,
                 if r.stopped {
                     " (stopped in the running wavault first)"
                 } else {
                     ""
                 },
-                r.records
+                r.records,
+                r.auto_backup
+                    .map(|p| format!("; automatic backup first: {}", p.display()))
+                    .unwrap_or_default()
             );
             Ok(())
         }
@@ -251,6 +274,13 @@ fn set(
     hook: &super::messages::HookArgs,
     no_hook: bool,
 ) -> Result<()> {
+    if phone.is_none() && hook.is_empty() && !no_hook {
+        return Err(crate::error::Error::Usage(format!(
+            "nothing to change for bot {id}: give at least one of --phone, --webhook, \
+             --on-message, --no-hook, --hook-timeout, --hook-concurrency, --queue-max, \
+             --queue-max-age (`wavault bot show {id}` prints the current settings)"
+        )));
+    }
     let mut session = super::Session::new(g, None);
     let Response::BotConfig(mut cfg) = session
         .run(Request::BotConfig { bot: id.clone() }, Vec::new())?

@@ -22,16 +22,46 @@ pub struct SweepArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    /// Do not ask before purging credentials (needed without a terminal)
+    #[arg(long)]
+    pub yes: bool,
 }
 
 pub fn sweep(g: &Global, args: SweepArgs) -> Result<()> {
-    let req = Request::Sweep {
-        older_than_secs: args.older_than.as_secs(),
-        dry_run: args.dry_run,
+    let mut session = super::Session::new(g, None);
+    let mut ask = |dry_run| {
+        let req = Request::Sweep {
+            older_than_secs: args.older_than.as_secs(),
+            dry_run,
+        };
+        match session.run(req, Vec::new())?.resp {
+            Response::Sweep(report) => Ok(report),
+            _ => Err(super::unexpected("sweep")),
+        }
     };
-    let Response::Sweep(report) = super::perform(g, req, Vec::new())?.resp else {
-        return Err(super::unexpected("sweep"));
-    };
+    if !args.dry_run && !args.yes {
+        // Purging a dead bot's credentials means pairing it again: ask.
+        let plan = ask(true)?;
+        let dead: Vec<&str> = plan
+            .bots
+            .iter()
+            .filter(|b| b.credential_records > 0)
+            .map(|b| b.bot.as_str())
+            .collect();
+        if !dead.is_empty() {
+            super::confirm(
+                "sweep",
+                &format!(
+                    "Purge the credentials of {} logged-out bot(s) ({}): they would need a new \
+                     QR scan (an automatic backup is taken first)?",
+                    dead.len(),
+                    dead.join(", ")
+                ),
+                false,
+            )?;
+        }
+    }
+    let report = ask(args.dry_run)?;
     if args.json {
         print_json(&report)
     } else {

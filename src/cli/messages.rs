@@ -29,12 +29,46 @@ pub struct HookArgs {
     /// Most messages waiting for the hook; beyond it WhatsApp keeps them [default: 10000]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_max: Option<u32>,
-    /// Queued messages older than this are dropped with an alert, at least 1s [default: 7d]
+    /// Queued messages older than this are held back from the hook, with an alert, until `queue retry` or `queue drop`; at least 1s [default: 7d]
     #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     pub queue_max_age: Option<Duration>,
 }
 
 impl HookArgs {
+    /// No option given.
+    pub fn is_empty(&self) -> bool {
+        self.webhook.is_none()
+            && self.on_message.is_none()
+            && self.hook_timeout.is_none()
+            && self.hook_concurrency.is_none()
+            && self.queue_max.is_none()
+            && self.queue_max_age.is_none()
+    }
+
+    /// For commands that keep what is not given (`bot set`): the limits'
+    /// help shows no default.
+    pub fn unchanged_when_absent(a: clap::Arg) -> clap::Arg {
+        const LIMITS: [&str; 4] = [
+            "hook_timeout",
+            "hook_concurrency",
+            "queue_max",
+            "queue_max_age",
+        ];
+        if !LIMITS.contains(&a.get_id().as_str()) {
+            return a;
+        }
+        let Some(help) = a.get_help().map(|h| h.to_string()) else {
+            return a;
+        };
+        match help.find(" [default: ") {
+            Some(i) => {
+                let short = help[..i].to_string();
+                a.help(format!("{short}; not given: unchanged"))
+            }
+            None => a,
+        }
+    }
+
     fn check(&self) -> Result<()> {
         if let Some(u) = &self.webhook {
             hook::check_webhook(u)?;
@@ -174,8 +208,14 @@ pub enum QueueCommand {
     },
     /// Put messages held back at the age limit into delivery again
     Retry { bot: BotId },
-    /// Delete the messages held back at the age limit (they are gone for good)
-    Drop { bot: BotId },
+    /// Delete the messages held back at the age limit, after an automatic
+    /// backup of the bot (asks first on a terminal)
+    Drop {
+        bot: BotId,
+        /// Do not ask for confirmation (needed without a terminal)
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `wavault queue list|retry|drop BOT`, through the running `run` when it holds the vault.
@@ -185,13 +225,35 @@ pub fn queue(g: &Global, cmd: QueueCommand) -> Result<()> {
     let (bot, action, json) = match &cmd {
         QueueCommand::List { bot, json } => (bot, QueueAction::List, *json),
         QueueCommand::Retry { bot } => (bot, QueueAction::Retry, false),
-        QueueCommand::Drop { bot } => (bot, QueueAction::Drop, false),
+        QueueCommand::Drop { bot, .. } => (bot, QueueAction::Drop, false),
     };
+    let mut session = super::Session::new(g, None);
+    if let QueueCommand::Drop { bot, yes } = &cmd {
+        // Asked only when something is held (an unknown bot is refused first).
+        let req = crate::ops::Request::Queue {
+            bot: bot.clone(),
+            action: QueueAction::List,
+        };
+        let held = match session.run(req, Vec::new())?.resp {
+            Response::QueueList(rows) => rows.iter().filter(|r| r.state == "held").count(),
+            _ => return Err(super::unexpected("queue")),
+        };
+        if held > 0 {
+            super::confirm(
+                "queue drop",
+                &format!(
+                    "Delete the {held} message(s) held back for bot {bot} for good (an automatic \
+                     backup of the bot is taken first)?"
+                ),
+                *yes,
+            )?;
+        }
+    }
     let req = crate::ops::Request::Queue {
         bot: bot.clone(),
         action,
     };
-    match super::perform(g, req, Vec::new())?.resp {
+    match session.run(req, Vec::new())?.resp {
         Response::QueueList(rows) if json => super::print_json(&rows),
         Response::QueueList(rows) => {
             println!(
@@ -216,8 +278,16 @@ pub fn queue(g: &Global, cmd: QueueCommand) -> Result<()> {
             println!("{n} held message(s) of bot {bot} are back in delivery");
             Ok(())
         }
-        Response::QueueDropped(n) => {
-            println!("dropped {n} held message(s) of bot {bot}");
+        Response::QueueDropped {
+            dropped,
+            auto_backup,
+        } => {
+            println!(
+                "dropped {dropped} held message(s) of bot {bot}{}",
+                auto_backup
+                    .map(|p| format!(" (automatic backup first: {})", p.display()))
+                    .unwrap_or_default()
+            );
             Ok(())
         }
         _ => Err(super::unexpected("queue")),

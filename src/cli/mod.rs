@@ -211,12 +211,9 @@ impl Global {
     /// sealed with it).
     pub fn open_with_passphrase(&self) -> Result<(Vault, Passphrase)> {
         let dir = self.dir()?;
-        if !Vault::exists(&dir) {
-            return Err(Error::NotFound(format!(
-                "no vault at {} (create one with `wavault init`, or point --vault / WAVAULT_DIR at it)",
-                dir.display()
-            )));
-        }
+        Vault::require(&dir)?;
+        // Refuse before asking: no passphrase opens a vault in use.
+        Vault::ensure_free(&dir)?;
         let pass: Passphrase = self.passphrase_source(false).resolve()?;
         let v = Vault::open(&dir, pass.expose())?;
         Ok((v, pass))
@@ -224,14 +221,7 @@ impl Global {
 
     /// Opens the vault with a passphrase already resolved.
     pub fn open_with(&self, pass: &[u8]) -> Result<Vault> {
-        let dir = self.dir()?;
-        if !Vault::exists(&dir) {
-            return Err(Error::NotFound(format!(
-                "no vault at {} (create one with `wavault init`, or point --vault / WAVAULT_DIR at it)",
-                dir.display()
-            )));
-        }
-        Vault::open(&dir, pass)
+        Vault::open(&self.dir()?, pass)
     }
 }
 
@@ -339,6 +329,35 @@ impl<'g> Session<'g> {
             bytes,
             via: Via::Here,
         })
+    }
+}
+
+/// Asks before a command deletes data: `--yes` (`yes`) skips the
+/// question; on a terminal the answer must be `y` or `yes`; with no
+/// terminal to ask and no `--yes` it refuses (exit 2). Nothing is changed
+/// unless confirmed.
+pub(crate) fn confirm(command: &str, question: &str, yes: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::Usage(format!(
+            "`wavault {command}` deletes data and there is no terminal to ask: confirm with \
+             --yes; nothing was changed"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::io("reading the answer", e))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Error::Other("not confirmed: nothing was changed".into())),
     }
 }
 

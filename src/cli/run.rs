@@ -41,17 +41,39 @@ pub struct RunArgs {
     #[arg(long, default_value = "wavault")]
     pub push_name: String,
     /// Serve the dashboard, JSON API and Prometheus metrics on ADDR:PORT
-    /// (loopback only unless --listen-any; every request needs the token)
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// (loopback only unless --listen-any; every request needs the token);
+    /// ADDR is an IP address or `localhost` (127.0.0.1), IPv6 in brackets
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub listen: Option<std::net::SocketAddr>,
     /// Allow --listen on a non-loopback address
     #[arg(long, requires = "listen")]
     pub listen_any: bool,
 }
 
+/// `--listen`: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (loopback,
+/// never a DNS lookup).
+pub fn parse_listen(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let bad = || {
+        format!(
+            "`{s}` is not ADDR:PORT: give an IP address and a port (127.0.0.1:8080, \
+             [::1]:8080) or localhost:PORT"
+        )
+    };
+    match s.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => port
+            .parse::<u16>()
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
 fn open_or_create(g: &Global) -> Result<(Vault, Passphrase)> {
     let dir = g.dir()?;
-    if Vault::exists(&dir) || std::fs::File::open("/dev/tty").is_err() {
+    if Vault::probe(&dir)? || std::fs::File::open("/dev/tty").is_err() {
         return g.open_with_passphrase();
     }
     println!(

@@ -97,12 +97,7 @@ pub fn validate(g: &Global, json: bool) -> Result<()> {
 pub fn rotate_passphrase(g: &Global, new_file: Option<PathBuf>, kdf: &KdfArgs) -> Result<()> {
     let params = kdf.params()?;
     let dir = g.dir()?;
-    if !Vault::exists(&dir) {
-        return Err(Error::NotFound(format!(
-            "no vault at {} (create one with `wavault init`, or point --vault / WAVAULT_DIR at it)",
-            dir.display()
-        )));
-    }
+    Vault::require(&dir)?;
     let current = g.passphrase_source(false).resolve()?;
     let new = Source {
         label: "new passphrase",
@@ -112,6 +107,17 @@ pub fn rotate_passphrase(g: &Global, new_file: Option<PathBuf>, kdf: &KdfArgs) -
         confirm: true,
     }
     .resolve()?;
+    // The same passphrase again changes nothing, unless new KDF
+    // parameters re-derive its slot.
+    if params.is_none() && new.expose() == current.expose() {
+        return Err(Error::Usage(
+            "the new passphrase is the current one: nothing was changed (to re-derive its key \
+             slot with other Argon2 parameters, give --kdf-memory-mib/--kdf-iterations/\
+             --kdf-parallelism)"
+                .into(),
+        ));
+    }
+    let same = new.expose() == current.expose();
     let req = Request::RotatePassphrase {
         current: Passphrase::new(current.expose().to_vec()),
         new,
@@ -122,7 +128,12 @@ pub fn rotate_passphrase(g: &Global, new_file: Option<PathBuf>, kdf: &KdfArgs) -
         return Err(super::unexpected("rotate passphrase"));
     };
     println!(
-        "passphrase changed; the old passphrase no longer opens this vault{}",
+        "{}{}",
+        if same {
+            "passphrase unchanged: its key slot is re-derived with the new Argon2 parameters"
+        } else {
+            "passphrase changed; the old passphrase no longer opens this vault"
+        },
         if done.via == super::Via::Runner {
             " (the running wavault seals its automatic backups with the new one)"
         } else {
@@ -137,9 +148,13 @@ pub fn rotate_key(g: &Global) -> Result<()> {
         return Err(super::unexpected("rotate key"));
     };
     println!(
-        "data key rotated to term {}{}: {} record(s) re-sealed ({} bytes) in {:.2}s; retired term(s) {:?}",
+        "data key rotated to term {}{}: the vault's {} record(s) and {} bot entr{} are sealed with it \
+         ({} re-sealed now, {} bytes, in {:.2}s); retired term(s) {:?}",
         r.new_term,
         if r.resumed { " (finished an interrupted rotation)" } else { "" },
+        r.records,
+        r.bot_entries,
+        if r.bot_entries == 1 { "y" } else { "ies" },
         r.resealed,
         r.bytes,
         r.seconds,

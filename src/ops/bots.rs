@@ -96,14 +96,45 @@ pub fn set(host: &dyn Host, cfg: BotConfig) -> Result<Response> {
 
 /// `bot remove`: a running bot is stopped first.
 pub fn remove(host: &dyn Host, id: &BotId) -> Result<Removed> {
-    host.vault().bot_config(id)?;
+    let cfg = host.vault().bot_config(id)?;
+    let pass = backup_passphrase(host, "bot remove")?;
     let stopped = host.stop_bot(id);
+    // Taken with the bot stopped: its last state. A failed backup removes
+    // nothing (and a bot that ran runs again).
+    let backup = crate::backup::auto::take(
+        host.vault(),
+        std::slice::from_ref(id),
+        pass.expose(),
+        "remove",
+    );
+    let backup = match backup {
+        Ok(p) => p,
+        Err(e) => {
+            if stopped {
+                host.start_bot(&cfg);
+            }
+            return Err(e);
+        }
+    };
     let r = host.vault().remove_bot(id)?;
     host.bot_replaced(id);
     Ok(Removed {
         bot: id.to_string(),
         records: r.records,
         stopped,
+        auto_backup: Some(backup),
+    })
+}
+
+/// The passphrase that seals automatic backups, or why `what` cannot run.
+pub(super) fn backup_passphrase(
+    host: &dyn Host,
+    what: &str,
+) -> Result<std::sync::Arc<crate::passphrase::Passphrase>> {
+    host.backup_passphrase().ok_or_else(|| {
+        Error::Unavailable(format!(
+            "the running wavault has no passphrase for the automatic backup; stop it and run `wavault {what}` again"
+        ))
     })
 }
 
@@ -140,12 +171,7 @@ pub const MOVED_AT: &str = "moved_at";
 pub fn reauth(host: &dyn Host, id: &BotId) -> Result<Response> {
     let v = host.vault();
     let cfg = v.bot_config(id)?;
-    let pass = host.backup_passphrase().ok_or_else(|| {
-        Error::Unavailable(
-            "the running wavault has no passphrase for the automatic backup; stop it and run `wavault bot reauth` again"
-                .into(),
-        )
-    })?;
+    let pass = backup_passphrase(host, "bot reauth")?;
     let was_running = host.stop_bot(id);
     let report = crate::sweep::reauth(v, id, pass.expose(), crate::vault::now());
     let restarted = host.live() && (was_running || cfg.enabled);

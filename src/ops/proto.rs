@@ -222,6 +222,9 @@ pub struct Removed {
     pub records: usize,
     /// A running `run` stopped it first.
     pub stopped: bool,
+    /// The automatic backup of the bot taken before the removal.
+    #[serde(default)]
+    pub auto_backup: Option<std::path::PathBuf>,
 }
 
 /// What `export` wrote (the file itself is the answer's payload).
@@ -315,7 +318,12 @@ pub enum Response {
     },
     QueueList(Vec<QueueRow>),
     QueueReleased(usize),
-    QueueDropped(usize),
+    QueueDropped {
+        dropped: usize,
+        /// The automatic backup of the bot taken first (none when nothing
+        /// was held).
+        auto_backup: Option<std::path::PathBuf>,
+    },
     Sent {
         id: String,
     },

@@ -10,34 +10,66 @@ use crate::messaging::queue::Queue;
 /// which then reads the stored queue again).
 pub fn run(host: &dyn Host, bot: &BotId, action: QueueAction) -> Result<Response> {
     host.vault().bot_config(bot)?;
-    host.with_queue(bot, &mut |q| on(q, action, crate::vault::now()))
+    match action {
+        QueueAction::List => host.with_queue(bot, &mut |q| Ok(Response::QueueList(list(q)?))),
+        QueueAction::Retry => host.with_queue(bot, &mut |q| {
+            Ok(Response::QueueReleased(super::block_on(
+                q.release(crate::vault::now()),
+            )??))
+        }),
+        QueueAction::Drop => drop_held(host, bot),
+    }
 }
 
-fn on(q: &Queue, action: QueueAction, now: i64) -> Result<Response> {
-    Ok(match action {
-        QueueAction::List => Response::QueueList(
-            q.pending()?
-                .into_iter()
-                .map(|m| QueueRow {
-                    state: if m.held {
-                        "held"
-                    } else if m.accepted.is_some() {
-                        "actions"
-                    } else {
-                        "waiting"
-                    }
-                    .into(),
-                    seq: m.seq,
-                    chat: m.chat,
-                    sender: m.sender,
-                    id: m.id,
-                    received_at: m.received_at,
-                    attempts: m.attempts,
-                    last_error: m.last_error,
-                })
-                .collect(),
-        ),
-        QueueAction::Retry => Response::QueueReleased(super::block_on(q.release(now))??),
-        QueueAction::Drop => Response::QueueDropped(super::block_on(q.drop_held())??.len()),
+/// `queue drop`: an automatic backup of the bot first, when anything is
+/// held (the messages are gone for good afterwards).
+fn drop_held(host: &dyn Host, bot: &BotId) -> Result<Response> {
+    let mut held = 0;
+    host.with_queue(bot, &mut |q| {
+        held = q.pending()?.iter().filter(|m| m.held).count();
+        Ok(Response::QueueReleased(0))
+    })?;
+    let auto_backup = if held > 0 {
+        let pass = super::bots::backup_passphrase(host, "queue drop")?;
+        Some(crate::backup::auto::take(
+            host.vault(),
+            std::slice::from_ref(bot),
+            pass.expose(),
+            "queue-drop",
+        )?)
+    } else {
+        None
+    };
+    let mut dropped = 0;
+    host.with_queue(bot, &mut |q| {
+        dropped = super::block_on(q.drop_held())??.len();
+        Ok(Response::QueueReleased(dropped))
+    })?;
+    Ok(Response::QueueDropped {
+        dropped,
+        auto_backup,
     })
+}
+
+fn list(q: &Queue) -> Result<Vec<QueueRow>> {
+    Ok(q.pending()?
+        .into_iter()
+        .map(|m| QueueRow {
+            state: if m.held {
+                "held"
+            } else if m.accepted.is_some() {
+                "actions"
+            } else {
+                "waiting"
+            }
+            .into(),
+            seq: m.seq,
+            chat: m.chat,
+            sender: m.sender,
+            id: m.id,
+            received_at: m.received_at,
+            attempts: m.attempts,
+            last_error: m.last_error,
+        })
+        .collect())
 }

@@ -64,6 +64,7 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
     shared.emit(RunnerEvent::Started {
         bot: id.clone(),
         case,
+        pair_code: cfg.phone.is_some() && case != StartCase::Reusing,
     });
     let meta = Arc::new(Meta {
         shared: shared.clone(),

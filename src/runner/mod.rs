@@ -148,7 +148,12 @@ impl RunConfig {
 #[derive(Debug, Clone)]
 pub enum RunnerEvent {
     /// A bot started: which case it is.
-    Started { bot: BotId, case: StartCase },
+    /// `pair_code`: the bot pairs with a pair code (it has a phone), not a QR.
+    Started {
+        bot: BotId,
+        case: StartCase,
+        pair_code: bool,
+    },
     /// A pairing QR code to show.
     Qr {
         bot: BotId,
@@ -621,15 +626,23 @@ async fn console(mut rx: broadcast::Receiver<RunnerEvent>, mut stop: watch::Rece
             Err(_) => return,
         };
         match e {
-            RunnerEvent::Started { bot, case } => println!(
+            RunnerEvent::Started {
+                bot,
+                case,
+                pair_code,
+            } => println!(
                 "[{bot}] {}",
-                match case {
-                    StartCase::Reusing =>
+                match (case, pair_code) {
+                    (StartCase::Reusing, _) =>
                         "valid credentials found: reusing the previous session (no QR needed)",
-                    StartCase::NeedsPairing =>
+                    (StartCase::NeedsPairing, false) =>
                         "no stored credentials: scan the QR code below to pair",
-                    StartCase::Incomplete =>
+                    (StartCase::NeedsPairing, true) =>
+                        "no stored credentials: it pairs with a pair code (shown below) for its phone number",
+                    (StartCase::Incomplete, false) =>
                         "credentials incomplete: the next connection will need a QR scan",
+                    (StartCase::Incomplete, true) =>
+                        "credentials incomplete: the next connection will need a pair code",
                 }
             ),
             RunnerEvent::Qr { bot, code, timeout } => {

@@ -104,6 +104,48 @@ impl Vault {
         dir.join(KEY_FILE).exists()
     }
 
+    /// Whether a vault is in `dir`: false only when there is none. A vault
+    /// that cannot be read (permissions: another user's vault, as under a
+    /// systemd unit's `User=`) or a file where its folder should be is an
+    /// error naming the path and the way out.
+    pub fn probe(dir: &Path) -> Result<bool> {
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(fsutil::unreadable(dir, e)),
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::Usage(format!(
+                    "{} is a file, not a vault folder: point --vault (or WAVAULT_DIR) at the \
+                     vault's folder",
+                    dir.display()
+                )))
+            }
+            Ok(_) => {}
+        }
+        let key = dir.join(KEY_FILE);
+        match std::fs::File::open(&key) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(fsutil::unreadable(&key, e)),
+        }
+    }
+
+    /// [`Vault::probe`], with "no vault" an error saying how to make one.
+    pub fn require(dir: &Path) -> Result<()> {
+        if Vault::probe(dir)? {
+            return Ok(());
+        }
+        Err(Error::NotFound(format!(
+            "no vault at {} (create one with `wavault init`, or point --vault / WAVAULT_DIR at it)",
+            dir.display()
+        )))
+    }
+
+    /// Fails with [`Error::VaultInUse`] when another process holds the
+    /// vault (checked before asking for a passphrase that could not help).
+    pub fn ensure_free(dir: &Path) -> Result<()> {
+        VaultLock::acquire(dir).map(drop)
+    }
+
     /// Creates a new vault in `dir` (created 0700 if missing). Refuses to
     /// touch an existing vault.
     pub fn create(dir: &Path, passphrase: &[u8], params: KdfParams) -> Result<Vault> {
@@ -164,12 +206,7 @@ impl Vault {
 
     /// Opens the vault in `dir` with `passphrase`. A wrong passphrase changes nothing.
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Vault> {
-        if !Vault::exists(dir) {
-            return Err(Error::NotFound(format!(
-                "no vault at {} (create one with `wavault init`, or point --vault / WAVAULT_DIR at it)",
-                dir.display()
-            )));
-        }
+        Vault::require(dir)?;
         let lock = VaultLock::acquire(dir)?;
         let h = read_header(dir)?;
         let (slot_id, keys, terms) = unlock_keys(&h, passphrase, dir)?;

@@ -32,12 +32,28 @@ pub struct RotateReport {
     pub retired: Vec<u32>,
     /// True when this run finished an interrupted rotation.
     pub resumed: bool,
-    /// Records re-sealed.
+    /// Records and bot entries re-sealed by this run.
     pub resealed: u64,
+    /// Records in the vault, all now sealed with `new_term` (as `validate`
+    /// counts them: bot entries apart).
+    #[serde(default)]
+    pub records: u64,
+    /// Bot entries in the vault, all now sealed with `new_term`.
+    #[serde(default)]
+    pub bot_entries: u64,
     /// Bytes of sealed values re-sealed.
     pub bytes: u64,
     /// Wall time in seconds.
     pub seconds: f64,
+}
+
+/// What step 2 did: re-sealed records and their bytes, and how many bot
+/// entries and records it went through.
+pub(super) struct Resealed {
+    resealed: u64,
+    bytes: u64,
+    bot_entries: u64,
+    records: u64,
 }
 
 impl Vault {
@@ -53,7 +69,12 @@ impl Vault {
             .unwrap_or_else(|e| e.into_inner());
         let start = Instant::now();
         let resumed = self.begin_term()?;
-        let (resealed, bytes) = self.reseal_all(progress)?;
+        let Resealed {
+            resealed,
+            bytes,
+            bot_entries,
+            records,
+        } = self.reseal_all(progress)?;
         self.flush()?;
         let retired = self.retire_terms()?;
         let new_term = self.active_term();
@@ -63,6 +84,8 @@ impl Vault {
             retired,
             resumed,
             resealed,
+            records,
+            bot_entries,
             bytes,
             seconds: start.elapsed().as_secs_f64(),
         })
@@ -119,13 +142,17 @@ impl Vault {
     }
 
     /// Step 2: re-seals every record not sealed with the active term.
-    pub(super) fn reseal_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64)> {
+    pub(super) fn reseal_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<Resealed> {
         let active = self.active_term();
         let total = (self.db().len(TreeId::Bots) + self.db().len(TreeId::Records)) as u64;
         let (mut done, mut resealed, mut bytes) = (0u64, 0u64, 0u64);
+        let mut bot_entries = 0;
         for tree in [TreeId::Bots, TreeId::Records] {
             for (key, stored) in self.db().scan_prefix(tree, &[])? {
                 done += 1;
+                if tree == TreeId::Bots {
+                    bot_entries += 1;
+                }
                 if Envelope::parse(&stored)
                     .map(|e| e.term == active)
                     .unwrap_or(false)
@@ -141,7 +168,12 @@ impl Vault {
             }
         }
         progress(total, total);
-        Ok((resealed, bytes))
+        Ok(Resealed {
+            resealed,
+            bytes,
+            bot_entries,
+            records: done - bot_entries,
+        })
     }
 
     /// Re-seals one record with the active term unless a writer replaced it meanwhile.

@@ -139,7 +139,7 @@ async fn queue_age_limit_holds_alerts_and_retry_releases_through_the_socket() {
     // message and never the released one again.
     let out = ok(&cli(dir.path(), &["queue", "retry", "aging"]).await);
     assert!(out.starts_with("0 held"), "{out}");
-    let out = ok(&cli(dir.path(), &["queue", "drop", "aging"]).await);
+    let out = ok(&cli(dir.path(), &["queue", "drop", "aging", "--yes"]).await);
     assert!(out.starts_with("dropped 0"), "{out}");
     alice.send_text(&phone, "after").await.unwrap();
     hook.wait("the message after", DEADLINE, |s| s.accepted.len() == 3)

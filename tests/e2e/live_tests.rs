@@ -202,7 +202,7 @@ async fn restore_force_enable_disable_remove_touch_only_their_bot() {
     wait_logins(&peer, &runner, &alfa, alfa_logins + 2).await;
     wait_connected(&runner, "alfa").await;
     echo(&peer, "4917600013001", &alfa, "after enable").await;
-    let out = ok(&cli(dir.path(), &["bot", "remove", "alfa"]).await);
+    let out = ok(&cli(dir.path(), &["bot", "remove", "alfa", "--yes"]).await);
     assert!(
         out.contains("stopped in the running wavault first"),
         "{out}"
@@ -377,7 +377,7 @@ async fn hot_exports_then_move_and_the_restored_bot_reads_on() {
         LOGIN_DEADLINE,
         "the restored bot's start",
         |e| match e {
-            RunnerEvent::Started { bot, case } if bot.as_str() == "hot" => Some(*case),
+            RunnerEvent::Started { bot, case, .. } if bot.as_str() == "hot" => Some(*case),
             _ => None,
         },
     )

@@ -82,7 +82,9 @@ async fn child_host() {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match events.recv().await {
-                Ok(RunnerEvent::Started { bot, case }) => println!("EVENT started {bot} {case:?}"),
+                Ok(RunnerEvent::Started { bot, case, .. }) => {
+                    println!("EVENT started {bot} {case:?}")
+                }
                 Ok(RunnerEvent::Qr { bot, .. }) => println!("EVENT qr {bot}"),
                 Ok(RunnerEvent::PairCode { bot, .. }) => println!("EVENT pair-code {bot}"),
                 Ok(RunnerEvent::Status { bot, status, .. }) => {

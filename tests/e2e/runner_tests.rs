@@ -114,7 +114,7 @@ pub async fn run_and_pair(
     let runner = Runner::start(vault.clone(), cfg).expect("runner starts");
     let mut rx = runner.subscribe();
     let case = next_event(&mut rx, LOGIN_DEADLINE, "start case", |e| match e {
-        RunnerEvent::Started { bot, case } if bot.as_str() == id => Some(*case),
+        RunnerEvent::Started { bot, case, .. } if bot.as_str() == id => Some(*case),
         _ => None,
     })
     .await;

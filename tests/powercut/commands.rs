@@ -509,7 +509,7 @@ fn sweep_survives_power_cuts() {
     let fresh = c.fs.save();
     for round in 0..powerfs::cuts(200) {
         c.fs.load(&fresh);
-        let ran = c.run(wv(&dir).args(["sweep", "--older-than", "30d"]));
+        let ran = c.run(wv(&dir).args(["sweep", "--older-than", "30d", "--yes"]));
         let ctx = format!("{} round {round}", c.ctx());
         let v = open_sound(&dir, PASS, &ctx);
         for (b, n) in &before {

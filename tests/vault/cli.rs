@@ -32,10 +32,15 @@ fn init_add_list_remove_validate() {
         1
     );
     assert_eq!(
-        code(&run(wavault(&dir).args(["bot", "remove", "ventas-mx"]))),
+        code(&run(wavault(&dir).args([
+            "bot",
+            "remove",
+            "ventas-mx",
+            "--yes"
+        ]))),
         0
     );
-    let out = run(wavault(&dir).args(["bot", "remove", "ventas-mx"]));
+    let out = run(wavault(&dir).args(["bot", "remove", "ventas-mx", "--yes"]));
     assert_eq!(code(&out), 6, "unknown bot is not found: {}", stderr(&out));
     let out = run(wavault(&dir).args(["validate", "--json"]));
     assert_eq!(code(&out), 0);

@@ -266,8 +266,17 @@ fn battery(dir: &Path, scratch: &Path) -> Vec<Step> {
     }
     step(
         "bot remove",
-        cmd(dir, &p).args(["bot", "remove", "bot-2"]),
-        &|o| Value::from(stdout(o).split(" and ").nth(1).map(str::to_owned)),
+        cmd(dir, &p).args(["bot", "remove", "bot-2", "--yes"]),
+        // The records removed (the automatic backup's path differs).
+        &|o| {
+            Value::from(
+                stdout(o)
+                    .split(" and ")
+                    .nth(1)
+                    .and_then(|s| s.split(';').next())
+                    .map(str::to_owned),
+            )
+        },
     );
     step("rotate key", cmd(dir, &p).args(["rotate", "key"]), &|o| {
         Value::from(stdout(o).contains("re-sealed"))

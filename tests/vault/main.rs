@@ -5,6 +5,7 @@ mod backup;
 mod certcheck;
 mod cli;
 mod common;
+mod first_hour;
 mod fuzz_corpus;
 mod golden;
 mod grep;

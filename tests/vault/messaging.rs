@@ -257,10 +257,28 @@ fn queue_list_retry_and_drop() {
             3
         );
     }
+    // Without a terminal to ask, dropping needs --yes: nothing changes.
     let out = run(wavault(dir).args(["queue", "drop", "q"]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_eq!(list(dir).len(), 3);
+    let out = run(wavault(dir).args(["queue", "drop", "q", "--yes"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("dropped 3"), "{}", stdout(&out));
     assert!(list(dir).is_empty());
+    // The automatic backup taken first holds the three messages: restored,
+    // they are back (held).
+    let backup = stdout(&out)
+        .split("automatic backup first: ")
+        .nth(1)
+        .map(|s| s.trim().trim_end_matches(')').to_owned())
+        .unwrap_or_else(|| panic!("no automatic backup named: {}", stdout(&out)));
+    let out = run(wavault(dir).args(["restore", "--force", &backup]).env(
+        "WAVAULT_BACKUP_PASSPHRASE",
+        std::str::from_utf8(PASS).unwrap(),
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(list(dir).len(), 3, "the backup holds the dropped messages");
     let out = run(wavault(dir).args(["queue", "list", "nobody"]));
     assert_eq!(code(&out), 6, "{}", stderr(&out));
 }

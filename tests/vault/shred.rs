@@ -81,7 +81,7 @@ fn recoverable(dir: &Path, targets: &[Target]) -> Vec<(&'static str, u32)> {
 }
 
 fn sweep_json(dir: &Path, extra: &[&str]) -> serde_json::Value {
-    let o = run(wavault(dir).args(["sweep", "--json"]).args(extra));
+    let o = run(wavault(dir).args(["sweep", "--json", "--yes"]).args(extra));
     assert_eq!(code(&o), 0, "sweep failed: {}", stderr(&o));
     serde_json::from_str(&stdout(&o)).expect("sweep --json prints JSON")
 }
@@ -150,7 +150,7 @@ fn removed_bot_is_unreadable_from_the_files_after_the_next_sweep() {
     let gone_labels: Vec<&str> = targets.iter().map(|t| t.label).collect();
     targets.push(kept);
 
-    let o = run(wavault(dir).args(["bot", "remove", "gone"]));
+    let o = run(wavault(dir).args(["bot", "remove", "gone", "--yes"]));
     assert_eq!(code(&o), 0, "bot remove: {}", stderr(&o));
 
     // Positive control: removed, yet every value still opens from the raw

@@ -171,7 +171,7 @@ fn bot_list_queue_sweep_and_token_through_the_socket() {
         queue_rows(dir, "drops"),
         [w("H1", "held"), w("W1", "waiting")]
     );
-    let out = run(wavault(dir).args(["queue", "drop", "drops"]));
+    let out = run(wavault(dir).args(["queue", "drop", "drops", "--yes"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(queue_rows(dir, "drops"), [w("W1", "waiting")]);
     // queue retry: the held message is waiting again, nothing lost.
@@ -182,7 +182,7 @@ fn bot_list_queue_sweep_and_token_through_the_socket() {
         [w("H2", "waiting"), w("W2", "waiting")]
     );
     // Nothing held any more: drop removes nothing.
-    let out = run(wavault(dir).args(["queue", "drop", "retries"]));
+    let out = run(wavault(dir).args(["queue", "drop", "retries", "--yes"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(queue_rows(dir, "retries").len(), 2);
     let out = run(wavault(dir).args(["queue", "retry", "nobody"]));
@@ -191,7 +191,7 @@ fn bot_list_queue_sweep_and_token_through_the_socket() {
     // sweep: a dry run reports the 40-day-old entry and keeps it; the sweep removes it.
     let sweep = |extra: &[&str]| {
         let out = run(wavault(dir)
-            .args(["sweep", "--older-than", "30d", "--json"])
+            .args(["sweep", "--older-than", "30d", "--json", "--yes"])
             .args(extra));
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();

@@ -177,8 +177,21 @@ fn cli_sweep_dry_run_json_and_real_run() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["bots"].as_array().unwrap().len(), 0);
+    // Purging credentials needs a confirmation: with no terminal to ask
+    // and no --yes, refused (exit 2) with nothing removed.
+    let out = run(wavault(tmp.path()).arg("sweep"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--yes") && stderr(&out).contains("no terminal"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !tmp.path().join("backups").exists(),
+        "a refused sweep took no backup"
+    );
     // The default retention (30 days): only the bot dead for 31 days goes.
-    let out = run(wavault(tmp.path()).args(["sweep", "--json"]));
+    let out = run(wavault(tmp.path()).args(["sweep", "--json", "--yes"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let purged: Vec<&str> = v["bots"]
@@ -284,7 +297,11 @@ fn sweep_survives_sigkill_at_random_points() {
         purged
     };
     for hit in PAUSE_HITS {
-        kill_at(wavault(&dir).arg("sweep"), "sweep-purged-bot", hit as u64);
+        kill_at(
+            wavault(&dir).args(["sweep", "--yes"]),
+            "sweep-purged-bot",
+            hit as u64,
+        );
         let purged = inspect_and_reset(&format!("the kill after purge {hit} of 6"));
         assert_eq!(
             purged, hit,
@@ -293,7 +310,7 @@ fn sweep_survives_sigkill_at_random_points() {
     }
     let full = {
         let t = Instant::now();
-        let out = run(wavault(&dir).arg("sweep"));
+        let out = run(wavault(&dir).args(["sweep", "--yes"]));
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let e = t.elapsed();
         assert_eq!(inspect_and_reset("a full sweep"), 6);
@@ -312,7 +329,7 @@ fn sweep_survives_sigkill_at_random_points() {
             us * 2 / 3 + rng.below(us / 3 + 1)
         });
         let ctx = format!("kill {i} ({delay:?})");
-        let ended = kill_after(wavault(&dir).arg("sweep"), delay, &ctx);
+        let ended = kill_after(wavault(&dir).args(["sweep", "--yes"]), delay, &ctx);
         let purged = inspect_and_reset(&ctx);
         match ended {
             Ended::Killed => killed += 1,
