@@ -24,6 +24,10 @@ pub enum Error {
     #[error("wrong passphrase for the vault at {0}: nothing was changed. Check the passphrase source (--passphrase-file, WAVAULT_PASSPHRASE, $CREDENTIALS_DIRECTORY/wavault-passphrase)")]
     WrongPassphrase(PathBuf),
 
+    /// A wrong vault passphrase, with where it came from.
+    #[error("wrong passphrase for the vault at {path} (the one {origin}): nothing was changed. Check that source, or unset it to be asked on the terminal")]
+    WrongPassphraseFrom { path: PathBuf, origin: String },
+
     #[error("the vault at {path} is in use by another wavault process{}; stop it first, or use its control socket", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     VaultInUse { path: PathBuf, holder: Option<u32> },
 
@@ -75,7 +79,7 @@ impl Error {
     /// The documented process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::WrongPassphrase(_) => exit::WRONG_PASSPHRASE,
+            Error::WrongPassphrase(_) | Error::WrongPassphraseFrom { .. } => exit::WRONG_PASSPHRASE,
             Error::VaultInUse { .. } => exit::IN_USE,
             Error::Damaged { .. } => exit::DAMAGED,
             Error::NotFound(_) => exit::NOT_FOUND,

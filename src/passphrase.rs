@@ -117,24 +117,50 @@ pub struct Source {
     pub confirm: bool,
 }
 
+/// Where a passphrase came from (named when it turns out wrong).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Env(&'static str),
+    Credential(PathBuf),
+    /// Typed at the terminal's prompt: a wrong one may be typed again.
+    Prompt,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "read from the file {} (--passphrase-file)", p.display()),
+            Origin::Env(v) => write!(f, "from the environment variable {v}"),
+            Origin::Credential(p) => write!(f, "from the systemd credential {}", p.display()),
+            Origin::Prompt => f.write_str("typed at the prompt"),
+        }
+    }
+}
+
 impl Source {
     /// Resolves the passphrase from the first source that has one.
     pub fn resolve(&self) -> Result<Passphrase> {
+        self.resolve_traced().map(|(p, _)| p)
+    }
+
+    /// [`Source::resolve`], and where the passphrase came from.
+    pub fn resolve_traced(&self) -> Result<(Passphrase, Origin)> {
         if let Some(f) = &self.file {
-            return read_file(f, self.label);
+            return Ok((read_file(f, self.label)?, Origin::File(f.clone())));
         }
         if let Some(p) = from_env(self.env) {
-            return non_empty(p, self.label, self.env);
+            return Ok((non_empty(p, self.label, self.env)?, Origin::Env(self.env)));
         }
         if let (Some(name), Some(dir)) =
             (self.credential, std::env::var_os("CREDENTIALS_DIRECTORY"))
         {
             let p = Path::new(&dir).join(name);
             if p.exists() {
-                return read_file(&p, self.label);
+                return Ok((read_file(&p, self.label)?, Origin::Credential(p)));
             }
         }
-        self.prompt()
+        Ok((self.prompt()?, Origin::Prompt))
     }
 
     fn prompt(&self) -> Result<Passphrase> {
@@ -161,7 +187,13 @@ impl Source {
                 )));
             }
         }
-        non_empty(Passphrase(first), self.label, self.env)
+        if first.is_empty() {
+            return Err(Error::Usage(format!(
+                "the {} typed at the prompt is empty; nothing was changed",
+                self.label
+            )));
+        }
+        Ok(Passphrase(first))
     }
 }
 

@@ -17,7 +17,7 @@ pub use run::{until_signalled, RunPlan};
 
 use crate::error::{Error, Result};
 use crate::ops::{Request, Response};
-use crate::passphrase::{Passphrase, Source};
+use crate::passphrase::{Origin, Passphrase, Source};
 use crate::vault::crypto::KdfParams;
 use crate::vault::Vault;
 use clap::{Args, Parser, Subcommand};
@@ -166,6 +166,9 @@ pub enum RotateCommand {
     Key,
 }
 
+/// Tries for a vault passphrase typed at the terminal.
+const PROMPT_TRIES: u32 = 3;
+
 /// The vault folder from the flag, the environment, or the per-user default.
 pub fn vault_dir(flag: Option<&PathBuf>) -> Result<PathBuf> {
     if let Some(d) = flag {
@@ -214,9 +217,28 @@ impl Global {
         Vault::require(&dir)?;
         // Refuse before asking: no passphrase opens a vault in use.
         Vault::ensure_free(&dir)?;
-        let pass: Passphrase = self.passphrase_source(false).resolve()?;
-        let v = Vault::open(&dir, pass.expose())?;
-        Ok((v, pass))
+        // A wrong passphrase typed at the terminal is asked again.
+        let mut tries = 0;
+        loop {
+            let (pass, origin) = self.passphrase_source(false).resolve_traced()?;
+            match Vault::open(&dir, pass.expose()) {
+                Ok(v) => return Ok((v, pass)),
+                Err(Error::WrongPassphrase(path)) => {
+                    tries += 1;
+                    if origin == Origin::Prompt && tries < PROMPT_TRIES {
+                        eprintln!(
+                            "wrong passphrase; try again ({tries} of {PROMPT_TRIES} tries used)"
+                        );
+                        continue;
+                    }
+                    return Err(Error::WrongPassphraseFrom {
+                        path,
+                        origin: origin.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Opens the vault with a passphrase already resolved.

@@ -356,3 +356,236 @@ fn bot_remove_through_run_needs_yes_too() {
     );
     drop(r);
 }
+
+/// A command on a pseudo-terminal (util-linux `script`, which makes it the
+/// command's controlling terminal): the screen it prints, and a keyboard.
+struct Pty {
+    /// `None` once waited for.
+    child: Option<Child>,
+    keys: std::process::ChildStdin,
+    screen: std::sync::Arc<(std::sync::Mutex<String>, std::sync::Condvar)>,
+}
+
+impl Pty {
+    /// Runs `wavault ARGS` on a terminal, with HOME `home` and no
+    /// passphrase source but the terminal.
+    fn spawn(home: &Path, args: &[&str]) -> Pty {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let line = std::iter::once(env!("CARGO_BIN_EXE_wavault"))
+            .chain(args.iter().copied())
+            .map(quote)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut c = Command::new("script");
+        c.args(["-qfec", &line, "/dev/null"])
+            .env("HOME", home)
+            .env("TERM", "dumb")
+            .env("RUST_LOG", "info")
+            .env_remove("WAVAULT_PASSPHRASE")
+            .env_remove("WAVAULT_DIR")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .expect("util-linux `script` is needed for the terminal tests (.ci/run checks it)");
+        let keys = child.stdin.take().unwrap();
+        let screen = std::sync::Arc::new((
+            std::sync::Mutex::new(String::new()),
+            std::sync::Condvar::new(),
+        ));
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let screen = screen.clone();
+            std::thread::spawn(move || {
+                let mut out = out;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    screen
+                        .0
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                    screen.1.notify_all();
+                }
+            });
+        }
+        Pty {
+            child: Some(child),
+            keys,
+            screen,
+        }
+    }
+
+    /// Waits (30 s at most) until the screen shows `what` `n` times.
+    fn wait_for_n(&self, what: &str, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut s = self.screen.0.lock().unwrap();
+        while s.matches(what).count() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the terminal never showed {what:?} ({n}x); it shows:\n{s}"
+            );
+            s = self.screen.1.wait_timeout(s, left).unwrap().0;
+        }
+    }
+
+    fn wait_for(&self, what: &str) {
+        self.wait_for_n(what, 1);
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        use std::io::Write;
+        self.keys.write_all(keys.as_bytes()).unwrap();
+        self.keys.flush().unwrap();
+    }
+
+    /// Waits (60 s at most) for the command to exit: its exit code.
+    fn exit_code(&mut self) -> i32 {
+        let mut child = self.child.take().expect("waited for once");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(status) => status.unwrap().code().unwrap_or(-1),
+            Err(_) => {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                panic!(
+                    "the command did not exit; the terminal shows:\n{}",
+                    self.screen()
+                )
+            }
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.screen.0.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The first run on a fresh HOME, on a terminal: `wavault run` creates the
+/// vault at the default place, asking the passphrase twice;
+/// `bot add` from a second process reaches it and the bot's pairing banner
+/// shows in the first; Ctrl-C exits 0.
+#[test]
+fn first_run_on_a_terminal() {
+    const SECRET: &str = "correct horse battery staple";
+    let home = tempfile::tempdir().unwrap();
+    let mut run = Pty::spawn(home.path(), &["run"]);
+    run.wait_for("Vault passphrase: ");
+    assert!(run.screen().contains("no vault at"), "{}", run.screen());
+    run.type_keys(&format!("{SECRET}\n"));
+    run.wait_for("Vault passphrase (again): ");
+    run.type_keys(&format!("{SECRET}\n"));
+    run.wait_for("running; Ctrl-C or SIGTERM");
+    let vault = home.path().join(".local/share/wavault");
+    assert!(
+        vault.join("vault.keys").exists(),
+        "no vault at the default place"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_wavault"))
+        .args(["bot", "add", "first"])
+        .env("HOME", home.path())
+        .env_remove("WAVAULT_PASSPHRASE")
+        .env_remove("WAVAULT_DIR")
+        .env_remove("XDG_DATA_HOME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("to the running wavault"),
+        "{}",
+        stdout(&out)
+    );
+    run.wait_for("[first] no stored credentials: scan the QR code below to pair");
+
+    run.type_keys("\x03");
+    assert_eq!(run.exit_code(), 0, "Ctrl-C: {}", run.screen());
+    // (Echo is off while the prompt reads, but keys a test types can reach
+    // the terminal before the prompt turns it off: not checked here.)
+    let screen = run.screen();
+    assert!(!screen.contains("panicked"), "{screen}");
+}
+
+/// A wrong passphrase typed at the terminal is asked again (three tries);
+/// an empty one says so; one from a variable or a file names that source.
+#[test]
+fn wrong_and_empty_passphrases_say_where_they_came_from() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("v");
+    vault_with_bot(&dir);
+    let dir_s = dir.to_str().unwrap();
+    let pass = std::str::from_utf8(PASS).unwrap();
+
+    let mut t = Pty::spawn(home.path(), &["--vault", dir_s, "bot", "list"]);
+    t.wait_for("Vault passphrase: ");
+    t.type_keys("not it\n");
+    t.wait_for("wrong passphrase; try again (1 of 3");
+    t.wait_for_n("Vault passphrase: ", 2);
+    t.type_keys(&format!("{pass}\n"));
+    assert_eq!(t.exit_code(), 0, "{}", t.screen());
+    assert!(t.screen().contains("bot-0"), "{}", t.screen());
+
+    let mut t = Pty::spawn(home.path(), &["--vault", dir_s, "bot", "list"]);
+    for n in 1..=3 {
+        t.wait_for_n("Vault passphrase: ", n);
+        t.type_keys("still not it\n");
+    }
+    assert_eq!(t.exit_code(), 3, "{}", t.screen());
+    assert!(t.screen().contains("typed at the prompt"), "{}", t.screen());
+
+    let mut t = Pty::spawn(home.path(), &["--vault", dir_s, "bot", "list"]);
+    t.wait_for("Vault passphrase: ");
+    t.type_keys("\n");
+    assert_eq!(t.exit_code(), 2, "{}", t.screen());
+    assert!(
+        t.screen().contains("typed at the prompt is empty"),
+        "{}",
+        t.screen()
+    );
+
+    let out = run(wavault(&dir)
+        .args(["bot", "list"])
+        .env("WAVAULT_PASSPHRASE", "wrong"));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("from the environment variable WAVAULT_PASSPHRASE"),
+        "{}",
+        stderr(&out)
+    );
+    let file = home.path().join("pass");
+    std::fs::write(&file, "wrong\n").unwrap();
+    let out = run(wavault(&dir)
+        .args(["bot", "list", "--passphrase-file"])
+        .arg(&file));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("read from the file")
+            && stderr(&out).contains(file.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+}
