@@ -27,6 +27,11 @@ pub struct StatusRow {
     /// Messages, hook deliveries and the inbound queue.
     #[serde(default)]
     pub messages: MessageCounts,
+    /// `status` is the last one recorded by a `wavault run` that is no
+    /// longer running and did not mark its bots stopped (it crashed or was
+    /// killed): the bot is not really connecting or connected now.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// A bot's traffic as `status` shows it (totals since the vault has known it).
@@ -113,6 +118,7 @@ pub fn collect(vault: &Vault) -> Result<Vec<StatusRow>> {
                 credentials,
                 idle,
                 messages: message_counts(&view)?,
+                stale: false,
             })
         })
         .collect()
@@ -125,6 +131,22 @@ pub fn mask_phone(p: &str) -> String {
         .enumerate()
         .map(|(i, c)| if i < 2 || i + 4 >= n { c } else { '*' })
         .collect()
+}
+
+/// Rows read from the vault while no `wavault run` holds it: a bot left
+/// connecting, connected or reconnecting was recorded by a `run` that
+/// stopped without marking it (a clean stop marks it disconnected).
+/// Returns whether any row is stale.
+pub fn mark_stale(rows: &mut [StatusRow]) -> bool {
+    let mut any = false;
+    for r in rows {
+        r.stale = matches!(
+            r.status,
+            Status::Connecting | Status::Connected | Status::Reconnecting
+        );
+        any |= r.stale;
+    }
+    any
 }
 
 /// Masks the phone of every row.

@@ -196,9 +196,29 @@ pub struct StatusArgs {
 }
 
 pub fn status(g: &Global, args: StatusArgs) -> Result<()> {
-    let Response::Status(rows) = super::perform(g, Request::Status, Vec::new())?.resp else {
+    let done = super::perform(g, Request::Status, Vec::new()).map_err(|e| match e {
+        // No runner answered: this process reads the vault itself.
+        Error::Usage(m) if m.contains("no terminal to ask") => Error::Usage(format!(
+            "`wavault run` is not running, so `status` reads the vault itself, which needs \
+             its passphrase: {m}"
+        )),
+        e => e,
+    })?;
+    let Response::Status(mut rows) = done.resp else {
         return Err(super::unexpected("status"));
     };
+    if done.via == super::Via::Here {
+        let stale = status::mark_stale(&mut rows);
+        eprintln!(
+            "`wavault run` is not running{}",
+            if stale {
+                ": the states marked (stale) are the last recorded before it stopped without \
+                 a clean shutdown (crash or kill); start it again to reconnect"
+            } else {
+                ""
+            }
+        );
+    }
     let rows = if args.show_phone {
         rows
     } else {

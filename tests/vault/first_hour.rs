@@ -589,3 +589,41 @@ fn wrong_and_empty_passphrases_say_where_they_came_from() {
         stderr(&out)
     );
 }
+
+/// After `run` is killed (SIGKILL: no clean shutdown), `status` says the
+/// runner is not running and marks the states it left as stale; without a
+/// passphrase source it says why it now needs one.
+#[test]
+fn status_after_a_killed_run_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    vault_with_bot(&dir);
+    let mut r = Running::start(&dir, &[]);
+    r.wait_line("running; Ctrl-C or SIGTERM");
+    // Live, through the socket: the bot is connecting (no WhatsApp here).
+    let live = run(wavault(&dir).args(["status", "--json"]));
+    assert_eq!(code(&live), 0, "{}", stderr(&live));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&live)).unwrap();
+    assert_ne!(rows[0]["status"], "disconnected", "{rows}");
+    assert_eq!(rows[0]["stale"], false, "{rows}");
+    assert!(!stderr(&live).contains("not running"), "{}", stderr(&live));
+    r.child.kill().unwrap();
+    r.child.wait().unwrap();
+
+    let out = run(wavault(&dir).args(["status", "--json"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rows[0]["stale"], true, "{rows}");
+    assert!(
+        stderr(&out).contains("`wavault run` is not running") && stderr(&out).contains("stale"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(wavault(&dir).arg("status").env_remove("WAVAULT_PASSPHRASE"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not running, so `status` reads the vault itself"),
+        "{}",
+        stderr(&out)
+    );
+}
