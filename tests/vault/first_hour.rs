@@ -344,6 +344,20 @@ fn bot_remove_through_run_needs_yes_too() {
     drop(v);
     let r = Running::start(&dir, &[]);
     r.wait_line("running; Ctrl-C or SIGTERM");
+    // An error through the control socket has one prefix.
+    let out = run(wavault(&dir).args(["bot", "remove", "nosuch", "--yes"]));
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).matches("not found").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).starts_with("wavault: error: not found: bot nosuch"),
+        "{}",
+        stderr(&out)
+    );
     let out = run(wavault(&dir).args(["bot", "remove", "idle"]));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let out = run(wavault(&dir).args(["bot", "remove", "idle", "--yes"]));
