@@ -210,9 +210,11 @@ fn router(shared: Svc, listen: SocketAddr, limits: Limits, ready_grace: Duration
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .fallback(no_route)
         .layer(middleware::from_fn_with_state(app.clone(), read_body))
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .layer(middleware::from_fn_with_state(app.clone(), check_host))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
 }
@@ -465,12 +467,21 @@ fn prompt(error: Option<&str>) -> Response {
         .into_response()
 }
 
-async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+/// Marks a request that came with the right token (`/readyz` then names
+/// the late bots).
+#[derive(Debug, Clone, Copy)]
+struct Authenticated;
+
+async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let public = path == "/login" || path.starts_with("/assets/");
+    let public = path == "/login" || path.starts_with("/assets/") || path == "/healthz";
     if !public {
         let p = presented(req.headers(), &app.site.cookie);
-        if !token_ok(&app.shared, p.as_deref().map(String::as_str)).await {
+        // `/readyz` without any credentials: the token-free answer.
+        let anonymous_probe = path == "/readyz" && p.is_none();
+        if token_ok(&app.shared, p.as_deref().map(String::as_str)).await {
+            req.extensions_mut().insert(Authenticated);
+        } else if !anonymous_probe {
             return prompt(None);
         }
     }
@@ -569,13 +580,114 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn error_response(e: &Error) -> Response {
-    let code = match e {
+    let status = match e {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Usage(_) => StatusCode::BAD_REQUEST,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::AlreadyExists(_) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (code, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+    json_error(status, &e.to_string())
+}
+
+/// The machine-readable `code` of an error answer with `status`.
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::MISDIRECTED_REQUEST => "misdirected_request",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+/// An API error: `{"error": MESSAGE, "code": CODE}` with `status`.
+fn json_error(status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": msg.trim(), "code": error_code(status) })),
+    )
+        .into_response()
+}
+
+/// Whether the client wants JSON: an `/api/` path, or `application/json`
+/// among the media types of its `Accept`.
+fn wants_json(req: &Request) -> bool {
+    req.uri().path().starts_with("/api/")
+        || req
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|m| {
+                m.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            })
+}
+
+/// Turns every error answer (4xx, 5xx) to a client that wants JSON
+/// ([`wants_json`]) into `{"error", "code"}`, keeping its status and
+/// headers: the sign-in page, the host check, body limits, unknown paths
+/// and methods alike.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let json = wants_json(&req);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/plain"));
+    let msg = match status {
+        StatusCode::UNAUTHORIZED => {
+            "this needs the access token (`wavault token show`): Authorization: Bearer TOKEN"
+                .to_owned()
+        }
+        _ if text => match axum::body::to_bytes(body, 64 * 1024).await {
+            Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+            Err(_) => String::new(),
+        },
+        _ => String::new(),
+    };
+    let msg = if msg.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        msg
+    };
+    let new = json_error(status, &msg);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, new.into_body())
+}
+
+/// No route: 404 (JSON for an `/api/` path or a client that asked for it,
+/// through [`json_errors`]).
+async fn no_route() -> Response {
+    (StatusCode::NOT_FOUND, "no such page\n").into_response()
 }
 
 /// Body of `POST /api/bots/{id}/messages`.
@@ -692,7 +804,7 @@ async fn dashboard_data(State(shared): State<Svc>) -> Response {
 async fn qr_svg(State(shared): State<Svc>, Path(id): Path<String>) -> Response {
     let code = shared.qr(&id);
     let Some(code) = code else {
-        return (StatusCode::NOT_FOUND, "no QR code waiting for this bot\n").into_response();
+        return json_error(StatusCode::NOT_FOUND, "no QR code waiting for this bot");
     };
     match qrcode::QrCode::new(code.as_bytes()) {
         Ok(qr) => {
@@ -720,7 +832,12 @@ async fn metrics_text(State(shared): State<Svc>) -> Response {
     }
 }
 
-async fn readyz(State(app): State<App>) -> Response {
+/// `/readyz`: 200 `ready` or 503 `not ready`; to a caller with the token
+/// the 503 names the late bots.
+async fn readyz(
+    State(app): State<App>,
+    authenticated: Option<axum::Extension<Authenticated>>,
+) -> Response {
     let s = app.shared.clone();
     let grace = app.site.ready_grace;
     let r = blocking(move || {
@@ -740,11 +857,12 @@ async fn readyz(State(app): State<App>) -> Response {
     .await;
     match r {
         Ok(w) if w.is_empty() => (StatusCode::OK, "ready\n").into_response(),
-        Ok(w) => (
+        Ok(w) if authenticated.is_some() => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {}\n", w.join(", ")),
         )
             .into_response(),
+        Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
         Err(resp) => resp,
     }
 }
