@@ -8,8 +8,11 @@
 //! the `wavault_token_<port>` cookie that `POST /login` sets: `HttpOnly`,
 //! `SameSite=Strict`, `Path=/`, `Secure` when the request came with
 //! `X-Forwarded-Proto: https`). Without it the answer is 401 and the prompt
-//! page, nothing else; `/login` and the static `/assets/*` are the only
-//! exceptions. Loopback addresses only unless `--listen-any`.
+//! page, nothing else; `/login`, the static `/assets/*`, `/healthz` (`ok`)
+//! and `/readyz` without credentials (`ready` / `not ready`, no names) are
+//! the only exceptions. Errors on `/api/` paths, or to a client that asked
+//! for `application/json`, are JSON `{"error", "code"}` ([`json_errors`]).
+//! Loopback addresses only unless `--listen-any`.
 //!
 //! Every request's `Host` must name the listen address (DNS rebinding):
 //! else 421 (400 without one). Every response carries a strict
