@@ -22,6 +22,7 @@
 //! headers within the header-read timeout, or its body within the body-read
 //! timeout, is closed.
 
+pub mod bot_page;
 pub mod metrics;
 pub use crate::token;
 
@@ -52,6 +53,7 @@ pub const START_GRACE: Duration = Duration::from_secs(60);
 const DASHBOARD: &str = include_str!("dashboard.html");
 const PROMPT: &str = include_str!("prompt.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
+const BOT_JS: &str = include_str!("assets/bot.js");
 const DASHBOARD_CSS: &str = include_str!("assets/dashboard.css");
 const PROMPT_CSS: &str = include_str!("assets/prompt.css");
 
@@ -205,6 +207,7 @@ fn router(shared: Svc, listen: SocketAddr, limits: Limits, ready_grace: Duration
         .route("/", get(dashboard))
         .route("/login", post(login))
         .route("/assets/{name}", get(asset))
+        .route("/bots/{id}", get(bot_page_html))
         .route("/api/bots", get(bots))
         .route("/api/bots/{id}", get(one_bot))
         .route("/api/bots/{id}/messages", post(send_message))
@@ -565,6 +568,7 @@ async fn login(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respo
 async fn asset(Path(name): Path<String>) -> Response {
     let (body, kind) = match name.as_str() {
         "dashboard.js" => (DASHBOARD_JS, "text/javascript; charset=utf-8"),
+        "bot.js" => (BOT_JS, "text/javascript; charset=utf-8"),
         "dashboard.css" => (DASHBOARD_CSS, "text/css; charset=utf-8"),
         "prompt.css" => (PROMPT_CSS, "text/css; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
@@ -785,10 +789,7 @@ async fn dashboard_data(State(shared): State<Svc>) -> Response {
                 let availability_24h =
                     crate::stats::compute(&row.bot, &history, now - 86_400, now, row.status)
                         .availability_pct;
-                let qr_version = qr.get(&row.bot).map(|c| {
-                    use sha2::Digest;
-                    crate::vault::hex(&sha2::Sha256::digest(c.as_bytes())[..8])
-                });
+                let qr_version = qr.get(&row.bot).map(|c| qr_version(c));
                 Ok(DashboardRow {
                     row,
                     availability_24h,
@@ -800,6 +801,73 @@ async fn dashboard_data(State(shared): State<Svc>) -> Response {
     .await;
     match r {
         Ok(rows) => Json(rows).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+/// The version of a QR code (changes with the code), as `/api/dashboard`
+/// gives it.
+fn qr_version(code: &str) -> String {
+    use sha2::Digest;
+    crate::vault::hex(&sha2::Sha256::digest(code.as_bytes())[..8])
+}
+
+/// The QR code as an SVG to put inside a page (no XML declaration, no
+/// namespace: HTML gives it).
+fn inline_qr(code: &str) -> Option<String> {
+    let qr = qrcode::QrCode::new(code.as_bytes()).ok()?;
+    let svg = qr
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(256, 256)
+        .build();
+    let start = svg.find("<svg")?;
+    Some(
+        svg[start..]
+            .replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)
+            .replacen(
+                "<svg ",
+                "<svg role=\"img\" aria-label=\"QR code to pair\" ",
+                1,
+            ),
+    )
+}
+
+/// `/bots/{id}`: the page of one bot ([`bot_page`]).
+async fn bot_page_html(State(shared): State<Svc>, Path(id): Path<String>) -> Response {
+    let page = blocking(move || {
+        let not_found = || Error::NotFound(format!("bot {id}"));
+        let bot = crate::BotId::parse(&id).map_err(|_| not_found())?;
+        let row = rows(&*shared)?
+            .into_iter()
+            .find(|r| r.bot == id)
+            .ok_or_else(not_found)?;
+        let now = crate::vault::now();
+        let vault = shared.vault();
+        let history = crate::sessions::Sessions::new(vault.view(&bot)).history()?;
+        let stats = crate::stats::collect(
+            vault,
+            std::slice::from_ref(&bot),
+            now - bot_page::WINDOW_SECS,
+            now,
+        )?
+        .pop()
+        .ok_or_else(not_found)?;
+        let traffic = crate::messaging::queue::Queue::new(vault.view(&bot)).traffic()?;
+        let qr = shared
+            .qr(&id)
+            .and_then(|c| Some((inline_qr(&c)?, qr_version(&c))));
+        Ok(bot_page::render(&bot_page::BotPage {
+            row: &row,
+            stats: &stats,
+            history: &history,
+            hours: &traffic.hours,
+            qr,
+            now,
+        }))
+    })
+    .await;
+    match page {
+        Ok(html) => Html(html).into_response(),
         Err(resp) => resp,
     }
 }

@@ -327,7 +327,12 @@ async fn host_check_security_headers_and_httponly_cookie() {
     // No inline code for the CSP to allow.
     let (_, _, page) = raw(addr, get("/", Some(&me), &bearer)).await;
     let (_, _, prompt) = raw(addr, get("/", Some(&me), "")).await;
-    for html in [&page, &prompt] {
+    let (code, headers, bot_page) = raw(addr, get("/bots/web-bot", Some(&me), &bearer)).await;
+    assert_eq!(code, 200, "{bot_page}");
+    assert_security_headers("/bots/web-bot", &headers);
+    assert!(bot_page.contains("id=\"timeline\""), "{bot_page}");
+    assert!(bot_page.contains("src=\"/assets/bot.js\""), "{bot_page}");
+    for html in [&page, &prompt, &bot_page] {
         assert!(
             !html.contains("<script>") && !html.contains("<style"),
             "{html}"
@@ -745,6 +750,13 @@ async fn probes_need_no_token_and_api_errors_are_json() {
         421,
         "misdirected_request",
         "Host",
+    );
+    json_error(
+        "page of an unknown bot, asked as JSON",
+        raw(addr, get("/bots/ghost", &format!("{bearer}{accept_json}"))).await,
+        404,
+        "not_found",
+        "ghost",
     );
     json_error(
         "page asked as JSON, unknown path",
