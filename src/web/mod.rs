@@ -853,9 +853,14 @@ async fn bot_page_html(State(shared): State<Svc>, Path(id): Path<String>) -> Res
         .pop()
         .ok_or_else(not_found)?;
         let traffic = crate::messaging::queue::Queue::new(vault.view(&bot)).traffic()?;
-        let qr = shared
-            .qr(&id)
-            .and_then(|c| Some((inline_qr(&c)?, qr_version(&c))));
+        // The version even when the code cannot be drawn: the page's
+        // script compares it with `/api/dashboard` (else it would reload
+        // for ever).
+        let qr = shared.qr(&id).map(|c| {
+            let svg =
+                inline_qr(&c).unwrap_or_else(|| "<p>This QR code cannot be drawn.</p>".to_owned());
+            (svg, qr_version(&c))
+        });
         Ok(bot_page::render(&bot_page::BotPage {
             row: &row,
             stats: &stats,
