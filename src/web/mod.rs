@@ -8,8 +8,11 @@
 //! the `wavault_token_<port>` cookie that `POST /login` sets: `HttpOnly`,
 //! `SameSite=Strict`, `Path=/`, `Secure` when the request came with
 //! `X-Forwarded-Proto: https`). Without it the answer is 401 and the prompt
-//! page, nothing else; `/login` and the static `/assets/*` are the only
-//! exceptions. Loopback addresses only unless `--listen-any`.
+//! page, nothing else; `/login`, the static `/assets/*`, `/healthz` (`ok`)
+//! and `/readyz` without credentials (`ready` / `not ready`, no names) are
+//! the only exceptions. Errors on `/api/` paths, or to a client that asked
+//! for `application/json`, are JSON `{"error", "code"}` ([`json_errors`]).
+//! Loopback addresses only unless `--listen-any`.
 //!
 //! Every request's `Host` must name the listen address (DNS rebinding):
 //! else 421 (400 without one). Every response carries a strict
@@ -19,6 +22,7 @@
 //! headers within the header-read timeout, or its body within the body-read
 //! timeout, is closed.
 
+pub mod bot_page;
 pub mod metrics;
 pub use crate::token;
 
@@ -49,6 +53,7 @@ pub const START_GRACE: Duration = Duration::from_secs(60);
 const DASHBOARD: &str = include_str!("dashboard.html");
 const PROMPT: &str = include_str!("prompt.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
+const BOT_JS: &str = include_str!("assets/bot.js");
 const DASHBOARD_CSS: &str = include_str!("assets/dashboard.css");
 const PROMPT_CSS: &str = include_str!("assets/prompt.css");
 
@@ -202,6 +207,7 @@ fn router(shared: Svc, listen: SocketAddr, limits: Limits, ready_grace: Duration
         .route("/", get(dashboard))
         .route("/login", post(login))
         .route("/assets/{name}", get(asset))
+        .route("/bots/{id}", get(bot_page_html))
         .route("/api/bots", get(bots))
         .route("/api/bots/{id}", get(one_bot))
         .route("/api/bots/{id}/messages", post(send_message))
@@ -210,9 +216,11 @@ fn router(shared: Svc, listen: SocketAddr, limits: Limits, ready_grace: Duration
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .fallback(no_route)
         .layer(middleware::from_fn_with_state(app.clone(), read_body))
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .layer(middleware::from_fn_with_state(app.clone(), check_host))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
 }
@@ -465,12 +473,21 @@ fn prompt(error: Option<&str>) -> Response {
         .into_response()
 }
 
-async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+/// Marks a request that came with the right token (`/readyz` then names
+/// the late bots).
+#[derive(Debug, Clone, Copy)]
+struct Authenticated;
+
+async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let public = path == "/login" || path.starts_with("/assets/");
+    let public = path == "/login" || path.starts_with("/assets/") || path == "/healthz";
     if !public {
         let p = presented(req.headers(), &app.site.cookie);
-        if !token_ok(&app.shared, p.as_deref().map(String::as_str)).await {
+        // `/readyz` without any credentials: the token-free answer.
+        let anonymous_probe = path == "/readyz" && p.is_none();
+        if token_ok(&app.shared, p.as_deref().map(String::as_str)).await {
+            req.extensions_mut().insert(Authenticated);
+        } else if !anonymous_probe {
             return prompt(None);
         }
     }
@@ -551,6 +568,7 @@ async fn login(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respo
 async fn asset(Path(name): Path<String>) -> Response {
     let (body, kind) = match name.as_str() {
         "dashboard.js" => (DASHBOARD_JS, "text/javascript; charset=utf-8"),
+        "bot.js" => (BOT_JS, "text/javascript; charset=utf-8"),
         "dashboard.css" => (DASHBOARD_CSS, "text/css; charset=utf-8"),
         "prompt.css" => (PROMPT_CSS, "text/css; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
@@ -569,13 +587,114 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn error_response(e: &Error) -> Response {
-    let code = match e {
+    let status = match e {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Usage(_) => StatusCode::BAD_REQUEST,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::AlreadyExists(_) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (code, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+    json_error(status, &e.to_string())
+}
+
+/// The machine-readable `code` of an error answer with `status`.
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::MISDIRECTED_REQUEST => "misdirected_request",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+/// An API error: `{"error": MESSAGE, "code": CODE}` with `status`.
+fn json_error(status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": msg.trim(), "code": error_code(status) })),
+    )
+        .into_response()
+}
+
+/// Whether the client wants JSON: an `/api/` path, or `application/json`
+/// among the media types of its `Accept`.
+fn wants_json(req: &Request) -> bool {
+    req.uri().path().starts_with("/api/")
+        || req
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|m| {
+                m.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            })
+}
+
+/// Turns every error answer (4xx, 5xx) to a client that wants JSON
+/// ([`wants_json`]) into `{"error", "code"}`, keeping its status and
+/// headers: the sign-in page, the host check, body limits, unknown paths
+/// and methods alike.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let json = wants_json(&req);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/plain"));
+    let msg = match status {
+        StatusCode::UNAUTHORIZED => {
+            "this needs the access token (`wavault token show`): Authorization: Bearer TOKEN"
+                .to_owned()
+        }
+        _ if text => match axum::body::to_bytes(body, 64 * 1024).await {
+            Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+            Err(_) => String::new(),
+        },
+        _ => String::new(),
+    };
+    let msg = if msg.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        msg
+    };
+    let new = json_error(status, &msg);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, new.into_body())
+}
+
+/// No route: 404 (JSON for an `/api/` path or a client that asked for it,
+/// through [`json_errors`]).
+async fn no_route() -> Response {
+    (StatusCode::NOT_FOUND, "no such page\n").into_response()
 }
 
 /// Body of `POST /api/bots/{id}/messages`.
@@ -670,10 +789,7 @@ async fn dashboard_data(State(shared): State<Svc>) -> Response {
                 let availability_24h =
                     crate::stats::compute(&row.bot, &history, now - 86_400, now, row.status)
                         .availability_pct;
-                let qr_version = qr.get(&row.bot).map(|c| {
-                    use sha2::Digest;
-                    crate::vault::hex(&sha2::Sha256::digest(c.as_bytes())[..8])
-                });
+                let qr_version = qr.get(&row.bot).map(|c| qr_version(c));
                 Ok(DashboardRow {
                     row,
                     availability_24h,
@@ -689,10 +805,82 @@ async fn dashboard_data(State(shared): State<Svc>) -> Response {
     }
 }
 
+/// The version of a QR code (changes with the code), as `/api/dashboard`
+/// gives it.
+fn qr_version(code: &str) -> String {
+    use sha2::Digest;
+    crate::vault::hex(&sha2::Sha256::digest(code.as_bytes())[..8])
+}
+
+/// The QR code as an SVG to put inside a page (no XML declaration, no
+/// namespace: HTML gives it).
+fn inline_qr(code: &str) -> Option<String> {
+    let qr = qrcode::QrCode::new(code.as_bytes()).ok()?;
+    let svg = qr
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(256, 256)
+        .build();
+    let start = svg.find("<svg")?;
+    Some(
+        svg[start..]
+            .replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)
+            .replacen(
+                "<svg ",
+                "<svg role=\"img\" aria-label=\"QR code to pair\" ",
+                1,
+            ),
+    )
+}
+
+/// `/bots/{id}`: the page of one bot ([`bot_page`]).
+async fn bot_page_html(State(shared): State<Svc>, Path(id): Path<String>) -> Response {
+    let page = blocking(move || {
+        let not_found = || Error::NotFound(format!("bot {id}"));
+        let bot = crate::BotId::parse(&id).map_err(|_| not_found())?;
+        let row = rows(&*shared)?
+            .into_iter()
+            .find(|r| r.bot == id)
+            .ok_or_else(not_found)?;
+        let now = crate::vault::now();
+        let vault = shared.vault();
+        let history = crate::sessions::Sessions::new(vault.view(&bot)).history()?;
+        let stats = crate::stats::collect(
+            vault,
+            std::slice::from_ref(&bot),
+            now - bot_page::WINDOW_SECS,
+            now,
+        )?
+        .pop()
+        .ok_or_else(not_found)?;
+        let traffic = crate::messaging::queue::Queue::new(vault.view(&bot)).traffic()?;
+        // The version even when the code cannot be drawn: the page's
+        // script compares it with `/api/dashboard` (else it would reload
+        // for ever).
+        let qr = shared.qr(&id).map(|c| {
+            let svg =
+                inline_qr(&c).unwrap_or_else(|| "<p>This QR code cannot be drawn.</p>".to_owned());
+            (svg, qr_version(&c))
+        });
+        Ok(bot_page::render(&bot_page::BotPage {
+            row: &row,
+            stats: &stats,
+            history: &history,
+            hours: &traffic.hours,
+            qr,
+            now,
+        }))
+    })
+    .await;
+    match page {
+        Ok(html) => Html(html).into_response(),
+        Err(resp) => resp,
+    }
+}
+
 async fn qr_svg(State(shared): State<Svc>, Path(id): Path<String>) -> Response {
     let code = shared.qr(&id);
     let Some(code) = code else {
-        return (StatusCode::NOT_FOUND, "no QR code waiting for this bot\n").into_response();
+        return json_error(StatusCode::NOT_FOUND, "no QR code waiting for this bot");
     };
     match qrcode::QrCode::new(code.as_bytes()) {
         Ok(qr) => {
@@ -720,7 +908,12 @@ async fn metrics_text(State(shared): State<Svc>) -> Response {
     }
 }
 
-async fn readyz(State(app): State<App>) -> Response {
+/// `/readyz`: 200 `ready` or 503 `not ready`; to a caller with the token
+/// the 503 names the late bots.
+async fn readyz(
+    State(app): State<App>,
+    authenticated: Option<axum::Extension<Authenticated>>,
+) -> Response {
     let s = app.shared.clone();
     let grace = app.site.ready_grace;
     let r = blocking(move || {
@@ -740,11 +933,12 @@ async fn readyz(State(app): State<App>) -> Response {
     .await;
     match r {
         Ok(w) if w.is_empty() => (StatusCode::OK, "ready\n").into_response(),
-        Ok(w) => (
+        Ok(w) if authenticated.is_some() => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {}\n", w.join(", ")),
         )
             .into_response(),
+        Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
         Err(resp) => resp,
     }
 }

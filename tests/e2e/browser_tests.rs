@@ -1,8 +1,11 @@
 //! The dashboard as a person sees it, in headless Chromium driven over
 //! WebDriver (Debian's `chromium` and `chromium-driver`, installed by
 //! `.ci/run`): the token prompt first, then one row per bot with the right
-//! status, and a QR image for the bot waiting for a scan. A screenshot is
-//! saved to `target/tmp/browser/dashboard.png`.
+//! status, and a QR image for the bot waiting for a scan; a click on a row
+//! opens the bot's page (a known week of history as the expected timeline
+//! segments, the `stats` figures, recent errors, the message chart), and the
+//! page of the bot waiting for a scan shows its QR code large. Screenshots
+//! are saved to `target/tmp/browser/`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -200,6 +203,26 @@ async fn dashboard_in_headless_chromium() {
     synth_paired(&vault, "alpha-connected", 4_915_100_000_101).await;
     let gone = synth_paired(&vault, "beta-gone", 4_915_100_000_102).await;
     let flaky = synth_paired(&vault, "delta-flaky", 4_915_100_000_104).await;
+    // A bot that stays off, with a known week of history (its page's timeline):
+    // down since before the window (so every second of it is known and the
+    // figures do not depend on when the page is rendered), then connected,
+    // reconnecting for 2 h, connected, logged out, down.
+    let mut off = wavault::vault::BotConfig::new(crate::runner_tests::bot("epsilon-history"));
+    off.enabled = false;
+    vault.add_bot(&off).unwrap();
+    let history =
+        wavault::sessions::Sessions::new(vault.view(&crate::runner_tests::bot("epsilon-history")));
+    let (now, day) = (wavault::vault::now(), 86_400);
+    for (at, st, why) in [
+        (now - 8 * day, Status::Error, "client outdated"),
+        (now - 6 * day, Status::Connected, "paired"),
+        (now - 4 * day, Status::Reconnecting, "stream error 503"),
+        (now - 4 * day + 7_200, Status::Connected, "login"),
+        (now - 2 * day, Status::LoggedOut, "logged out by server"),
+        (now - day, Status::Disconnected, "shutdown"),
+    ] {
+        history.set_status(at, st, Some(why)).unwrap();
+    }
     let peer = Peer::new();
     let cfg = config(&peer);
     let runner = Runner::start(vault.clone(), cfg).unwrap();
@@ -268,7 +291,7 @@ async fn dashboard_in_headless_chromium() {
             json!(token)
         ));
         let rows = b.wait_for(
-            "four rows and a QR image",
+            "five rows and a QR image",
             Duration::from_secs(20),
             "var rows = Array.from(document.querySelectorAll('#bots tbody tr')); \
              return rows.map(function (tr) { return [tr.dataset.bot, tr.querySelector('.status').textContent, \
@@ -276,16 +299,94 @@ async fn dashboard_in_headless_chromium() {
              tr.querySelector('td.messages').textContent, tr.querySelector('td.queued').textContent]; });",
             |v| {
                 v.as_array().is_some_and(|rows| {
-                    rows.len() == 4 && rows.iter().any(|r| r[0] == "gamma-new" && r[2] == true)
+                    rows.len() == 5 && rows.iter().any(|r| r[0] == "gamma-new" && r[2] == true)
                 })
             },
         );
         let shot = b.cmd("GET", "/screenshot", None);
         save_png(&shots.join("dashboard.png"), &shot);
-        rows
+
+        // A click on a bot's row opens its page: the week as a timeline bar.
+        b.script(
+            "document.querySelector('#bot-epsilon-history td.status-cell').click(); return true",
+        );
+        let page = b.wait_for(
+            "the bot's page",
+            Duration::from_secs(20),
+            "if (document.body.id !== 'bot-page') return null; \
+             var segs = Array.from(document.querySelectorAll('#timeline rect.seg')).map(function (r) { \
+               return [r.dataset.state, r.getBoundingClientRect().width, getComputedStyle(r).fill]; }); \
+             return {path: location.pathname, segs: segs, \
+               availability: document.getElementById('availability').textContent, \
+               disconnects: document.getElementById('disconnects').textContent, \
+               errors: document.getElementById('errors').innerText, \
+               chart: document.querySelectorAll('#chart rect.bar').length, \
+               qr: !!document.querySelector('#qr svg'), \
+               external: Array.from(document.querySelectorAll('[src],[href]')).some(function (e) { \
+                 return /^https?:/.test(e.getAttribute('src') || e.getAttribute('href')); })};",
+            |v| !v.is_null(),
+        );
+        let shot = b.cmd("GET", "/screenshot", None);
+        save_png(&shots.join("bot-page.png"), &shot);
+
+        // The page of the bot waiting for a scan: its QR code, large.
+        b.go(&format!("{base}bots/gamma-new"));
+        let qr_width = b.wait_for(
+            "a large QR code",
+            Duration::from_secs(20),
+            "var s = document.querySelector('#qr svg'); return s ? s.getBoundingClientRect().width : 0;",
+            |v| v.as_f64().is_some_and(|w| w > 0.0),
+        );
+        let shot = b.cmd("GET", "/screenshot", None);
+        save_png(&shots.join("bot-page-qr.png"), &shot);
+        (rows, page, qr_width)
     })
     .await
     .unwrap();
+    let (rows, page, qr_width) = rows;
+
+    // The bot's page: the known week, segment by segment, each visible and
+    // coloured by state.
+    assert_eq!(page["path"], "/bots/epsilon-history", "{page}");
+    let segs = page["segs"].as_array().unwrap();
+    let states: Vec<&str> = segs.iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(
+        states,
+        [
+            "down",
+            "connected",
+            "reconnecting",
+            "connected",
+            "logged_out",
+            "down"
+        ],
+        "{page}"
+    );
+    for s in segs {
+        assert!(s[1].as_f64().unwrap() > 0.0, "visible: {s}");
+    }
+    let fill = |i: usize| segs[i][2].as_str().unwrap();
+    assert_eq!(fill(1), fill(3), "both connected: {page}");
+    assert_eq!(fill(0), fill(5), "both down: {page}");
+    let fills: std::collections::HashSet<&str> = [0, 1, 2, 4].into_iter().map(fill).collect();
+    assert_eq!(fills.len(), 4, "one colour per state: {page}");
+    // The `stats` figures over the week: 94 h connected of 168 h.
+    assert_eq!(page["availability"], "56.0 %", "{page}");
+    assert_eq!(page["disconnects"], "2", "{page}");
+    let errors = page["errors"].as_str().unwrap();
+    assert!(
+        errors.contains("logged out by server") && errors.contains("stream error 503"),
+        "{errors}"
+    );
+    assert_eq!(
+        page["chart"],
+        2 * 48,
+        "an in and an out bar per hour: {page}"
+    );
+    assert_eq!(page["qr"], false, "{page}");
+    assert_eq!(page["external"], false, "no external assets: {page}");
+    // Large enough to scan from a phone.
+    assert!(qr_width.as_f64().unwrap() >= 300.0, "{qr_width}");
 
     let row = |bot: &str| {
         rows.as_array()

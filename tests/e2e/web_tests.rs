@@ -76,16 +76,24 @@ async fn token_api_metrics_health_and_qr() {
         .expect("created at start")
         .to_string();
 
-    // No token, wrong token: 401 and the prompt, no data.
+    // No token, wrong token: 401 and the prompt (a JSON error on the API),
+    // no data; `/healthz` needs none.
     for t in [None, Some("nope".to_string()), Some(format!("{token}x"))] {
-        for path in ["/", "/api/bots", "/metrics", "/healthz"] {
+        for path in ["/", "/api/bots", "/metrics"] {
             let (code, body) = get(format!("{base}{path}"), t.clone()).await;
             assert_eq!(code, 401, "{path} with {t:?}");
+            let refusal = if path.starts_with("/api/") {
+                "\"unauthorized\""
+            } else {
+                "auth-prompt"
+            };
             assert!(
-                body.contains("auth-prompt") && !body.contains("conn"),
+                body.contains(refusal) && !body.contains("conn"),
                 "{path}: {body}"
             );
         }
+        let (code, body) = get(format!("{base}/healthz"), t.clone()).await;
+        assert_eq!((code, body.as_str()), (200, "ok\n"), "{t:?}");
     }
     let auth = Some(token.clone());
     let (code, body) = get(format!("{base}/healthz"), auth.clone()).await;
@@ -319,7 +327,12 @@ async fn host_check_security_headers_and_httponly_cookie() {
     // No inline code for the CSP to allow.
     let (_, _, page) = raw(addr, get("/", Some(&me), &bearer)).await;
     let (_, _, prompt) = raw(addr, get("/", Some(&me), "")).await;
-    for html in [&page, &prompt] {
+    let (code, headers, bot_page) = raw(addr, get("/bots/web-bot", Some(&me), &bearer)).await;
+    assert_eq!(code, 200, "{bot_page}");
+    assert_security_headers("/bots/web-bot", &headers);
+    assert!(bot_page.contains("id=\"timeline\""), "{bot_page}");
+    assert!(bot_page.contains("src=\"/assets/bot.js\""), "{bot_page}");
+    for html in [&page, &prompt, &bot_page] {
         assert!(
             !html.contains("<script>") && !html.contains("<style"),
             "{html}"
@@ -396,8 +409,8 @@ async fn host_check_security_headers_and_httponly_cookie() {
     runner.shutdown().await.unwrap();
 }
 
-/// Error paths of the web surface: every route but the login and the assets
-/// refuses a request without the token (401, nothing done); the QR image of
+/// Error paths of the web surface: every route but the login, the assets,
+/// the health checks refuses a request without the token (401, nothing done); the QR image of
 /// an unknown bot, or of one not waiting for a scan, is 404; `/readyz` is 503
 /// naming a paired bot still connecting after its grace, 200 once it is in;
 /// the send endpoint answers 400 to empty text, broken JSON and any content
@@ -452,10 +465,12 @@ async fn error_paths_refuse_and_send_nothing() {
         ("GET", "/api/dashboard"),
         ("GET", "/api/bots/conn/qr.svg"),
         ("GET", "/metrics"),
-        ("GET", "/healthz"),
         ("GET", "/readyz"),
     ] {
         for auth in ["", "Authorization: Bearer wrong\r\n"] {
+            if path == "/readyz" && auth.is_empty() {
+                continue; // the token-free variant
+            }
             let (code, headers, body) = raw(
                 addr,
                 request(method, path, &format!("{auth}{json}"), send_body),
@@ -463,7 +478,12 @@ async fn error_paths_refuse_and_send_nothing() {
             .await;
             assert_eq!(code, 401, "{method} {path} {auth:?}: {body}");
             assert_eq!(header(&headers, "www-authenticate"), Some("Bearer"));
-            assert!(body.contains("auth-prompt"), "{method} {path}: {body}");
+            let refusal = if path.starts_with("/api/") {
+                "\"unauthorized\""
+            } else {
+                "auth-prompt"
+            };
+            assert!(body.contains(refusal), "{method} {path}: {body}");
             assert!(!body.contains("conn") && !body.contains("0555"), "{body}");
         }
     }
@@ -559,6 +579,203 @@ async fn error_paths_refuse_and_send_nothing() {
         .await
         .expect("late connects once answered");
     let (code, _, body) = raw(addr, request("GET", "/readyz", &bearer, "")).await;
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    runner.shutdown().await.unwrap();
+}
+
+/// What a probe or a script meets without the token (issue 16): `/healthz`
+/// answers `ok` whatever credentials come with it, and nothing else;
+/// `/readyz` says only ready / not ready without them, and names the late
+/// bot only to a caller with the token (a wrong token is 401); API errors
+/// are JSON `{"error", "code"}` with the right status on `/api/` paths and
+/// wherever the client asked for JSON, the HTML prompt only for a browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_need_no_token_and_api_errors_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["conn", "late"]);
+    synth_paired(&vault, "conn", 4_915_100_000_565).await;
+    let late = synth_paired(&vault, "late", 4_915_100_000_566).await;
+    let peer = Peer::new();
+    // `late` logs in but gets no answer: it stays connecting.
+    peer.stall_logins(&late, true);
+    let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
+    let addr = crate::runner_tests::web(&runner, Duration::ZERO).await;
+    let me = addr.to_string();
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            rows.iter()
+                .any(|r| r.bot == "conn" && r.status == Status::Connected)
+        })
+        .await
+        .expect("conn connected");
+    let token = wavault::web::token::load(&vault)
+        .unwrap()
+        .unwrap()
+        .to_string();
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let wrong = "Authorization: Bearer wrong\r\n";
+    let accept_json = "Accept: application/json\r\n";
+    let request = |method: &str, path: &str, host: &str, extra: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let get = |path: &str, extra: &str| request("GET", path, &me, extra, "");
+
+    // /healthz: `ok` with no token, a wrong one or the right one; nothing else.
+    for extra in ["", wrong, bearer.as_str(), accept_json] {
+        let (code, headers, body) = raw(addr, get("/healthz", extra)).await;
+        assert_eq!((code, body.as_str()), (200, "ok\n"), "{extra:?}");
+        assert_security_headers("/healthz", &headers);
+    }
+
+    // /readyz while `late` connects past its grace: token-free it reveals
+    // only "not ready"; with the token it names the bot; a wrong token is 401.
+    let deadline = tokio::time::Instant::now() + LOGIN_DEADLINE;
+    loop {
+        let (code, _, body) = raw(addr, get("/readyz", "")).await;
+        if code == 503 {
+            assert_eq!(body, "not ready\n");
+            break;
+        }
+        assert_eq!((code, body.as_str()), (200, "ready\n"));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never said 503 while `late` was connecting"
+        );
+        // Polling an endpoint under a deadline (the bot's start is not an event here).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _, body) = raw(addr, get("/readyz", &bearer)).await;
+    assert_eq!((code, body.as_str()), (503, "not ready: late\n"));
+    let (code, _, body) = raw(addr, get("/readyz", wrong)).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("late"), "{body}");
+
+    // JSON errors: (request, status, code, words in the message).
+    let json_error = |what: &str,
+                      got: (u16, Vec<(String, String)>, String),
+                      status: u16,
+                      code: &str,
+                      says: &str| {
+        let (got_status, headers, body) = got;
+        assert_eq!(got_status, status, "{what}: {body}");
+        assert!(
+            header(&headers, "content-type").is_some_and(|c| c.starts_with("application/json")),
+            "{what}: {headers:?}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+        assert_eq!(v["code"], code, "{what}: {body}");
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {body}"));
+        assert!(msg.contains(says), "{what}: {body}");
+        assert!(!body.contains("auth-prompt"), "{what}: {body}");
+        assert_security_headers(what, &headers);
+    };
+    for (path, extra) in [
+        ("/api/bots", ""),
+        ("/api/bots", wrong),
+        ("/api/dashboard", ""),
+        ("/api/bots/conn/qr.svg", wrong),
+        ("/", accept_json),
+        ("/metrics", "Accept: text/html, application/json;q=0.9\r\n"),
+    ] {
+        let what = format!("{path} {extra:?}");
+        let got = raw(addr, get(path, extra)).await;
+        assert_eq!(header(&got.1, "www-authenticate"), Some("Bearer"), "{what}");
+        assert!(!got.2.contains("conn"), "{what}: {}", got.2);
+        json_error(&what, got, 401, "unauthorized", "token");
+    }
+    let (code, _, body) = raw(
+        addr,
+        request("POST", "/api/bots/conn/messages", &me, "", "{}"),
+    )
+    .await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("\"unauthorized\""), "{body}");
+    // A browser asking for a page still gets the sign-in prompt.
+    let (code, _, body) = raw(addr, get("/", "Accept: text/html\r\n")).await;
+    assert_eq!(code, 401);
+    assert!(body.contains("auth-prompt"), "{body}");
+
+    // With the token: not found, bad request, wrong method, wrong host.
+    for path in [
+        "/api/bots/ghost",
+        "/api/bots/ghost/qr.svg",
+        "/api/bots/conn/qr.svg",
+        "/api/nosuch",
+    ] {
+        json_error(
+            path,
+            raw(addr, get(path, &bearer)).await,
+            404,
+            "not_found",
+            "",
+        );
+    }
+    json_error(
+        "bad body",
+        raw(
+            addr,
+            request(
+                "POST",
+                "/api/bots/conn/messages",
+                &me,
+                &format!("{bearer}Content-Type: application/json\r\n"),
+                r#"{"to":"#,
+            ),
+        )
+        .await,
+        400,
+        "bad_request",
+        "must be JSON",
+    );
+    json_error(
+        "GET on the send endpoint",
+        raw(addr, get("/api/bots/conn/messages", &bearer)).await,
+        405,
+        "method_not_allowed",
+        "",
+    );
+    json_error(
+        "another Host",
+        raw(
+            addr,
+            request("GET", "/api/bots", "rebind.evil.example", &bearer, ""),
+        )
+        .await,
+        421,
+        "misdirected_request",
+        "Host",
+    );
+    json_error(
+        "page of an unknown bot, asked as JSON",
+        raw(addr, get("/bots/ghost", &format!("{bearer}{accept_json}"))).await,
+        404,
+        "not_found",
+        "ghost",
+    );
+    json_error(
+        "page asked as JSON, unknown path",
+        raw(addr, get("/nosuch", &format!("{bearer}{accept_json}"))).await,
+        404,
+        "not_found",
+        "",
+    );
+
+    // Once `late` is in, the token-free answer is `ready`.
+    peer.stall_logins(&late, false);
+    peer.drop_connections_of(&late);
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            rows.iter().all(|r| r.status == Status::Connected)
+        })
+        .await
+        .expect("late connects once answered");
+    let (code, _, body) = raw(addr, get("/readyz", "")).await;
     assert_eq!((code, body.as_str()), (200, "ready\n"));
     runner.shutdown().await.unwrap();
 }

@@ -7,11 +7,15 @@ function render(rows) {
   rows.forEach(function (r) {
     keep[r.bot] = true;
     var tr = document.getElementById('bot-' + r.bot);
-    if (!tr) { tr = document.createElement('tr'); tr.id = 'bot-' + r.bot; tr.dataset.bot = r.bot; body.appendChild(tr); }
+    if (!tr) {
+      tr = document.createElement('tr'); tr.id = 'bot-' + r.bot; tr.dataset.bot = r.bot; body.appendChild(tr);
+      tr.addEventListener('click', function (e) { if (!e.target.closest('a')) location.href = '/bots/' + encodeURIComponent(r.bot); });
+    }
     var qrTd = tr.querySelector('td.qr');
     var qrHtml = qrTd ? qrTd.innerHTML : '';
     tr.innerHTML = '';
-    cell(tr, r.bot, 'bot');
+    var name = cell(tr, '', 'bot'); var a = document.createElement('a');
+    a.href = '/bots/' + encodeURIComponent(r.bot); a.textContent = r.bot; name.appendChild(a);
     var st = cell(tr, '', 'status-cell');
     var badge = document.createElement('span');
     badge.className = 'status ' + r.status; badge.textContent = r.status + (r.enabled ? '' : ' (off)');
