@@ -641,3 +641,26 @@ fn status_after_a_killed_run_says_so() {
         stderr(&out)
     );
 }
+
+/// `export -o EXISTING` refuses before it asks for any passphrase (none is
+/// available here: it would fail on that first).
+#[test]
+fn export_to_an_existing_file_refuses_before_the_passphrases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    vault_with_bot(&dir);
+    let existing = tmp.path().join("backup.wvb");
+    std::fs::write(&existing, b"keep me").unwrap();
+    let out = run(wavault(&dir)
+        .args(["export", "-o"])
+        .arg(&existing)
+        .env_remove("WAVAULT_PASSPHRASE")
+        .env_remove("WAVAULT_BACKUP_PASSPHRASE"));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exists") && !stderr(&out).contains("passphrase"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+}
