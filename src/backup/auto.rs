@@ -1,4 +1,5 @@
 //! Automatic backups taken before anything destructive (restore --force,
+//! bot remove, queue drop,
 //! re-auth, sweep purges): ordinary backup files under `<vault>/backups/`,
 //! sealed with the vault's passphrase and Argon2id parameters, so
 //! `wavault restore FILE` with the vault passphrase brings them back.
