@@ -12,6 +12,54 @@ use wavault::status::StatusRow;
 use crate::peer::{Peer, LOGIN_DEADLINE};
 use crate::runner_tests::{bot, config, new_vault, next_event, synth_paired};
 
+/// A runner serving the web surface with two paired bots: `conn`
+/// connected, and `late`, whose logins the peer never answers (it stays
+/// connecting). Phones `phone` and `phone + 1`: tests running at once must
+/// not share a phone number. `prepare` runs on the vault before the start.
+struct ConnAndLate {
+    vault: wavault::Vault,
+    peer: Peer,
+    /// `late`'s phone.
+    late: String,
+    runner: Runner,
+    addr: std::net::SocketAddr,
+    token: String,
+}
+
+async fn conn_and_late(
+    dir: &std::path::Path,
+    phone: u64,
+    prepare: impl FnOnce(&wavault::Vault),
+) -> ConnAndLate {
+    let vault = new_vault(dir, &["conn", "late"]);
+    synth_paired(&vault, "conn", phone).await;
+    let late = synth_paired(&vault, "late", phone + 1).await;
+    prepare(&vault);
+    let peer = Peer::new();
+    peer.stall_logins(&late, true);
+    let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
+    let addr = crate::runner_tests::web(&runner, Duration::ZERO).await;
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            rows.iter()
+                .any(|r| r.bot == "conn" && r.status == Status::Connected)
+        })
+        .await
+        .expect("conn connected");
+    let token = wavault::web::token::load(&vault)
+        .unwrap()
+        .unwrap()
+        .to_string();
+    ConnAndLate {
+        vault,
+        peer,
+        late,
+        runner,
+        addr,
+        token,
+    }
+}
+
 /// GET with an optional bearer token: (status, body).
 async fn get(url: String, token: Option<String>) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
@@ -419,33 +467,23 @@ async fn host_check_security_headers_and_httponly_cookie() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_paths_refuse_and_send_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let vault = new_vault(dir.path(), &["conn", "late"]);
-    synth_paired(&vault, "conn", 4_915_100_000_555).await;
-    let late = synth_paired(&vault, "late", 4_915_100_000_556).await;
-    // The phone the status shows (set at pairing; the synthetic pairing skips it).
-    wavault::sessions::Sessions::new(vault.view(&bot("conn")))
-        .update(wavault::vault::now(), None, |m| {
-            m.phone = Some("4915100000555".into())
-        })
-        .unwrap();
-    let peer = Peer::new();
-    // `late` logs in but gets no answer: it stays connecting.
-    peer.stall_logins(&late, true);
-    let cfg = config(&peer);
-    let runner = Runner::start(vault.clone(), cfg).unwrap();
-    let addr = crate::runner_tests::web(&runner, Duration::ZERO).await;
+    let ConnAndLate {
+        vault: _vault,
+        peer,
+        late,
+        runner,
+        addr,
+        token,
+    } = conn_and_late(dir.path(), 4_915_100_000_555, |vault| {
+        // The phone the status shows (set at pairing; the synthetic pairing skips it).
+        wavault::sessions::Sessions::new(vault.view(&bot("conn")))
+            .update(wavault::vault::now(), None, |m| {
+                m.phone = Some("4915100000555".into())
+            })
+            .unwrap();
+    })
+    .await;
     let me = addr.to_string();
-    runner
-        .wait_until(LOGIN_DEADLINE, |rows| {
-            rows.iter()
-                .any(|r| r.bot == "conn" && r.status == Status::Connected)
-        })
-        .await
-        .expect("conn connected");
-    let token = wavault::web::token::load(&vault)
-        .unwrap()
-        .unwrap()
-        .to_string();
     let bearer = format!("Authorization: Bearer {token}\r\n");
     let request = |method: &str, path: &str, extra: &str, body: &str| {
         format!(
@@ -592,26 +630,15 @@ async fn error_paths_refuse_and_send_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_need_no_token_and_api_errors_are_json() {
     let dir = tempfile::tempdir().unwrap();
-    let vault = new_vault(dir.path(), &["conn", "late"]);
-    synth_paired(&vault, "conn", 4_915_100_000_565).await;
-    let late = synth_paired(&vault, "late", 4_915_100_000_566).await;
-    let peer = Peer::new();
-    // `late` logs in but gets no answer: it stays connecting.
-    peer.stall_logins(&late, true);
-    let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
-    let addr = crate::runner_tests::web(&runner, Duration::ZERO).await;
+    let ConnAndLate {
+        vault: _vault,
+        peer,
+        late,
+        runner,
+        addr,
+        token,
+    } = conn_and_late(dir.path(), 4_915_100_000_565, |_| {}).await;
     let me = addr.to_string();
-    runner
-        .wait_until(LOGIN_DEADLINE, |rows| {
-            rows.iter()
-                .any(|r| r.bot == "conn" && r.status == Status::Connected)
-        })
-        .await
-        .expect("conn connected");
-    let token = wavault::web::token::load(&vault)
-        .unwrap()
-        .unwrap()
-        .to_string();
     let bearer = format!("Authorization: Bearer {token}\r\n");
     let wrong = "Authorization: Bearer wrong\r\n";
     let accept_json = "Accept: application/json\r\n";
