@@ -19,14 +19,36 @@ pub fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
 }
 
-/// Installs the stderr subscriber with [`filter`] (ANSI colours only on a
-/// terminal). Does nothing if a subscriber is already installed.
+/// Whether log lines get ANSI colours: only on a terminal, and never when
+/// `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+pub fn ansi(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Installs the stderr subscriber with [`filter`] (colours as [`ansi`]
+/// says). Does nothing if a subscriber is already installed.
 pub fn init() {
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter())
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use super::ansi;
+        assert!(ansi(true, None));
+        assert!(ansi(true, Some("".into())), "empty NO_COLOR is unset");
+        assert!(!ansi(true, Some("1".into())));
+        assert!(!ansi(false, None));
+        assert!(!ansi(false, Some("1".into())));
+    }
 }

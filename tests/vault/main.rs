@@ -21,5 +21,6 @@ mod socket;
 mod sweep;
 #[path = "../support/sweep_state.rs"]
 mod sweep_state;
+mod tables;
 mod tamper;
 mod web;
