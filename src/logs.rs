@@ -184,4 +184,17 @@ mod tests {
         );
         assert_eq!(one_line("plain line\n"), "plain line\n");
     }
+
+    #[test]
+    fn the_writer_joins_an_event_into_one_line() {
+        use std::io::Write;
+        let mut w = super::OneLine(Vec::new());
+        w.write_all(b"a WARN x(first\n\nCaused by:\n    second)\n")
+            .unwrap();
+        w.write_all(b"next event\n").unwrap();
+        assert_eq!(
+            String::from_utf8(w.0).unwrap(),
+            "a WARN x(first; caused by: second)\nnext event\n"
+        );
+    }
 }
