@@ -24,6 +24,7 @@ pub mod stats;
 pub mod status;
 pub mod store;
 pub mod sweep;
+pub mod table;
 pub mod testpoint;
 pub mod token;
 pub mod vault;

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             });
         }
     };
-    wavault::logs::init();
+    wavault::logs::init_with(cli.log_format());
     notes.iter().for_each(|n| n.log());
     match wavault::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

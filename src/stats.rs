@@ -226,15 +226,21 @@ pub fn fmt_secs(secs: i64) -> String {
 
 /// The table `wavault stats` prints.
 pub fn table(rows: &[BotStats]) -> String {
-    let line = |c: [&str; 13]| {
-        format!(
-            "{:<20} {:<13} {:>7} {:>9} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7}\n",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]
-        )
-    };
-    let mut out = line([
-        "BOT", "STATUS", "AVAIL", "UP", "DOWN", "UNKNOWN", "DROPS", "MEAN RC", "MAX RC", "PAIRS",
-        "LOGINS", "MSG IN", "MSG OUT",
+    use crate::table::{Align::*, Table};
+    let mut t = Table::new(&[
+        ("BOT", Left),
+        ("STATUS", Left),
+        ("AVAIL", Right),
+        ("UP", Right),
+        ("DOWN", Right),
+        ("UNKNOWN", Right),
+        ("DROPS", Right),
+        ("MEAN RC", Right),
+        ("MAX RC", Right),
+        ("PAIRS", Right),
+        ("LOGINS", Right),
+        ("MSG IN", Right),
+        ("MSG OUT", Right),
     ]);
     for r in rows {
         let avail = r
@@ -246,23 +252,23 @@ pub fn table(rows: &[BotStats]) -> String {
         let max = r
             .longest_reconnect_secs
             .map_or_else(|| "-".to_string(), fmt_secs);
-        out.push_str(&line([
-            &r.bot,
-            r.current.as_str(),
-            &avail,
-            &fmt_secs(r.connected_secs),
-            &fmt_secs(r.disconnected_secs),
-            &fmt_secs(r.unknown_secs),
-            &r.disconnects.to_string(),
-            &mean,
-            &max,
-            &r.pairings.to_string(),
-            &r.logins_without_qr.to_string(),
-            &r.messages_in.to_string(),
-            &r.messages_out.to_string(),
-        ]));
+        t.row([
+            r.bot.clone(),
+            r.current.as_str().to_owned(),
+            avail,
+            fmt_secs(r.connected_secs),
+            fmt_secs(r.disconnected_secs),
+            fmt_secs(r.unknown_secs),
+            r.disconnects.to_string(),
+            mean,
+            max,
+            r.pairings.to_string(),
+            r.logins_without_qr.to_string(),
+            r.messages_in.to_string(),
+            r.messages_out.to_string(),
+        ]);
     }
-    out
+    t.render()
 }
 
 #[cfg(test)]

@@ -188,36 +188,35 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// The table `wavault status` prints.
 pub fn table(rows: &[StatusRow]) -> String {
-    let mut out = format!(
-        "{:<20} {:<13} {:<16} {:<21} {:<21} {:>8} {:>7} {:>7} {:>6}  {}\n",
-        "BOT",
-        "STATUS",
-        "PHONE",
-        "LAST ACTIVITY",
-        "AUTHENTICATED",
-        "ATTEMPTS",
-        "IN",
-        "OUT",
-        "QUEUED",
-        "LAST ERROR"
-    );
+    use crate::table::{Align::*, Table};
+    let mut t = Table::new(&[
+        ("BOT", Left),
+        ("STATUS", Left),
+        ("PHONE", Left),
+        ("LAST ACTIVITY", Left),
+        ("AUTHENTICATED", Left),
+        ("ATTEMPTS", Right),
+        ("IN", Right),
+        ("OUT", Right),
+        ("QUEUED", Right),
+        ("LAST ERROR", Left),
+    ]);
     for r in rows {
         let m = &r.messages;
-        out.push_str(&format!(
-            "{:<20} {:<13} {:<16} {:<21} {:<21} {:>8} {:>7} {:>7} {:>6}  {}\n",
-            r.bot,
+        t.row([
+            r.bot.clone(),
             format!(
                 "{}{}{}",
                 r.status,
                 if r.enabled { "" } else { " (off)" },
                 if r.idle { " IDLE" } else { "" }
             ),
-            r.phone.as_deref().unwrap_or("-"),
+            r.phone.as_deref().unwrap_or("-").to_owned(),
             fmt_time(r.last_activity),
             fmt_time(r.authenticated_at),
-            r.connection_attempts,
-            m.inbound,
-            m.outbound,
+            r.connection_attempts.to_string(),
+            m.inbound.to_string(),
+            m.outbound.to_string(),
             format!(
                 "{}{}",
                 m.queued,
@@ -227,10 +226,10 @@ pub fn table(rows: &[StatusRow]) -> String {
                     ""
                 }
             ),
-            r.last_connection_error.as_deref().unwrap_or("-")
-        ));
+            r.last_connection_error.as_deref().unwrap_or("-").to_owned(),
+        ]);
     }
-    out
+    t.render()
 }
 
 #[cfg(test)]

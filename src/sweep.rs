@@ -337,20 +337,31 @@ fn would_prune(dir: &std::path::Path, now: i64) -> Result<Vec<PathBuf>> {
 
 /// Human report.
 pub fn table(r: &SweepReport) -> String {
+    use crate::table::{Align::*, Table};
     use std::fmt::Write;
-    let mut out = String::new();
+    let mut t = Table::new(&[
+        ("BOT", Left),
+        ("STATUS", Left),
+        ("CREDENTIAL RECORDS", Right),
+        ("CREDENTIAL BYTES", Right),
+        ("HISTORY ENTRIES", Right),
+        ("HISTORY BYTES", Right),
+    ]);
     for b in &r.bots {
-        let _ = writeln!(
-            out,
-            "{:<24} {:<10} credentials: {} records ({} bytes); history: {} entries ({} bytes)",
-            b.bot,
-            b.status.as_str(),
-            b.credential_records,
-            b.credential_bytes,
-            b.history_entries,
-            b.history_bytes
-        );
+        t.row([
+            b.bot.clone(),
+            b.status.as_str().to_owned(),
+            b.credential_records.to_string(),
+            b.credential_bytes.to_string(),
+            b.history_entries.to_string(),
+            b.history_bytes.to_string(),
+        ]);
     }
+    let mut out = if r.bots.is_empty() {
+        String::new()
+    } else {
+        t.render()
+    };
     if r.orphan_records > 0 {
         let _ = writeln!(
             out,

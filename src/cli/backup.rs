@@ -409,20 +409,24 @@ fn inspect(
         "argon2id m={} MiB t={} p={}",
         i.kdf_memory_mib, i.kdf_iterations, i.kdf_parallelism
     );
-    println!(
-        "{:<24} {:>8} {:>10}  {:<8} credentials",
-        "BOT", "RECORDS", "BYTES", "STATE"
-    );
+    use crate::table::{Align::*, Table};
+    let mut t = Table::new(&[
+        ("BOT", Left),
+        ("RECORDS", Right),
+        ("BYTES", Right),
+        ("STATE", Left),
+        ("CREDENTIALS", Left),
+    ]);
     for b in &i.bots {
-        println!(
-            "{:<24} {:>8} {:>10}  {:<8} {}",
-            b.id,
-            b.records,
-            b.bytes,
-            if b.enabled { "enabled" } else { "disabled" },
-            b.credentials
-        );
+        t.row([
+            b.id.to_string(),
+            b.records.to_string(),
+            b.bytes.to_string(),
+            (if b.enabled { "enabled" } else { "disabled" }).to_owned(),
+            b.credentials.to_string(),
+        ]);
     }
+    print!("{}", t.render());
     for b in &i.bots {
         let h = archive::Hooks {
             webhook: b.webhook.clone(),
@@ -445,14 +449,18 @@ fn list(g: &Global) -> Result<()> {
     if all.is_empty() {
         println!("no automatic backups in {}", dir.display());
     }
-    for (secs, path) in all {
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        println!(
-            "{}  {:>10} bytes  {}",
-            crate::status::fmt_time(Some(secs as i64)),
-            size,
-            path.display()
-        );
+    use crate::table::{Align::*, Table};
+    // The sizes end in one column; the path follows each.
+    let mut t = Table::headless(&[Left, Right]);
+    for (secs, path) in &all {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        t.row([
+            crate::status::fmt_time(Some(*secs as i64)),
+            size.to_string(),
+        ]);
+    }
+    for (line, (_, path)) in t.render().lines().zip(&all) {
+        println!("{line} bytes  {}", path.display());
     }
     Ok(())
 }

@@ -146,14 +146,19 @@ fn print_rows(rows: &[crate::ops::proto::BotRow], json: bool) -> Result<()> {
     if json {
         return print_json(&rows);
     }
-    for r in rows {
-        println!(
-            "{:<24} {:<8} {:>6} records",
-            r.id,
-            if r.enabled { "enabled" } else { "disabled" },
-            r.records
-        );
+    use crate::table::{Align::*, Table};
+    if rows.is_empty() {
+        return Ok(());
     }
+    let mut t = Table::new(&[("BOT", Left), ("STATE", Left), ("RECORDS", Right)]);
+    for r in rows {
+        t.row([
+            r.id.clone(),
+            (if r.enabled { "enabled" } else { "disabled" }).to_owned(),
+            r.records.to_string(),
+        ]);
+    }
+    print!("{}", t.render());
     Ok(())
 }
 

@@ -256,21 +256,26 @@ pub fn queue(g: &Global, cmd: QueueCommand) -> Result<()> {
     match session.run(req, Vec::new())?.resp {
         Response::QueueList(rows) if json => super::print_json(&rows),
         Response::QueueList(rows) => {
-            println!(
-                "{:>6} {:<8} {:<21} {:>8}  {:<28} LAST ERROR",
-                "SEQ", "STATE", "RECEIVED", "ATTEMPTS", "CHAT"
-            );
+            use crate::table::{Align::*, Table};
+            let mut t = Table::new(&[
+                ("SEQ", Right),
+                ("STATE", Left),
+                ("RECEIVED", Left),
+                ("ATTEMPTS", Right),
+                ("CHAT", Left),
+                ("LAST ERROR", Left),
+            ]);
             for r in &rows {
-                println!(
-                    "{:>6} {:<8} {:<21} {:>8}  {:<28} {}",
-                    r.seq,
-                    r.state,
+                t.row([
+                    r.seq.to_string(),
+                    r.state.to_string(),
                     crate::status::fmt_time(Some(r.received_at)),
-                    r.attempts,
-                    r.chat,
-                    r.last_error.as_deref().unwrap_or("-")
-                );
+                    r.attempts.to_string(),
+                    r.chat.to_string(),
+                    r.last_error.as_deref().unwrap_or("-").to_owned(),
+                ]);
             }
+            print!("{}", t.render());
             println!("{} message(s) queued for bot {bot}", rows.len());
             Ok(())
         }

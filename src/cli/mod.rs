@@ -33,6 +33,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The log format: `run --log-format`, text for every other command.
+    pub fn log_format(&self) -> crate::logs::LogFormat {
+        match &self.command {
+            Command::Run(a) => a.log_format,
+            _ => crate::logs::LogFormat::Text,
+        }
+    }
+}
+
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct Global {

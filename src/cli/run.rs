@@ -48,6 +48,9 @@ pub struct RunArgs {
     /// Allow --listen on a non-loopback address
     #[arg(long, requires = "listen")]
     pub listen_any: bool,
+    /// Log lines on stderr as text or as one JSON object per line (journald, Loki)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logs::LogFormat,
 }
 
 /// `--listen`: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (loopback,

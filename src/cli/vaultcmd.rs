@@ -45,11 +45,15 @@ pub fn validate(g: &Global, json: bool) -> Result<()> {
             report.bots.len(),
             report.records
         );
+        use crate::table::{Align::*, Table};
+        // The counts end in one column; the rest follows each.
+        let mut t = Table::headless(&[Left, Right]);
         for b in &report.bots {
+            t.row([b.bot.to_string(), b.records.to_string()]);
+        }
+        for (line, b) in t.render().lines().zip(&report.bots) {
             println!(
-                "  {:<24} {:>6} records{}{}",
-                b.bot,
-                b.records,
+                "  {line} records{}{}",
                 if b.damaged > 0 {
                     format!(", {} DAMAGED", b.damaged)
                 } else {

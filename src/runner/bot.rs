@@ -109,6 +109,7 @@ async fn build_client(
     let backend = shared.vault.bot_backend(id)?;
     let net = &shared.cfg.net;
     let mut builder = Bot::builder()
+        .with_runtime(SpanRuntime(tracing::Span::current()))
         .with_backend_arc(backend)
         .with_transport_factory(CountingFactory {
             inner: net.transport.clone(),
@@ -142,6 +143,44 @@ async fn build_client(
         .map_err(|e| Error::Other(format!("building the WhatsApp client: {e}")))
 }
 
+/// whatsapp-rust's tokio runtime, with every task the client spawns (its
+/// run loop, event handlers, message processing) in the bot's log span, so
+/// its log lines name the bot too.
+struct SpanRuntime(tracing::Span);
+
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+impl wacore::runtime::Runtime for SpanRuntime {
+    fn spawn(&self, future: Task) -> wacore::runtime::AbortHandle {
+        use tracing::Instrument;
+        whatsapp_rust::TokioRuntime.spawn(Box::pin(future.instrument(self.0.clone())))
+    }
+
+    fn spawn_detached(&self, future: Task) {
+        use tracing::Instrument;
+        whatsapp_rust::TokioRuntime.spawn_detached(Box::pin(future.instrument(self.0.clone())))
+    }
+
+    fn sleep(
+        &self,
+        duration: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        whatsapp_rust::TokioRuntime.sleep(duration)
+    }
+
+    fn spawn_blocking(
+        &self,
+        f: Box<dyn FnOnce() + Send + 'static>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let span = self.0.clone();
+        whatsapp_rust::TokioRuntime.spawn_blocking(Box::new(move || span.in_scope(f)))
+    }
+
+    fn yield_now(&self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        whatsapp_rust::TokioRuntime.yield_now()
+    }
+}
+
 /// Offers the running client to senders and starts the delivery worker;
 /// both end when the returned guard drops (the supervisor's exit).
 fn link_up(
@@ -162,10 +201,8 @@ fn link_up(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id.clone(), link.clone());
-    let worker = AbortOnDrop(tokio::spawn(deliver::worker(
-        shared.clone(),
-        id.clone(),
-        link.clone(),
+    let worker = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(
+        deliver::worker(shared.clone(), id.clone(), link.clone()),
     )));
     Unlink {
         shared: shared.clone(),

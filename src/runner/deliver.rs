@@ -313,11 +313,12 @@ impl Worker {
                 q.clone(),
             );
             let timeout = s.timeout;
-            self.tasks.spawn(async move {
-                let (chat, seq) = (q.chat.clone(), q.seq);
-                let (outcome, after) = deliver_one(&bot, &link, &target, timeout, q).await;
-                (chat, seq, outcome, after)
-            });
+            self.tasks
+                .spawn(tracing::Instrument::in_current_span(async move {
+                    let (chat, seq) = (q.chat.clone(), q.seq);
+                    let (outcome, after) = deliver_one(&bot, &link, &target, timeout, q).await;
+                    (chat, seq, outcome, after)
+                }));
         }
         next_retry
     }

@@ -258,7 +258,11 @@ impl Shared {
             own: own_rx,
         };
         let id = cfg.id.clone();
-        let h = tokio::spawn(bot::supervise(self.clone(), cfg, delay, signal));
+        let span = crate::logs::bot_span(&id);
+        let h = tokio::spawn(tracing::Instrument::instrument(
+            bot::supervise(self.clone(), cfg, delay, signal),
+            span,
+        ));
         let mut bots = self.bots.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = bots.insert(
             id,

@@ -199,3 +199,145 @@ async fn default_log_filter_keeps_numbers_jids_and_text_out_of_the_log() {
         );
     }
 }
+
+const FLAKY_CHILD: &str = "log_tests::child_runner_whose_connections_fail";
+
+/// Child half of [`every_line_about_a_bot_names_it`]: wavault's log set-up
+/// in the format `WAVAULT_E2E_LOG_FORMAT` names, the bot `flaky` against a
+/// server that drops every connection; returns after its second attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_runner_whose_connections_fail() {
+    let Some(dir) = std::env::var_os("WAVAULT_E2E_LOG_FLAKY_DIR") else {
+        return; // only meaningful when started by the parent test
+    };
+    let format = match std::env::var("WAVAULT_E2E_LOG_FORMAT").unwrap().as_str() {
+        "json" => wavault::logs::LogFormat::Json,
+        _ => wavault::logs::LogFormat::Text,
+    };
+    wavault::logs::init_with(format);
+    let addr: std::net::SocketAddr = std::env::var("WAVAULT_E2E_LOG_PEER")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let vault = Vault::open(std::path::Path::new(&dir), PASS).expect("child opens vault");
+    let mut c = config(&Peer::new());
+    c.net = crate::messaging_tests::tcp_net(addr);
+    let runner = Runner::start(vault, c).unwrap();
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            rows.iter()
+                .any(|r| r.bot == "flaky" && r.connection_attempts >= 2)
+        })
+        .await
+        .expect("the bot tries twice");
+    runner.shutdown().await.unwrap();
+}
+
+/// Runs [`child_runner_whose_connections_fail`] in `format`; its stderr.
+async fn flaky_child_log(format: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    drop(new_vault(dir.path(), &["flaky"]));
+    // Accepts every connection and drops it at once: each attempt fails.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", FLAKY_CHILD, "--nocapture", "--test-threads", "1"])
+        .env("WAVAULT_E2E_LOG_FLAKY_DIR", dir.path())
+        .env("WAVAULT_E2E_LOG_PEER", &addr)
+        .env("WAVAULT_E2E_LOG_FORMAT", format)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = KillOnDrop(Some(cmd.spawn().expect("spawn the child test")));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = std::thread::spawn(move || {
+        let mut child = child;
+        let out = child.0.take().unwrap().wait_with_output();
+        let _ = tx.send(());
+        out
+    });
+    let ended = tokio::task::spawn_blocking(move || rx.recv_timeout(LOGIN_DEADLINE * 2))
+        .await
+        .unwrap();
+    assert!(ended.is_ok(), "the {format} child did not finish in time");
+    let out = out.join().unwrap().unwrap();
+    server.abort();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "the {format} child test failed:\n{}\n{log}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ =
+        std::io::stderr().write_all(format!("--- {format} child log ---\n{log}---\n").as_bytes());
+    log
+}
+
+/// `run`'s log names the bot on every line about it, whatsapp-rust's lines
+/// included (a span per bot); `--log-format json` writes one JSON object a
+/// line; text events are one line each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_about_a_bot_names_it() {
+    let log = flaky_child_log("json").await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object: {e}: {l:?}"))
+        })
+        .collect();
+    let about_the_bot = |v: &&serde_json::Value| {
+        let t = v["target"].as_str().unwrap_or_default();
+        t.starts_with("whatsapp_rust")
+            || t.starts_with("wacore")
+            || t.starts_with("wavault::runner")
+    };
+    assert!(
+        lines.iter().any(|v| v["target"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("whatsapp_rust")),
+        "positive control: whatsapp-rust logs the failed connections:\n{log}"
+    );
+    for v in lines.iter().filter(about_the_bot) {
+        assert_eq!(v["span"]["bot"], "flaky", "a line without its bot: {v}");
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{v}");
+        // Every attempt failed and was retried: nothing at ERROR.
+        assert_ne!(v["level"], "ERROR", "a retried failure at ERROR: {v}");
+    }
+    let warnings = lines
+        .iter()
+        .filter(|v| v["level"] == "WARN" && v["error"].is_string())
+        .count();
+    assert!(
+        warnings >= 2,
+        "one WARN with its cause per failed attempt (2 or more):\n{log}"
+    );
+
+    let log = flaky_child_log("text").await;
+    assert!(
+        log.lines().filter(|l| l.contains(" WARN ")).count() >= 2,
+        "one WARN line per failed attempt:\n{log}"
+    );
+    assert!(
+        !log.contains(" ERROR "),
+        "retried failures are WARN:\n{log}"
+    );
+    for l in log.lines() {
+        assert!(
+            l.starts_with("20") && l.get(19..).is_some(),
+            "every event on one line, starting with its time: {l:?}\n{log}"
+        );
+        if !l.contains("wavault::") && !l.contains(" running") {
+            assert!(
+                l.contains(" bot{bot=flaky}: "),
+                "a line without its bot: {l:?}"
+            );
+        }
+    }
+}

@@ -22,5 +22,6 @@ mod socket;
 mod sweep;
 #[path = "../support/sweep_state.rs"]
 mod sweep_state;
+mod tables;
 mod tamper;
 mod web;
