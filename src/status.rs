@@ -206,8 +206,9 @@ pub fn table(rows: &[StatusRow]) -> String {
         t.row([
             r.bot.clone(),
             format!(
-                "{}{}{}",
+                "{}{}{}{}",
                 r.status,
+                if r.stale { " (stale)" } else { "" },
                 if r.enabled { "" } else { " (off)" },
                 if r.idle { " IDLE" } else { "" }
             ),

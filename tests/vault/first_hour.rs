@@ -633,6 +633,13 @@ fn status_after_a_killed_run_says_so() {
         "{}",
         stderr(&out)
     );
+    let out = run(wavault(&dir).arg("status"));
+    let table = stdout(&out);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("bot-0"))
+        .unwrap_or_else(|| panic!("no row of bot-0: {table}"));
+    assert!(row.contains("(stale)"), "{table}");
     let out = run(wavault(&dir).arg("status").env_remove("WAVAULT_PASSPHRASE"));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
