@@ -234,7 +234,21 @@ fn no_vault_unreadable_vault_and_a_file_are_told_apart() {
     } else {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o000)).unwrap();
     }
-    let out = run(c.args(["bot", "list"]));
+    c.args(["bot", "list"]);
+    // A copy just written may be "busy" for a moment: another test's child,
+    // forked while the copy was open for writing, holds it until it execs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        match c.output() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now()
+            }
+            r => break r.expect("spawn wavault"),
+        }
+    };
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let e = stderr(&out);
