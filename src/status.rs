@@ -32,6 +32,50 @@ pub struct StatusRow {
     /// killed): the bot is not really connecting or connected now.
     #[serde(default)]
     pub stale: bool,
+    /// While a running bot waits to retry after a failed connection
+    /// attempt: the number of that attempt in the current failure streak
+    /// (whatsapp-rust's own count, as its log says "attempt N"). `None`
+    /// when connected, when an attempt is under way, or not running.
+    #[serde(default)]
+    pub retry_attempt: Option<u32>,
+    /// When the next attempt is due (unix seconds; an estimate: the
+    /// client's backoff has ±10 % jitter). Set with `retry_attempt`.
+    #[serde(default)]
+    pub next_retry_at: Option<i64>,
+}
+
+/// A running bot's retry state: see [`StatusRow::retry_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub attempt: u32,
+    /// Unix seconds.
+    pub next_at: i64,
+}
+
+/// Puts the runner's retry state into `rows` (bots not waiting to retry,
+/// or in a state where no retry happens, get none).
+pub fn with_retry(rows: &mut [StatusRow], retry: &std::collections::HashMap<String, Retry>) {
+    for r in rows {
+        let waiting = retry
+            .get(&r.bot)
+            .filter(|_| matches!(r.status, Status::Connecting | Status::Reconnecting));
+        r.retry_attempt = waiting.map(|x| x.attempt);
+        r.next_retry_at = waiting.map(|x| x.next_at);
+    }
+}
+
+/// The status as the overview shows it at `now`: the stored status, or
+/// `reconnecting (attempt N, next in S s)` for a bot waiting to retry.
+pub fn status_text(row: &StatusRow, now: i64) -> String {
+    match (row.retry_attempt, row.next_retry_at) {
+        (Some(n), Some(at)) if matches!(row.status, Status::Connecting | Status::Reconnecting) => {
+            format!(
+                "reconnecting (attempt {n}, next in {} s)",
+                (at - now).max(0)
+            )
+        }
+        _ => row.status.as_str().to_owned(),
+    }
 }
 
 /// A bot's traffic as `status` shows it (totals since the vault has known it).
@@ -119,6 +163,8 @@ pub fn collect(vault: &Vault) -> Result<Vec<StatusRow>> {
                 idle,
                 messages: message_counts(&view)?,
                 stale: false,
+                retry_attempt: None,
+                next_retry_at: None,
             })
         })
         .collect()
@@ -236,6 +282,62 @@ pub fn table(rows: &[StatusRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(status: Status, retry: Option<(u32, i64)>) -> StatusRow {
+        StatusRow {
+            bot: "b".into(),
+            enabled: true,
+            status,
+            phone: None,
+            last_activity: None,
+            authenticated_at: None,
+            connection_attempts: 7,
+            last_connection_error: None,
+            credentials: None,
+            idle: false,
+            messages: MessageCounts::default(),
+            stale: false,
+            retry_attempt: retry.map(|r| r.0),
+            next_retry_at: retry.map(|r| r.1),
+        }
+    }
+
+    #[test]
+    fn a_bot_waiting_to_retry_reads_reconnecting_with_attempt_and_countdown() {
+        let now = 1_000;
+        let text = |st, retry| status_text(&row(st, retry), now);
+        assert_eq!(
+            text(Status::Connecting, Some((7, now + 30))),
+            "reconnecting (attempt 7, next in 30 s)"
+        );
+        assert_eq!(
+            text(Status::Reconnecting, Some((2, now - 1))),
+            "reconnecting (attempt 2, next in 0 s)",
+            "overdue: an attempt is about to start"
+        );
+        assert_eq!(text(Status::Connecting, None), "connecting");
+        assert_eq!(text(Status::Reconnecting, None), "reconnecting");
+        assert_eq!(text(Status::LoggedOut, Some((3, now + 5))), "logged_out");
+        // The runner's state goes only to bots that can be retrying.
+        let retry = std::collections::HashMap::from([(
+            "b".to_string(),
+            Retry {
+                attempt: 3,
+                next_at: now + 2,
+            },
+        )]);
+        let mut rows = vec![row(Status::Connecting, None), row(Status::Connected, None)];
+        rows[1].bot = "c".into();
+        with_retry(&mut rows, &retry);
+        assert_eq!(
+            (rows[0].retry_attempt, rows[0].next_retry_at),
+            (Some(3), Some(now + 2))
+        );
+        assert_eq!(rows[1].retry_attempt, None);
+        let mut rows = vec![row(Status::Connected, Some((3, now)))];
+        with_retry(&mut rows, &retry);
+        assert_eq!((rows[0].retry_attempt, rows[0].next_retry_at), (None, None));
+    }
 
     #[test]
     fn masks_and_formats() {

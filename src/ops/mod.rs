@@ -36,6 +36,11 @@ pub trait Host: Send + Sync {
     fn live(&self) -> bool {
         false
     }
+    /// Bots waiting to retry after a failed connection attempt (the
+    /// runner's; offline, none).
+    fn retry_state(&self) -> std::collections::HashMap<String, crate::status::Retry> {
+        Default::default()
+    }
     /// Stops a running bot cleanly (status and history recorded) and waits
     /// for it. False when it was not running.
     fn stop_bot(&self, _id: &BotId) -> bool {
@@ -124,7 +129,11 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
     let v = host.vault();
     let none = Vec::new;
     let r = match req {
-        Request::Status => Response::Status(crate::status::collect(v)?),
+        Request::Status => {
+            let mut rows = crate::status::collect(v)?;
+            crate::status::with_retry(&mut rows, &host.retry_state());
+            Response::Status(rows)
+        }
         Request::Bots => Response::Bots(bots::rows(v)?),
         Request::BotShow { bot, show_phone } => Response::BotShow(bots::show(v, &bot, show_phone)?),
         Request::Stats { bots, since, now } => {

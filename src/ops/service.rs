@@ -22,6 +22,8 @@ pub struct Live {
     pub jobs: BTreeMap<&'static str, JobCounter>,
     /// Alerts raised, per kind.
     pub alerts: BTreeMap<String, u64>,
+    /// Bots waiting to retry after a failed connection attempt.
+    pub retry: HashMap<String, crate::status::Retry>,
 }
 
 /// Runs of one timer job.

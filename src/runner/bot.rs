@@ -48,6 +48,7 @@ pub(crate) async fn supervise(
                 sessions: Mutex::new(Sessions::new(shared.vault.view(&bot))),
                 just_paired: Default::default(),
                 connected: tokio::sync::watch::Sender::new(false),
+                client: Default::default(),
             };
             meta.error(e.to_string());
             meta.status(Status::Error, Some("failed to start"));
@@ -72,13 +73,14 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
         sessions: Mutex::new(Sessions::new(view)),
         just_paired: Default::default(),
         connected: tokio::sync::watch::Sender::new(false),
+        client: Default::default(),
     });
     meta.status(Status::Connecting, Some("start"));
     let inbox = shared.inbox(id);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Event>>();
-    let handle = build_client(shared, cfg, case, &meta, &inbox, tx)
-        .await?
-        .spawn();
+    let client = build_client(shared, cfg, case, &meta, &inbox, tx).await?;
+    let _ = meta.client.set(client.client());
+    let handle = client.spawn();
     let _unlink = link_up(shared, id, inbox, &meta, &handle);
     watch(shared, id, &meta, handle, rx, stop).await;
     Ok(())

@@ -216,6 +216,15 @@ impl Host for Served {
         true
     }
 
+    fn retry_state(&self) -> std::collections::HashMap<String, crate::status::Retry> {
+        self.0
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retry
+            .clone()
+    }
+
     fn stop_bot(&self, id: &BotId) -> bool {
         ops::block_on(self.0.stop_bot(id)).unwrap_or(false)
     }

@@ -21,6 +21,9 @@ pub(crate) struct Meta {
     pub(super) just_paired: std::sync::atomic::AtomicBool,
     /// Whether the bot is connected now (senders wait on it).
     pub(super) connected: tokio::sync::watch::Sender<bool>,
+    /// The bot's client, once built: its reconnect counter drives the
+    /// backoff the retry state shows.
+    pub(super) client: std::sync::OnceLock<Arc<whatsapp_rust::Client>>,
 }
 
 impl Meta {
@@ -79,6 +82,65 @@ impl Meta {
     }
 }
 
+/// The delay whatsapp-rust 0.7 waits before its next attempt after a
+/// failure while its reconnect counter is `errors` (WhatsApp Web's
+/// Fibonacci backoff: 1 s, 1 s, 2 s, 3 s, 5 s… up to 900 s), without its
+/// ±10 % jitter.
+pub(crate) fn backoff(errors: u32) -> std::time::Duration {
+    const MAX_MS: u64 = 900_000;
+    let (mut a, mut b) = (1000u64, 1000u64);
+    for _ in 0..errors.min(64) {
+        let next = a.saturating_add(b).min(MAX_MS);
+        a = b;
+        b = next;
+    }
+    std::time::Duration::from_millis(a.min(MAX_MS))
+}
+
+impl Meta {
+    /// Records the retry state after an attempt: a failure waits for the
+    /// client's backoff (its counter is not yet raised for this failure:
+    /// the client counts after the attempt returns), a success clears it
+    /// (an attempt under way; `Connected` or a stop clears it for good).
+    /// The recorded status stays (`connecting` until the first login):
+    /// statistics and the timeline count both alike, and a bot that needs
+    /// pairing shows its QR code as `connecting` once the server answers.
+    fn retry_after(&self, failed: bool) {
+        let bot = self.bot.to_string();
+        if !failed {
+            self.shared
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retry
+                .remove(&bot);
+            return;
+        }
+        let errors = self
+            .client
+            .get()
+            .map(|c| c.stats().reconnect_errors)
+            .unwrap_or(0);
+        let due = std::time::SystemTime::now() + backoff(errors);
+        let next_at = due
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0))
+            .unwrap_or(0);
+        self.shared
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retry
+            .insert(
+                bot,
+                crate::status::Retry {
+                    attempt: errors.saturating_add(1),
+                    next_at,
+                },
+            );
+    }
+}
+
 impl AttemptSink for Meta {
     fn attempt(&self, outcome: std::result::Result<(), String>) {
         let r = self.update(None, |m| {
@@ -87,6 +149,7 @@ impl AttemptSink for Meta {
                 m.last_connection_error = Some(e.clone());
             }
         });
+        self.retry_after(outcome.is_err());
         match r {
             Ok(m) => self.shared.emit(RunnerEvent::Attempt {
                 bot: self.bot.clone(),
@@ -97,5 +160,17 @@ impl AttemptSink for Meta {
                 tracing::error!(bot = %self.bot, "could not record a connection attempt: {e}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// whatsapp-rust 0.7's sequence (`fibonacci_backoff`), without jitter.
+    #[test]
+    fn backoff_follows_the_clients_fibonacci_sequence() {
+        let secs: Vec<u64> = (0..8).map(|n| super::backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 1, 2, 3, 5, 8, 13, 21]);
+        assert_eq!(super::backoff(40).as_secs(), 900);
+        assert_eq!(super::backoff(u32::MAX).as_secs(), 900);
     }
 }

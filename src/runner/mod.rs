@@ -359,11 +359,18 @@ impl Shared {
                 RunnerEvent::Qr { bot, code, .. } => {
                     live.qr.insert(bot.to_string(), code.clone());
                 }
-                RunnerEvent::Paired { bot } | RunnerEvent::Stopped { bot } => {
+                RunnerEvent::Paired { bot } => {
                     live.qr.remove(bot.as_str());
+                }
+                RunnerEvent::Stopped { bot } => {
+                    live.qr.remove(bot.as_str());
+                    live.retry.remove(bot.as_str());
                 }
                 RunnerEvent::Status { bot, status, .. } if *status != Status::Connecting => {
                     live.qr.remove(bot.as_str());
+                    if !matches!(status, Status::Reconnecting) {
+                        live.retry.remove(bot.as_str());
+                    }
                 }
                 RunnerEvent::Alert(a) => *live.alerts.entry(a.kind.to_string()).or_default() += 1,
                 RunnerEvent::Job { name, ok, .. } => {
@@ -462,7 +469,16 @@ impl Runner {
 
     /// Current dashboard rows.
     pub fn status(&self) -> Result<Vec<status::StatusRow>> {
-        status::collect(&self.shared.vault)
+        let mut rows = status::collect(&self.shared.vault)?;
+        let retry = self
+            .shared
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retry
+            .clone();
+        status::with_retry(&mut rows, &retry);
+        Ok(rows)
     }
 
     /// Waits until `pred` holds for the status rows, re-checking on every

@@ -193,7 +193,8 @@ pub fn render(p: &BotPage<'_>) -> String {
          <link rel=\"stylesheet\" href=\"/assets/dashboard.css\"></head>\n\
          <body id=\"bot-page\" data-bot=\"{id}\" data-status=\"{status}\" data-qr=\"{qr}\">\n\
          <p><a href=\"/\">&larr; all bots</a></p>\n\
-         <h1>{id} <span class=\"status {status}\">{status}{off}</span></h1>\n",
+         <h1>{id} <span id=\"status\" class=\"status {status}\">{text}{off}</span></h1>\n",
+        text = esc(&crate::status::status_text(p.row, p.now)),
         qr = p.qr.as_ref().map(|q| esc(&q.1)).unwrap_or_default(),
         off = if p.row.enabled { "" } else { " (off)" },
     ));
@@ -334,6 +335,34 @@ mod tests {
         ];
         let got: Vec<u64> = recent_errors(&h).iter().map(|e| e.seq).collect();
         assert_eq!(got, [4, 2]);
+    }
+
+    #[test]
+    fn the_badge_of_a_bot_waiting_to_retry_says_reconnecting_with_its_attempt() {
+        let now = 1_000_000;
+        let row: StatusRow = serde_json::from_value(serde_json::json!({
+            "bot": "b", "enabled": true, "status": "connecting", "phone": null,
+            "last_activity": null, "authenticated_at": null, "connection_attempts": 4,
+            "last_connection_error": null, "credentials": null,
+            "retry_attempt": 4, "next_retry_at": now + 5
+        }))
+        .unwrap();
+        let stats = crate::stats::compute("b", &[], now - WINDOW_SECS, now, row.status);
+        let page = render(&BotPage {
+            row: &row,
+            stats: &stats,
+            history: &[],
+            hours: &Default::default(),
+            qr: None,
+            now,
+        });
+        assert!(
+            page.contains(
+                "<span id=\"status\" class=\"status connecting\">reconnecting (attempt 4, next in 5 s)</span>"
+            ),
+            "{page}"
+        );
+        assert!(page.contains("data-status=\"connecting\""), "{page}");
     }
 
     #[test]

@@ -774,6 +774,9 @@ pub struct DashboardRow {
     pub availability_24h: Option<f64>,
     /// A QR code is waiting to be scanned; its version changes with the code.
     pub qr_version: Option<String>,
+    /// The status as the overview shows it ([`status::status_text`]):
+    /// `reconnecting (attempt N, next in S s)` while waiting to retry.
+    pub status_text: String,
 }
 
 async fn dashboard_data(State(shared): State<Svc>) -> Response {
@@ -790,7 +793,9 @@ async fn dashboard_data(State(shared): State<Svc>) -> Response {
                     crate::stats::compute(&row.bot, &history, now - 86_400, now, row.status)
                         .availability_pct;
                 let qr_version = qr.get(&row.bot).map(|c| qr_version(c));
+                let status_text = status::status_text(&row, now);
                 Ok(DashboardRow {
+                    status_text,
                     row,
                     availability_24h,
                     qr_version,

@@ -4,8 +4,9 @@
 //! status, and a QR image for the bot waiting for a scan; a click on a row
 //! opens the bot's page (a known week of history as the expected timeline
 //! segments, the `stats` figures, recent errors, the message chart), and the
-//! page of the bot waiting for a scan shows its QR code large. Screenshots
-//! are saved to `target/tmp/browser/`.
+//! page of the bot waiting for a scan shows its QR code large; a bot whose
+//! connection attempts keep failing reads `reconnecting (attempt N, next in
+//! S s)`. Screenshots are saved to `target/tmp/browser/`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -200,7 +201,7 @@ async fn dashboard_in_headless_chromium() {
         dir.path(),
         &["alpha-connected", "beta-gone", "gamma-new", "delta-flaky"],
     );
-    synth_paired(&vault, "alpha-connected", 4_915_100_000_101).await;
+    let alpha = synth_paired(&vault, "alpha-connected", 4_915_100_000_101).await;
     let gone = synth_paired(&vault, "beta-gone", 4_915_100_000_102).await;
     let flaky = synth_paired(&vault, "delta-flaky", 4_915_100_000_104).await;
     // A bot that stays off, with a known week of history (its page's timeline):
@@ -271,6 +272,7 @@ async fn dashboard_in_headless_chromium() {
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&shots).unwrap();
     let profile = tempfile::tempdir().unwrap();
+    let server = peer.clone();
 
     let rows = tokio::task::spawn_blocking(move || {
         let driver = Driver::start();
@@ -339,11 +341,32 @@ async fn dashboard_in_headless_chromium() {
         );
         let shot = b.cmd("GET", "/screenshot", None);
         save_png(&shots.join("bot-page-qr.png"), &shot);
-        (rows, page, qr_width)
+
+        // A bot whose connection attempts keep failing (the server drops it
+        // and refuses new connections): its row says when it tries again.
+        b.go(&base);
+        server.refuse_connections(true);
+        assert_eq!(server.drop_connections_of(&alpha), 1);
+        let retrying = b.wait_for(
+            "a row saying reconnecting with the attempt",
+            Duration::from_secs(30),
+            "var s = document.querySelector('#bot-alpha-connected .status'); return s ? s.textContent : '';",
+            |v| v.as_str().is_some_and(|t| t.starts_with("reconnecting (attempt ")),
+        );
+        server.refuse_connections(false);
+        (rows, page, qr_width, retrying)
     })
     .await
     .unwrap();
-    let (rows, page, qr_width) = rows;
+    let (rows, page, qr_width, retrying) = rows;
+    let retrying = retrying.as_str().unwrap();
+    let (n, s) = retrying
+        .strip_prefix("reconnecting (attempt ")
+        .and_then(|t| t.strip_suffix(" s)"))
+        .and_then(|t| t.split_once(", next in "))
+        .unwrap_or_else(|| panic!("{retrying}"));
+    assert!(n.parse::<u32>().unwrap() >= 1, "{retrying}");
+    assert!(s.parse::<u32>().is_ok(), "{retrying}");
 
     // The bot's page: the known week, segment by segment, each visible and
     // coloured by state.

@@ -806,3 +806,82 @@ async fn probes_need_no_token_and_api_errors_are_json() {
     assert_eq!((code, body.as_str()), (200, "ready\n"));
     runner.shutdown().await.unwrap();
 }
+
+/// A bot whose connection attempts keep failing (the server refuses them):
+/// its status row carries the retry state (whatsapp-rust's attempt number
+/// and when the next is due) and the overview says `reconnecting (attempt
+/// N, next in S s)`, not `connecting`; once the server answers, the retry
+/// state is gone and the bot shows its QR code as `connecting`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_keeps_failing_to_connect_shows_its_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    // Unpaired: no phone number shared with other tests.
+    let vault = new_vault(dir.path(), &["retrying"]);
+    let peer = Peer::new();
+    peer.refuse_connections(true);
+    let runner = Runner::start(vault.clone(), config(&peer)).unwrap();
+    let mut rx = runner.subscribe();
+    // Backoff 1 s, 1 s, 2 s…: the second failure comes within ~2 s.
+    let rows = runner
+        .wait_until(Duration::from_secs(30), |rows| {
+            rows.iter().any(|r| {
+                r.bot == "retrying"
+                    && r.retry_attempt.is_some_and(|n| n >= 2)
+                    && r.next_retry_at.is_some_and(|t| t > wavault::vault::now())
+            })
+        })
+        .await
+        .expect("the retry state in the status row");
+    let r = rows.iter().find(|r| r.bot == "retrying").unwrap();
+    assert!(r.connection_attempts >= 2, "{r:?}");
+    assert_eq!(r.status, Status::Connecting, "the recorded status stays");
+
+    let base = format!(
+        "http://{}",
+        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
+    );
+    let token = wavault::web::token::load(&vault)
+        .unwrap()
+        .unwrap()
+        .to_string();
+    let auth = Some(token);
+    // The row through the operations layer (`status` over the socket too).
+    let (code, body) = get(format!("{base}/api/bots/retrying"), auth.clone()).await;
+    assert_eq!(code, 200, "{body}");
+    let row: StatusRow = serde_json::from_str(&body).unwrap();
+    assert!(row.retry_attempt.is_some_and(|n| n >= 2), "{body}");
+    assert!(row.next_retry_at.is_some(), "{body}");
+    // The overview's text.
+    let (code, body) = get(format!("{base}/api/dashboard"), auth.clone()).await;
+    assert_eq!(code, 200, "{body}");
+    let dash: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let d = dash.iter().find(|d| d["bot"] == "retrying").expect(&body);
+    let n = d["retry_attempt"].as_u64().expect(&body);
+    assert!(n >= 2, "{body}");
+    let text = d["status_text"].as_str().expect(&body);
+    assert!(
+        text.starts_with(&format!("reconnecting (attempt {n}, next in ")) && text.ends_with(" s)"),
+        "{text}"
+    );
+
+    // The server answers again: the bot registers (a QR code) and is
+    // `connecting` again, with no retry state.
+    peer.refuse_connections(false);
+    next_event(&mut rx, LOGIN_DEADLINE, "the QR code", |e| match e {
+        RunnerEvent::Qr { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    let rows = runner
+        .wait_until(Duration::from_secs(30), |rows| {
+            rows.iter()
+                .any(|r| r.bot == "retrying" && r.retry_attempt.is_none())
+        })
+        .await
+        .expect("no retry state once an attempt succeeds");
+    assert_eq!(rows[0].next_retry_at, None);
+    let (_, body) = get(format!("{base}/api/dashboard"), auth).await;
+    let dash: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(dash[0]["status_text"], "connecting", "{body}");
+    runner.shutdown().await.unwrap();
+}

@@ -9,6 +9,8 @@
         var r = rows.filter(function (x) { return x.bot === b.bot; })[0];
         if (!r) return;
         if (r.status !== b.status || (r.qr_version || '') !== b.qr) location.reload();
+        var s = document.getElementById('status');
+        if (s && r.status_text) s.textContent = r.status_text + (r.enabled ? '' : ' (off)');
       })
       .catch(function () {});
   }

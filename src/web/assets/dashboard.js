@@ -18,7 +18,7 @@ function render(rows) {
     a.href = '/bots/' + encodeURIComponent(r.bot); a.textContent = r.bot; name.appendChild(a);
     var st = cell(tr, '', 'status-cell');
     var badge = document.createElement('span');
-    badge.className = 'status ' + r.status; badge.textContent = r.status + (r.enabled ? '' : ' (off)');
+    badge.className = 'status ' + r.status; badge.textContent = (r.status_text || r.status) + (r.enabled ? '' : ' (off)');
     st.appendChild(badge);
     if (r.idle) { var i = document.createElement('span'); i.className = 'idle'; i.textContent = 'IDLE'; st.appendChild(i); }
     cell(tr, r.phone || '-'); cell(tr, t(r.last_activity)); cell(tr, t(r.authenticated_at));
