@@ -247,13 +247,14 @@ pub fn table(rows: &[StatusRow]) -> String {
         ("QUEUED", Right),
         ("LAST ERROR", Left),
     ]);
+    let now = crate::vault::now();
     for r in rows {
         let m = &r.messages;
         t.row([
             r.bot.clone(),
             format!(
                 "{}{}{}{}",
-                r.status,
+                status_text(r, now),
                 if r.stale { " (stale)" } else { "" },
                 if r.enabled { "" } else { " (off)" },
                 if r.idle { " IDLE" } else { "" }

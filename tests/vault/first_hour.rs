@@ -635,6 +635,21 @@ fn status_after_a_killed_run_says_so() {
     assert_ne!(rows[0]["status"], "disconnected", "{rows}");
     assert_eq!(rows[0]["stale"], false, "{rows}");
     assert!(!stderr(&live).contains("not running"), "{}", stderr(&live));
+    // No WhatsApp here: the table says the bot is retrying, with its
+    // attempt, rather than `connecting`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let table = stdout(&run(wavault(&dir).arg("status")));
+        if table.contains("reconnecting (attempt ") && table.contains(" s)") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retrying row in `status`: {table}"
+        );
+        // Polled by running the command again; a short pause between tries.
+        std::thread::sleep(Duration::from_millis(100));
+    }
     r.child.kill().unwrap();
     r.child.wait().unwrap();
 
