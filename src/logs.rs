@@ -91,18 +91,31 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RetryEcho {
 }
 
 fn is_retry_echo(event: &tracing::Event<'_>) -> bool {
-    struct Message(Option<String>);
-    impl tracing::field::Visit for Message {
+    /// The message, and the target a `log` record had (whatsapp-rust logs
+    /// through the `log` crate too: such events carry it as `log.target`).
+    #[derive(Default)]
+    struct Fields {
+        message: Option<String>,
+        log_target: Option<String>,
+    }
+    impl tracing::field::Visit for Fields {
+        fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+            match f.name() {
+                "log.target" => self.log_target = Some(v.to_owned()),
+                "message" => self.message = Some(v.to_owned()),
+                _ => {}
+            }
+        }
         fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
             if f.name() == "message" {
-                self.0 = Some(format!("{v:?}"));
+                self.message = Some(format!("{v:?}"));
             }
         }
     }
-    let target = event.metadata().target();
-    let mut m = Message(None);
+    let mut m = Fields::default();
     event.record(&mut m);
-    match m.0 {
+    let target = m.log_target.as_deref().unwrap_or(event.metadata().target());
+    match m.message {
         None => target == "whatsapp_rust::handshake",
         Some(m) => {
             target.starts_with("whatsapp_rust")
@@ -164,6 +177,51 @@ impl<W: std::io::Write> std::io::Write for OneLine<W> {
 
 #[cfg(test)]
 mod tests {
+    /// whatsapp-rust's "Failed to connect: ... Will retry..." is dropped
+    /// both as a tracing event and as a `log` record bridged into tracing
+    /// (target `log`, the real one in `log.target`); other lines stay.
+    #[test]
+    fn retry_echoes_are_dropped_also_when_they_come_through_log() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tracing_subscriber::layer::SubscriberExt;
+        struct Count(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+            fn on_event(
+                &self,
+                _: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let seen = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(super::RetryEcho)
+            .with(Count(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(
+                target: "whatsapp_rust::client::lifecycle",
+                "Failed to connect: failed to resolve app version. Will retry..."
+            );
+            tracing::event!(
+                target: "log",
+                tracing::Level::ERROR,
+                log.target = "whatsapp_rust::client::lifecycle",
+                "Failed to connect: failed to resolve app version. Will retry..."
+            );
+            assert_eq!(seen.load(Ordering::SeqCst), 0, "an echo got through");
+            tracing::event!(
+                target: "log",
+                tracing::Level::ERROR,
+                log.target = "whatsapp_rust::client",
+                "something else"
+            );
+            tracing::warn!(target: "wavault::runner", "Failed to connect: ours. Will retry...");
+        });
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "other lines were dropped");
+    }
+
     #[test]
     fn colours_only_on_a_terminal_without_no_color() {
         use super::ansi;
