@@ -79,7 +79,7 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
     let inbox = shared.inbox(id);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Event>>();
     let client = build_client(shared, cfg, case, &meta, &inbox, tx).await?;
-    let _ = meta.client.set(client.client());
+    let _ = meta.client.set(Arc::downgrade(&client.client()));
     let handle = client.spawn();
     let _unlink = link_up(shared, id, inbox, &meta, &handle);
     watch(shared, id, &meta, handle, rx, stop).await;

@@ -22,8 +22,10 @@ pub(crate) struct Meta {
     /// Whether the bot is connected now (senders wait on it).
     pub(super) connected: tokio::sync::watch::Sender<bool>,
     /// The bot's client, once built: its reconnect counter drives the
-    /// backoff the retry state shows.
-    pub(super) client: std::sync::OnceLock<Arc<whatsapp_rust::Client>>,
+    /// backoff the retry state shows. Weak: the client holds this `Meta`
+    /// (its transport factory counts attempts here), so a strong handle
+    /// would keep both, and the vault, alive after the bot stops.
+    pub(super) client: std::sync::OnceLock<std::sync::Weak<whatsapp_rust::Client>>,
 }
 
 impl Meta {
@@ -119,6 +121,7 @@ impl Meta {
         let errors = self
             .client
             .get()
+            .and_then(std::sync::Weak::upgrade)
             .map(|c| c.stats().reconnect_errors)
             .unwrap_or(0);
         let due = std::time::SystemTime::now() + backoff(errors);

@@ -693,3 +693,29 @@ async fn idle_paired_bot_is_flagged_and_alerted() {
     assert!(alert.reason.contains("20 days"), "{}", alert.reason);
     runner.shutdown().await.unwrap();
 }
+
+/// A runner shut down lets go of the vault: nothing it started keeps a
+/// handle (a bot's client and its bookkeeping must not hold each other), so
+/// this same process opens the vault again, which needs its lock back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shut_down_runner_lets_go_of_the_vault() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["solo"]);
+    synth_paired(&vault, "solo", 4_915_100_000_777).await;
+    let peer = Peer::new();
+    let runner = Runner::start(vault, config(&peer)).unwrap();
+    runner
+        .wait_until(LOGIN_DEADLINE, |rows| {
+            rows.iter()
+                .any(|r| r.bot == "solo" && r.status == Status::Connected)
+        })
+        .await
+        .expect("solo connected");
+    runner.shutdown().await.unwrap();
+    // The vault's own retry for a lock this process seems to hold (2 s)
+    // covers background threads still letting go.
+    match Vault::open(dir.path(), PASS) {
+        Ok(v) => drop(v),
+        Err(e) => panic!("the vault is still held after the runner's shutdown: {e}"),
+    }
+}
