@@ -568,13 +568,22 @@ mod tests {
     fn concurrent_removals_share_fsyncs() {
         const N: usize = 64;
         let (_d, v, q, rt, entries) = queued(N, 4);
+        // A slow disk (each flush 50 ms) and a common start: the removals
+        // meet flushes in progress however loaded the machine is (on a fast
+        // disk, tasks trickling in under load each got a flush of their own:
+        // 39 for 64 in one CI run).
+        v.set_flush_delay(Duration::from_millis(50));
         let before = v.flush_count();
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(N));
         rt.block_on(async {
             let tasks: Vec<_> = entries
                 .into_iter()
                 .map(|e| {
-                    let q = q.clone();
-                    tokio::spawn(async move { q.remove(&e, 0, 1).await.unwrap() })
+                    let (q, start) = (q.clone(), start.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        q.remove(&e, 0, 1).await.unwrap()
+                    })
                 })
                 .collect();
             for t in tasks {

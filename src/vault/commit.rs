@@ -20,6 +20,9 @@ pub(super) struct GroupCommit {
     /// plus the overflow, and the sum in microseconds.
     latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
+    /// Unit tests: a pause (microseconds) in every flush.
+    #[cfg(test)]
+    flush_delay_us: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the durable-write latency histogram.
@@ -108,7 +111,23 @@ impl Vault {
     /// Makes every write so far durable (fsync), synchronously.
     pub fn flush(&self) -> Result<()> {
         self.inner.commit.flushes.fetch_add(1, Ordering::Relaxed);
+        #[cfg(test)]
+        {
+            let us = self.inner.commit.flush_delay_us.load(Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_micros(us));
+        }
         self.db().flush()
+    }
+
+    /// Unit tests: makes every flush take at least `delay` (a slow disk),
+    /// so that writers arriving together find one in progress whatever the
+    /// machine's load.
+    #[cfg(test)]
+    pub(crate) fn set_flush_delay(&self, delay: std::time::Duration) {
+        self.inner
+            .commit
+            .flush_delay_us
+            .store(delay.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Makes every write made before this call durable. Concurrent callers
