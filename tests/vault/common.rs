@@ -18,6 +18,15 @@ pub fn new_vault(dir: &Path) -> Vault {
     Vault::create(dir, PASS, CHEAP).expect("create vault")
 }
 
+/// A closed vault in `dir` holding one disabled bot `id` (`run` starts
+/// nothing).
+pub fn vault_with_disabled_bot(dir: &Path, id: &str) {
+    let v = new_vault(dir);
+    let mut cfg = BotConfig::new(bot(id));
+    cfg.enabled = false;
+    v.add_bot(&cfg).unwrap();
+}
+
 pub fn add_bot(v: &Vault, id: &str) -> BotId {
     let b = bot(id);
     v.add_bot(&BotConfig::new(b.clone())).expect("add bot");

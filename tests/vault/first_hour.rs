@@ -351,11 +351,7 @@ fn bot_remove_confirms_and_backs_up_first() {
 fn bot_remove_through_run_needs_yes_too() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
-    let v = new_vault(&dir);
-    let mut cfg = BotConfig::new(bot("idle"));
-    cfg.enabled = false;
-    v.add_bot(&cfg).unwrap();
-    drop(v);
+    vault_with_disabled_bot(&dir, "idle");
     let r = Running::start(&dir, &[]);
     r.wait_line("running; Ctrl-C or SIGTERM");
     // An error through the control socket has one prefix.

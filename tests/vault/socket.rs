@@ -259,11 +259,7 @@ fn another_user_is_refused() {
     const NOBODY: u32 = 65534;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
-    let v = new_vault(&dir);
-    let mut cfg = BotConfig::new(bot("idle"));
-    cfg.enabled = false;
-    v.add_bot(&cfg).unwrap();
-    drop(v);
+    vault_with_disabled_bot(&dir, "idle");
     let running = Running::start(&dir);
     // Open the way for `nobody` in the file system: the folder
     // traversable, the socket writable by all, a binary it can execute.
