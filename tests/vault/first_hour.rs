@@ -395,13 +395,19 @@ impl Pty {
     /// passphrase source but the terminal.
     fn spawn(home: &Path, args: &[&str]) -> Pty {
         let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-        let line = std::iter::once(env!("CARGO_BIN_EXE_wavault"))
+        // `exec`: wavault alone on the terminal, as a user runs it. Without
+        // it, dash (`sh -c`, script's shell when $SHELL is unset) stays
+        // the parent, catches the same Ctrl-C and re-raises it after
+        // wavault's clean exit: 130 instead of wavault's 0.
+        let words = std::iter::once(env!("CARGO_BIN_EXE_wavault"))
             .chain(args.iter().copied())
             .map(quote)
             .collect::<Vec<_>>()
             .join(" ");
+        let line = format!("exec {words}");
         let mut c = Command::new("script");
         c.args(["-qfec", &line, "/dev/null"])
+            .env("SHELL", "/bin/sh")
             .env("HOME", home)
             .env("TERM", "dumb")
             .env("RUST_LOG", "info")
