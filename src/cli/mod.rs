@@ -11,6 +11,7 @@ mod lifecycle;
 mod messages;
 mod run;
 mod vaultcmd;
+mod webhook;
 
 pub use durations::{parse_age, parse_duration, parse_period, MAX_DURATION};
 pub use run::{until_signalled, RunPlan};
@@ -94,6 +95,9 @@ pub enum Command {
     /// The web surface's access token
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Webhook signing secrets (Standard Webhooks): show, rotate
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff), or write every page with --out DIR
@@ -278,6 +282,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backup(cmd) => backup::backup(&cli.global, cmd),
         Command::Sweep(args) => lifecycle::sweep(&cli.global, args),
         Command::Token(cmd) => token(&cli.global, cmd),
+        Command::Webhook(cmd) => webhook::webhook(&cli.global, cmd),
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),
     }
