@@ -395,6 +395,24 @@ mod tests {
         assert!(verifies(&new.current, body, &h), "new secret, after the grace");
     }
 
+    /// A bot's secrets are one of its records: a dump (what backups and
+    /// moves carry) brings them into another vault.
+    #[test]
+    fn a_bots_secrets_travel_with_its_dump() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vault(&d);
+        let bot = crate::BotId::parse("b").unwrap();
+        v.add_bot(&BotConfig::new(bot.clone())).unwrap();
+        let (_, s) = rotate(&v, Some(&bot), 60, 1_800_000_000).unwrap();
+        let other = Vault::create(&d.path().join("w"), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        other.replace_bot(&v.dump_bot(&bot).unwrap()).unwrap();
+        assert_eq!(
+            load(&other, &Scope::Bot(bot.clone())).unwrap(),
+            Some(s.clone())
+        );
+        assert_eq!(current(&other, Some(&bot)).unwrap().1, s);
+    }
+
     #[test]
     fn event_ids_are_stable_and_distinct() {
         let a = crate::BotId::parse("a").unwrap();
