@@ -310,15 +310,13 @@ async fn post(
         if let Some(sig) = &stamp.signature {
             req = req.header(HEADER_SIGNATURE, sig);
         }
-        let mut resp = req
-            .send(body)
-            .map_err(|e| match e {
-                ureq::Error::Timeout(_) => DeliveryError::TimedOut {
-                    what: "webhook",
-                    after: timeout,
-                },
-                e => DeliveryError::Webhook(e.to_string()),
-            })?;
+        let mut resp = req.send(body).map_err(|e| match e {
+            ureq::Error::Timeout(_) => DeliveryError::TimedOut {
+                what: "webhook",
+                after: timeout,
+            },
+            e => DeliveryError::Webhook(e.to_string()),
+        })?;
         let status = resp.status();
         if status.is_redirection() {
             let location: String = resp
@@ -757,9 +755,13 @@ mod tests {
         }
         assert!(out.lines().any(|l| l.starts_with("PATH=")), "{out}");
         assert!(out.lines().any(|l| l == "WAVAULT_BOT=sales"), "{out}");
-        assert!(out.lines().any(|l| l == "WAVAULT_EVENT_ID=evt_test"), "{out}");
         assert!(
-            out.lines().any(|l| l == "WAVAULT_EVENT_TIMESTAMP=1800000000"),
+            out.lines().any(|l| l == "WAVAULT_EVENT_ID=evt_test"),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l == "WAVAULT_EVENT_TIMESTAMP=1800000000"),
             "{out}"
         );
     }

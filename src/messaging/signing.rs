@@ -307,7 +307,10 @@ mod tests {
         assert_eq!(scope, Scope::Default);
         assert!(d1.current.starts_with(PREFIX) && d1.current.len() == 6 + 44);
         assert_eq!(current(&v, None).unwrap().1, d1, "made once");
-        assert_eq!(current(&v, Some(&shared)).unwrap(), (Scope::Default, d1.clone()));
+        assert_eq!(
+            current(&v, Some(&shared)).unwrap(),
+            (Scope::Default, d1.clone())
+        );
         let (scope, o1) = current(&v, Some(&own)).unwrap();
         assert_eq!(scope, Scope::Bot(own.clone()));
         assert_ne!(o1.current, d1.current);
@@ -340,7 +343,11 @@ mod tests {
         assert_eq!(new.grace_until(t + 3600), None);
         // Sealed with its end, and now the bot's own.
         assert_eq!(current(&v, Some(&bot)).unwrap(), (scope, new.clone()));
-        assert_eq!(current(&v, None).unwrap().1, old, "the default is unchanged");
+        assert_eq!(
+            current(&v, None).unwrap().1,
+            old,
+            "the default is unchanged"
+        );
         let h = new.header("evt_1", t, b"{}", t).unwrap();
         assert_eq!(h.split(' ').count(), 2, "{h}");
         // Grace 0: the old one stops at once.
@@ -383,8 +390,14 @@ mod tests {
         assert!(verifies(&old.current, body, &h));
         let (_, new) = rotate(&v, None, 24 * 3600, now).unwrap();
         let h = headers(&new, "evt_2", body, now);
-        assert!(verifies(&old.current, body, &h), "old secret, during the grace");
-        assert!(verifies(&new.current, body, &h), "new secret, during the grace");
+        assert!(
+            verifies(&old.current, body, &h),
+            "old secret, during the grace"
+        );
+        assert!(
+            verifies(&new.current, body, &h),
+            "new secret, during the grace"
+        );
         assert!(!verifies(&old.current, b"{}", &h), "another body");
         let (_, new) = rotate(&v, None, 24 * 3600, now - 25 * 3600).unwrap();
         let h = headers(&new, "evt_3", body, now);
@@ -392,7 +405,10 @@ mod tests {
             !verifies(new.previous.as_deref().unwrap(), body, &h),
             "old secret, after the grace"
         );
-        assert!(verifies(&new.current, body, &h), "new secret, after the grace");
+        assert!(
+            verifies(&new.current, body, &h),
+            "new secret, after the grace"
+        );
     }
 
     /// A bot's secrets are one of its records: a dump (what backups and
@@ -404,7 +420,8 @@ mod tests {
         let bot = crate::BotId::parse("b").unwrap();
         v.add_bot(&BotConfig::new(bot.clone())).unwrap();
         let (_, s) = rotate(&v, Some(&bot), 60, 1_800_000_000).unwrap();
-        let other = Vault::create(&d.path().join("w"), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        let other =
+            Vault::create(&d.path().join("w"), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();
         other.replace_bot(&v.dump_bot(&bot).unwrap()).unwrap();
         assert_eq!(
             load(&other, &Scope::Bot(bot.clone())).unwrap(),

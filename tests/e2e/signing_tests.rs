@@ -36,7 +36,12 @@ async fn every_delivery_verifies_a_retry_keeps_its_id_and_a_rotation_has_a_grace
         peer,
         runner,
         ..
-    } = one_bot(BotConfig::new(bot("signed")), 4_917_100_000_001, Some(&hook)).await;
+    } = one_bot(
+        BotConfig::new(bot("signed")),
+        4_917_100_000_001,
+        Some(&hook),
+    )
+    .await;
     let alice = peer.contact("4917100000011");
 
     // Refused twice (503), then accepted: three attempts of one message.
@@ -65,7 +70,10 @@ async fn every_delivery_verifies_a_retry_keeps_its_id_and_a_rotation_has_a_grace
         .await;
     let r = seen.raw.last().unwrap();
     assert_ne!(id(r), id(&seen.raw[0]), "another message, another id");
-    assert!(verifies(&first.current, r), "the old secret, during the grace");
+    assert!(
+        verifies(&first.current, r),
+        "the old secret, during the grace"
+    );
     assert!(verifies(&second.current, r), "the new secret");
 
     // Rotated without a grace: only the newest verifies.
@@ -76,7 +84,10 @@ async fn every_delivery_verifies_a_retry_keeps_its_id_and_a_rotation_has_a_grace
         .await;
     let r = seen.raw.last().unwrap();
     assert!(verifies(&third.current, r));
-    assert!(!verifies(&second.current, r), "no grace: the old one is gone");
+    assert!(
+        !verifies(&second.current, r),
+        "no grace: the old one is gone"
+    );
     assert_eq!(hook.texts_from(alice.phone()), ["one", "two", "three"]);
     runner.shutdown().await.unwrap();
 }

@@ -347,12 +347,19 @@ fn webhook_secret_show_and_rotate_with_and_without_run() {
     assert_eq!(secret(&["show"])["secret"], s1.as_str());
     // A bot without its own webhook signs with the default.
     let b = secret(&["show", "--bot", "ventas"]);
-    assert_eq!((&b["scope"], &b["secret"]), (&"default".into(), &s1.clone().into()));
+    assert_eq!(
+        (&b["scope"], &b["secret"]),
+        (&"default".into(), &s1.clone().into())
+    );
     unknown(&["show", "--bot", "nobody"]);
 
     // Through the running `run` (it holds the vault: answered by the socket).
     let running = Running::start(dir);
-    assert_eq!(secret(&["show"])["secret"], s1.as_str(), "stable across a restart");
+    assert_eq!(
+        secret(&["show"])["secret"],
+        s1.as_str(),
+        "stable across a restart"
+    );
     let r = secret(&["rotate", "--grace", "1h"]);
     let s2 = r["secret"].as_str().unwrap().to_owned();
     assert_ne!(s2, s1);
@@ -383,7 +390,11 @@ fn webhook_secret_show_and_rotate_with_and_without_run() {
         let bytes = std::fs::read(&f).unwrap_or_default();
         for s in [&s1, &s2, &s3, &s4] {
             let key = &s.as_bytes()[6..26];
-            assert!(!bytes.windows(key.len()).any(|w| w == key), "{}", f.display());
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key),
+                "{}",
+                f.display()
+            );
         }
     }
 }
