@@ -6,11 +6,11 @@
 //! - The id is derived from the queue entry (bot id and record name), never
 //!   from the body: the same for every attempt of one entry, across
 //!   restarts, for any kind of entry ([`event_id`]).
-//! - Secrets: per bot, or the `run` default. A bot signs with its own
-//!   secret when it has one, or when it has its own webhook (one is then
-//!   made on first use: a receiver of one bot cannot forge another's); a bot
-//!   that uses the `run` default webhook signs with the default secret
-//!   (made on first use) until `webhook secret rotate --bot` gives it its own.
+//! - Secrets: per bot, or the `run` default; the secret follows the
+//!   webhook. A bot with its own webhook signs with its own secret (made on
+//!   first use: a receiver of one bot cannot forge another's); a bot that
+//!   posts to the `run` default webhook signs with the default secret (made
+//!   on first use), so its receiver needs one secret for all of them.
 //! - Storage (docs/FORMAT.md): a bot's secrets are a sealed record of the
 //!   bot (kind [`Kind::WEBHOOK_SECRET`], name `webhook-secret`; backups and
 //!   moves carry it like every record); the default's are a sealed blob
@@ -215,14 +215,14 @@ fn store(vault: &Vault, scope: &Scope, s: &Secrets) -> Result<()> {
     }
 }
 
-/// Whose secrets `bot` signs with: its own when it has some or has its own
-/// webhook, else the default. `None`: the default.
+/// Whose secrets `bot` signs with: its own when it has its own webhook,
+/// else (it posts to the `run` default webhook, if any) the default.
+/// `None`: the default.
 fn scope_of(vault: &Vault, bot: Option<&BotId>) -> Result<Scope> {
     let Some(bot) = bot else {
         return Ok(Scope::Default);
     };
-    let cfg = vault.bot_config(bot)?;
-    if cfg.webhook.is_some() || load(vault, &Scope::Bot(bot.clone()))?.is_some() {
+    if vault.bot_config(bot)?.webhook.is_some() {
         Ok(Scope::Bot(bot.clone()))
     } else {
         Ok(Scope::Default)
@@ -242,10 +242,10 @@ pub fn current(vault: &Vault, bot: Option<&BotId>) -> Result<(Scope, Secrets)> {
     Ok((scope, s))
 }
 
-/// Gives `bot` (`None`: the `run` default) a new secret; the one it signed
-/// with so far keeps signing until `now + grace_secs` (0: stops at once).
-/// A bot that signed with the default gets its own from now on, the
-/// default signing beside it during the grace.
+/// Gives `bot` (`None`: the `run` default) a new secret; the old one keeps
+/// signing until `now + grace_secs` (0: stops at once). A bot without its
+/// own webhook signs with the default: rotating it is a usage error naming
+/// the way (rotate the default, or give the bot its own webhook).
 pub fn rotate(
     vault: &Vault,
     bot: Option<&BotId>,
@@ -253,12 +253,15 @@ pub fn rotate(
     now: i64,
 ) -> Result<(Scope, Secrets)> {
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let before = scope_of(vault, bot)?;
-    let old = load(vault, &before)?;
-    let scope = match bot {
-        Some(b) => Scope::Bot(b.clone()),
-        None => Scope::Default,
-    };
+    let scope = scope_of(vault, bot)?;
+    if let (Some(b), Scope::Default) = (bot, &scope) {
+        return Err(Error::Usage(format!(
+            "bot {b} has no webhook of its own: it signs with the `run` default secret; rotate \
+             that (`wavault webhook secret rotate` without --bot), or give the bot its own \
+             webhook (`wavault bot set {b} --webhook URL`), which gets its own secret"
+        )));
+    }
+    let old = load(vault, &scope)?;
     let mut s = Secrets::fresh();
     if let Some(old) = &old {
         if grace_secs > 0 {
@@ -331,7 +334,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let v = vault(&d);
         let bot = crate::BotId::parse("b").unwrap();
-        v.add_bot(&BotConfig::new(bot.clone())).unwrap();
+        let mut cfg = BotConfig::new(bot.clone());
+        cfg.webhook = Some("http://b/".into());
+        v.add_bot(&cfg).unwrap();
+        let shared = crate::BotId::parse("shared").unwrap();
+        v.add_bot(&BotConfig::new(shared.clone())).unwrap();
+        let (_, default) = current(&v, None).unwrap();
         let t = 1_800_000_000;
         let (_, old) = current(&v, Some(&bot)).unwrap();
         let (scope, new) = rotate(&v, Some(&bot), 3600, t).unwrap();
@@ -341,13 +349,14 @@ mod tests {
         assert_eq!(new.signing(t + 3600), [&new.current]);
         assert_eq!(new.grace_until(t), Some(t + 3600));
         assert_eq!(new.grace_until(t + 3600), None);
-        // Sealed with its end, and now the bot's own.
+        // Sealed with its end.
         assert_eq!(current(&v, Some(&bot)).unwrap(), (scope, new.clone()));
-        assert_eq!(
-            current(&v, None).unwrap().1,
-            old,
-            "the default is unchanged"
-        );
+        assert_eq!(current(&v, None).unwrap().1, default, "the default");
+        // A bot on the default webhook signs with the default: its rotation
+        // is refused, naming the ways.
+        let e = rotate(&v, Some(&shared), 60, t).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--webhook"), "{e}");
         let h = new.header("evt_1", t, b"{}", t).unwrap();
         assert_eq!(h.split(' ').count(), 2, "{h}");
         // Grace 0: the old one stops at once.
@@ -418,7 +427,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let v = vault(&d);
         let bot = crate::BotId::parse("b").unwrap();
-        v.add_bot(&BotConfig::new(bot.clone())).unwrap();
+        let mut cfg = BotConfig::new(bot.clone());
+        cfg.webhook = Some("http://b/".into());
+        v.add_bot(&cfg).unwrap();
         let (_, s) = rotate(&v, Some(&bot), 60, 1_800_000_000).unwrap();
         let other =
             Vault::create(&d.path().join("w"), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();

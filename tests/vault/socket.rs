@@ -365,11 +365,22 @@ fn webhook_secret_show_and_rotate_with_and_without_run() {
     assert_ne!(s2, s1);
     assert!(r["previous_until"].as_i64().is_some(), "{r}");
     assert_eq!(secret(&["show"])["secret"], s2.as_str());
+    // A bot on the default webhook has no secret of its own to rotate.
+    let out = run(wavault(dir).args(["webhook", "secret", "rotate", "--bot", "ventas"]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--webhook"), "{}", stderr(&out));
+    // With its own webhook, it gets its own secret.
+    let out = run(wavault(dir).args(["bot", "set", "ventas", "--webhook", "http://127.0.0.1:9/h"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mine = secret(&["show", "--bot", "ventas"]);
+    assert_eq!(mine["scope"], "bot");
+    assert_ne!(mine["secret"], s2.as_str());
     let own = secret(&["rotate", "--bot", "ventas", "--grace", "0s"]);
     assert_eq!(own["scope"], "bot");
     assert!(own["previous_until"].is_null(), "{own}");
     let s3 = own["secret"].as_str().unwrap().to_owned();
     assert_ne!(s3, s2);
+    assert_ne!(own["secret"], mine["secret"]);
     assert_eq!(secret(&["show", "--bot", "ventas"])["secret"], s3.as_str());
     unknown(&["rotate", "--bot", "nobody"]);
     let out = run(wavault(dir).args(["webhook", "secret", "rotate", "--grace", "24"]));
