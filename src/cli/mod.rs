@@ -98,6 +98,8 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff), or write every page with --out DIR
     Man(docs::ManArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API and the webhooks (as `/api/openapi.json` serves it)
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +282,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Token(cmd) => token(&cli.global, cmd),
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),
+        Command::Openapi => docs::openapi(),
     }
 }
 
