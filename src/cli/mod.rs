@@ -353,7 +353,14 @@ impl<'g> Session<'g> {
             }
             let (vault, pass) = match self.pass.take() {
                 Some(p) => (self.g.open_with(p.expose())?, p),
-                None => self.g.open_with_passphrase()?,
+                None => self.g.open_with_passphrase().map_err(|e| match e {
+                    // Say why a passphrase is needed at all: no runner answered.
+                    Error::NoPassphraseSource(m) => Error::NoPassphraseSource(format!(
+                        "`wavault run` is not running, so this command reads the vault itself, \
+                         which needs its passphrase: {m}"
+                    )),
+                    e => e,
+                })?,
             };
             self.local = Some(crate::ops::Local::new(vault, pass));
         }
