@@ -102,6 +102,8 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff), or write every page with --out DIR
     Man(docs::ManArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API and the webhooks (as `/api/openapi.json` serves it)
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,6 +287,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Webhook(cmd) => webhook::webhook(&cli.global, cmd),
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),
+        Command::Openapi => docs::openapi(),
     }
 }
 
@@ -355,7 +358,14 @@ impl<'g> Session<'g> {
             }
             let (vault, pass) = match self.pass.take() {
                 Some(p) => (self.g.open_with(p.expose())?, p),
-                None => self.g.open_with_passphrase()?,
+                None => self.g.open_with_passphrase().map_err(|e| match e {
+                    // Say why a passphrase is needed at all: no runner answered.
+                    Error::NoPassphraseSource(m) => Error::NoPassphraseSource(format!(
+                        "`wavault run` is not running, so this command reads the vault itself, \
+                         which needs its passphrase: {m}"
+                    )),
+                    e => e,
+                })?,
             };
             self.local = Some(crate::ops::Local::new(vault, pass));
         }

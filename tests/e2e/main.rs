@@ -17,6 +17,7 @@ mod live_tests;
 mod log_tests;
 mod messaging_tests;
 mod move_tests;
+mod openapi_tests;
 #[path = "../support/paired.rs"]
 mod paired;
 mod pairing_tests;
