@@ -138,6 +138,12 @@ fn check(doc: &Value, schema: &Value, v: &Value, at: &str, errs: &mut Vec<String
         }
     }
     if let Some(s) = v.as_str() {
+        if let Some(p) = obj.get("pattern").and_then(Value::as_str) {
+            let re = regex::Regex::new(p).unwrap_or_else(|e| panic!("pattern at {at}: {e}"));
+            if !re.is_match(s) {
+                errs.push(format!("{at}: {s:?} does not match {p}"));
+            }
+        }
         let n = s.chars().count() as u64;
         if obj
             .get("minLength")
@@ -599,11 +605,48 @@ async fn every_endpoint_answers_as_the_document_says() {
         .wait("a message", DEADLINE, |s| !s.accepted.is_empty())
         .await;
     for (name, hook_doc) in doc["webhooks"].as_object().unwrap() {
-        let schema = &hook_doc["post"]["requestBody"]["content"]["application/json"]["schema"];
+        let post = &hook_doc["post"];
+        let schema = &post["requestBody"]["content"]["application/json"]["schema"];
         if name == "message" {
             let mut errs = Vec::new();
             check(&doc, schema, &got.accepted[0], "message", &mut errs);
             assert!(errs.is_empty(), "{}\n{}", errs.join("\n"), got.accepted[0]);
+            // The documented headers are on the request, and nothing
+            // webhook-ish is sent that the document does not name.
+            let (headers, _) = &got.raw[0];
+            let named: Vec<&str> = post["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            for h in &named {
+                let v = headers.get(*h).unwrap_or_else(|| panic!("no {h} header"));
+                let mut errs = Vec::new();
+                let p = post["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["name"] == *h)
+                    .unwrap();
+                check(
+                    &doc,
+                    &p["schema"],
+                    &json!(v.to_str().unwrap()),
+                    h,
+                    &mut errs,
+                );
+                assert!(errs.is_empty(), "{errs:?}");
+            }
+            for k in headers
+                .keys()
+                .filter(|k| k.as_str().starts_with("webhook-"))
+            {
+                assert!(
+                    named.contains(&k.as_str()),
+                    "{k} is sent but not documented"
+                );
+            }
         }
     }
     let answer_schema = json!({"$ref": "#/components/schemas/HookAnswer"});
