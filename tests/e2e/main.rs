@@ -22,6 +22,7 @@ mod paired;
 mod pairing_tests;
 mod peer;
 mod runner_tests;
+mod send_tests;
 mod snapshot_tests;
 mod strict_peer_tests;
 mod web_tests;
