@@ -197,3 +197,90 @@ async fn reply_to_quotes_and_typing_comes_first() {
     assert_eq!(states, ["composing", "paused"], "typing shown, then ended");
     runner.shutdown().await.unwrap();
 }
+
+/// A bot at `--send-rate`: hook replies keep the pace (3 replies at 60/min
+/// leave at least 2 s apart end to end), and a full pacing queue refuses a
+/// send (exit 7) and the API answers 429 with `retry_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_replies_keep_the_pace_and_a_full_pacing_queue_answers_429() {
+    use wavault::messaging::hook::{keys, Target};
+    let hook =
+        crate::hook_server::HookServer::start(crate::hook_server::Mode::Reply("echo: ".into()))
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &[]);
+    let mut b = wavault::vault::BotConfig::new(bot("sender"));
+    b.extra.insert(keys::SEND_RATE.into(), "60/min".into());
+    vault.add_bot(&b).unwrap();
+    let phone = synth_paired(&vault, "sender", BOT_PHONE + 4).await;
+    let peer = Peer::new();
+    let mut c = cfg(&peer);
+    c.hooks.target = Some(Target::Webhook(hook.url.clone()));
+    let runner = Runner::start(vault.clone(), c).unwrap();
+    wait_connected(&runner, "sender").await;
+    wait_prekeys(&peer, &phone).await;
+
+    let carol = peer.contact("4917300000006");
+    let start = std::time::Instant::now();
+    for t in ["p1", "p2", "p3"] {
+        carol.send_text(&phone, t).await.unwrap();
+    }
+    carol
+        .wait_received("the three echoes", DEADLINE, |r| {
+            r.iter()
+                .filter(|m| m.text.as_deref().is_some_and(|t| t.starts_with("echo: p")))
+                .count()
+                == 3
+        })
+        .await
+        .unwrap();
+    // A lower bound only: load can only make it slower.
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "3 replies at 60/min: {:?}",
+        start.elapsed()
+    );
+
+    // 1/min: one send goes at once, the next waits its minute (within the
+    // bound), a third is refused.
+    let mut b = vault.bot_config(&bot("sender")).unwrap();
+    b.extra.insert(keys::SEND_RATE.into(), "1/min".into());
+    wavault::ops::execute(
+        &*runner.service(),
+        wavault::ops::Request::BotSet { config: b },
+        Vec::new(),
+    )
+    .unwrap();
+    // The replies' slots may still be ahead: this one waits for its own.
+    let me = bot("sender");
+    runner
+        .send(&me, carol.phone(), "paced 1")
+        .await
+        .expect("the first send goes");
+    let two = runner.send(&me, carol.phone(), "paced 2");
+    let three = runner.send(&me, carol.phone(), "paced 3");
+    let refused = tokio::select! {
+        r = two => r,
+        r = three => r,
+    };
+    let e = refused.expect_err("one of them is refused at once, the other waits a minute");
+    assert_eq!(e.exit_code(), wavault::error::exit::UNAVAILABLE, "{e}");
+    assert!(e.to_string().contains("pacing queue is full"), "{e}");
+    let base = format!(
+        "http://{}",
+        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
+    );
+    let token = wavault::web::token::load(&vault).unwrap().unwrap();
+    let (code, body) = post(
+        &base,
+        &token,
+        None,
+        json!({"to": carol.phone(), "text": "x"}),
+    )
+    .await;
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(body["code"], "too_many_requests", "{body}");
+    let after = body["retry_after"].as_u64().unwrap();
+    assert!((1..=120).contains(&after), "{body}");
+    runner.shutdown().await.unwrap();
+}
