@@ -40,8 +40,8 @@ pub mod keys {
     pub const CONCURRENCY: &str = "hook_concurrency";
     pub const QUEUE_MAX: &str = "queue_max";
     pub const QUEUE_MAX_AGE_SECS: &str = "queue_max_age_secs";
-    /// Sends a minute (`--send-rate`), or `off`.
-    pub const SEND_RATE: &str = "send_rate_per_min";
+    /// `--send-rate`: `N/min`, or `off`.
+    pub const SEND_RATE: &str = "send_rate";
 }
 
 /// Default time limit of one hook call.
