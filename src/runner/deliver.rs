@@ -685,6 +685,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn typing_lasts_50_ms_a_character_within_1_to_5_s() {
+        assert_eq!(typing_time("hi"), Duration::from_secs(1));
+        assert_eq!(typing_time(&"x".repeat(40)), Duration::from_secs(2));
+        assert_eq!(typing_time(&"ü".repeat(60)), Duration::from_secs(3));
+        assert_eq!(typing_time(&"x".repeat(5000)), Duration::from_secs(5));
+    }
+
+    #[test]
     fn backoff_doubles_and_caps() {
         let b = Duration::from_millis(100);
         let m = Duration::from_secs(5);
