@@ -282,5 +282,13 @@ async fn hook_replies_keep_the_pace_and_a_full_pacing_queue_answers_429() {
     assert_eq!(body["code"], "too_many_requests", "{body}");
     let after = body["retry_after"].as_u64().unwrap();
     assert!((1..=120).contains(&after), "{body}");
+    // As the OpenAPI document says.
+    let doc: serde_json::Value = serde_json::from_str(&wavault::web::openapi()).unwrap();
+    let op = &doc["paths"]["/api/bots/{id}/messages"]["post"];
+    assert!(op["responses"]["429"].is_object(), "429 documented");
+    let mut errs = Vec::new();
+    let schema = json!({"$ref": "#/components/schemas/PacingFull"});
+    crate::openapi_tests::check(&doc, &schema, &body, "429", &mut errs);
+    assert!(errs.is_empty(), "{errs:?}: {body}");
     runner.shutdown().await.unwrap();
 }
