@@ -356,9 +356,18 @@ mod tests {
             let later = 100 + KEEP.as_secs() as i64;
             assert_eq!(k.begin("a", &msg, later).await.unwrap(), Begin::Fresh);
         });
-        // The sweep's prune: `b` and `c` are expired, `a` (rewritten) is not.
+        // The retention sweep prunes: `b` and `c` are expired, `a`
+        // (rewritten) is not, whatever the sweep's own retention.
         let later = 101 + KEEP.as_secs() as i64;
-        assert_eq!(prune(&view, later).unwrap(), 2);
+        assert_eq!(view.count(Kind::IDEMPOTENCY).unwrap(), 3);
+        let opts = crate::sweep::SweepOptions {
+            retention: Duration::from_secs(30 * 86_400),
+            dry_run: false,
+            now: later,
+            backup: None,
+        };
+        crate::sweep::sweep(view.vault(), opts).unwrap();
         assert_eq!(view.count(Kind::IDEMPOTENCY).unwrap(), 1);
+        assert_eq!(prune(&view, later).unwrap(), 0);
     }
 }
