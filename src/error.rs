@@ -63,6 +63,11 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
 
+    /// Too much at once (a bot's send pacing queue is full): try again
+    /// after `retry_after` seconds. Exit code 7 like [`Error::Unavailable`].
+    #[error("{msg}")]
+    Busy { msg: String, retry_after: u64 },
+
     /// A backup file could not be written or read; the message says which
     /// check failed and what to do.
     /// An error the running `wavault run` answered on the control socket:
@@ -89,7 +94,7 @@ impl Error {
             Error::Damaged { .. } => exit::DAMAGED,
             Error::NotFound(_) => exit::NOT_FOUND,
             Error::Usage(_) | Error::NoPassphraseSource(_) => exit::USAGE,
-            Error::Unavailable(_) => exit::UNAVAILABLE,
+            Error::Unavailable(_) | Error::Busy { .. } => exit::UNAVAILABLE,
             Error::AlreadyExists(_) | Error::Io { .. } | Error::Other(_) => exit::OTHER,
             Error::Remote { code, .. } => *code,
             Error::Backup { code, .. } => *code,

@@ -9,6 +9,8 @@
 //!   fails, nothing is removed;
 //! - history entries older than the cutoff, for every bot;
 //! - orphan records (belonging to no bot), whatever their age;
+//! - idempotency keys of sends older than 24 h, whatever the retention
+//!   (`messaging::outbox`; not in the report, logged);
 //! - automatic backups beyond the kept count or age.
 //!
 //! Then, when the vault is marked "rotation due" (this sweep purged
@@ -188,6 +190,13 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
     }
     if !orphans.is_empty() {
         vault.purging(|| vault.delete_records(orphans))?;
+    }
+    let mut keys = 0;
+    for cfg in vault.list_bots()? {
+        keys += crate::messaging::outbox::prune(&vault.view(&cfg.id), opts.now)?;
+    }
+    if keys > 0 {
+        tracing::info!("sweep: {keys} idempotency key(s) older than 24 h removed");
     }
     vault.flush()?;
     let current = report.auto_backup.clone().unwrap_or_default();

@@ -32,6 +32,17 @@ pub struct HookArgs {
     /// Queued messages older than this are held back from the hook, with an alert, until `queue retry` or `queue drop`; at least 1s [default: 7d]
     #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     pub queue_max_age: Option<Duration>,
+    /// Outbound messages (sends, hook replies, reactions) a minute, evenly spaced; more wait their turn; `off`: unpaced [default: off]
+    #[arg(long, value_name = "N/min", value_parser = parse_send_rate)]
+    pub send_rate: Option<SendRate>,
+}
+
+/// `--send-rate`: `N/min`, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRate(pub Option<u32>);
+
+fn parse_send_rate(s: &str) -> std::result::Result<SendRate, String> {
+    crate::messaging::pacing::parse_rate(s).map(SendRate)
 }
 
 impl HookArgs {
@@ -43,16 +54,18 @@ impl HookArgs {
             && self.hook_concurrency.is_none()
             && self.queue_max.is_none()
             && self.queue_max_age.is_none()
+            && self.send_rate.is_none()
     }
 
     /// For commands that keep what is not given (`bot set`): the limits'
     /// help shows no default.
     pub fn unchanged_when_absent(a: clap::Arg) -> clap::Arg {
-        const LIMITS: [&str; 4] = [
+        const LIMITS: [&str; 5] = [
             "hook_timeout",
             "hook_concurrency",
             "queue_max",
             "queue_max_age",
+            "send_rate",
         ];
         if !LIMITS.contains(&a.get_id().as_str()) {
             return a;
@@ -113,6 +126,12 @@ impl HookArgs {
             keys::QUEUE_MAX_AGE_SECS,
             self.queue_max_age.map(|d| d.as_secs().max(1).to_string()),
         );
+        set(
+            keys::SEND_RATE,
+            self.send_rate.map(|r| {
+                r.0.map_or_else(|| "off".to_owned(), |n| n.to_string() + "/min")
+            }),
+        );
         Ok(())
     }
 
@@ -130,6 +149,7 @@ impl HookArgs {
             concurrency: self.hook_concurrency.map_or(d.concurrency, |n| n as usize),
             queue_max: self.queue_max.map_or(d.queue_max, |n| n as usize),
             queue_max_age: self.queue_max_age.unwrap_or(d.queue_max_age),
+            send_rate: self.send_rate.and_then(|r| r.0),
         })
     }
 }
@@ -142,12 +162,29 @@ pub struct SendArgs {
     pub to: String,
     /// The text ("-" reads it from standard input)
     pub text: String,
+    /// The same key for the same bot within 24 h sends once: a repeat prints the first message's id
+    #[arg(long, value_name = "KEY", value_parser = parse_key)]
+    pub idempotency_key: Option<String>,
+    /// Quote the message with this id (as a hook received it)
+    #[arg(long, value_name = "MSGID", value_parser = parse_msgid)]
+    pub reply_to: Option<String>,
+    /// Show "typing…" first, for a time proportional to the text (1-5 s)
+    #[arg(long)]
+    pub typing: bool,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
     /// Without a running `wavault run`: how long to wait for the bot to connect
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_period)]
     pub connect_timeout: Duration,
+}
+
+fn parse_key(s: &str) -> std::result::Result<String, String> {
+    crate::messaging::outbox::check_key(s).map(|()| s.to_owned())
+}
+
+fn parse_msgid(s: &str) -> std::result::Result<String, String> {
+    crate::messaging::outbox::check_message_id(s).map(|()| s.to_owned())
 }
 
 /// `wavault send BOT TO TEXT`: through the running `wavault run`, else by
@@ -162,10 +199,17 @@ pub fn send(g: &Global, args: SendArgs) -> Result<()> {
     } else {
         args.text
     };
+    let message = crate::messaging::outbox::Outgoing {
+        to: args.to.clone(),
+        text,
+        idempotency_key: args.idempotency_key,
+        reply_to: args.reply_to,
+        typing: args.typing,
+    };
+    message.check()?;
     let req = crate::ops::Request::Send {
         bot: args.bot.clone(),
-        to: args.to.clone(),
-        text: text.clone(),
+        message: message.clone(),
     };
     let dir = g.dir()?;
     let id = match crate::ops::client::call(&dir, &req, &[])? {
@@ -183,8 +227,7 @@ pub fn send(g: &Global, args: SendArgs) -> Result<()> {
                 vault,
                 cfg,
                 &args.bot,
-                &args.to,
-                &text,
+                &message,
                 args.connect_timeout,
             ))?
         }

@@ -94,6 +94,9 @@ impl BotConfig {
                 }
             }
         }
+        if let Some(r) = self.extra.get(keys::SEND_RATE) {
+            crate::messaging::pacing::parse_rate(r).map_err(|e| problem(keys::SEND_RATE, e))?;
+        }
         if let Some(p) = &self.phone {
             check_phone(p)?;
         }
@@ -136,6 +139,7 @@ mod tests {
             (keys::CONCURRENCY, "1024"),
             (keys::QUEUE_MAX, "1"),
             (keys::QUEUE_MAX_AGE_SECS, "604800"),
+            (keys::SEND_RATE, "20/min"),
             ("moved_at", "1700000000"),
         ] {
             c.extra.insert(k.into(), v.into());
@@ -176,6 +180,9 @@ mod tests {
             (keys::QUEUE_MAX_AGE_SECS, |c| {
                 c.extra
                     .insert(keys::QUEUE_MAX_AGE_SECS.into(), "ten".into());
+            }),
+            (keys::SEND_RATE, |c| {
+                c.extra.insert(keys::SEND_RATE.into(), "0/min".into());
             }),
             ("phone", |c| c.phone = Some("123".into())),
             ("phone", |c| c.phone = Some("15551234567@evil".into())),

@@ -40,6 +40,8 @@ pub mod keys {
     pub const CONCURRENCY: &str = "hook_concurrency";
     pub const QUEUE_MAX: &str = "queue_max";
     pub const QUEUE_MAX_AGE_SECS: &str = "queue_max_age_secs";
+    /// `--send-rate`: `N/min`, or `off`.
+    pub const SEND_RATE: &str = "send_rate";
 }
 
 /// Default time limit of one hook call.
@@ -74,6 +76,8 @@ pub struct HookSettings {
     pub concurrency: usize,
     pub queue_max: usize,
     pub queue_max_age: Duration,
+    /// Outbound messages a minute (`--send-rate`); `None`: unpaced.
+    pub send_rate: Option<u32>,
 }
 
 /// Defaults of `run` (`--webhook`, `--on-message`, limits).
@@ -84,6 +88,7 @@ pub struct HookDefaults {
     pub concurrency: usize,
     pub queue_max: usize,
     pub queue_max_age: Duration,
+    pub send_rate: Option<u32>,
 }
 
 impl Default for HookDefaults {
@@ -94,6 +99,7 @@ impl Default for HookDefaults {
             concurrency: DEFAULT_CONCURRENCY,
             queue_max: DEFAULT_QUEUE_MAX,
             queue_max_age: DEFAULT_QUEUE_MAX_AGE,
+            send_rate: None,
         }
     }
 }
@@ -120,6 +126,10 @@ impl HookSettings {
             queue_max_age: num(cfg, keys::QUEUE_MAX_AGE_SECS)
                 .map(Duration::from_secs)
                 .unwrap_or(d.queue_max_age),
+            send_rate: match cfg.extra.get(keys::SEND_RATE) {
+                Some(r) => super::pacing::parse_rate(r).unwrap_or(d.send_rate),
+                None => d.send_rate,
+            },
         }
     }
 }

@@ -12,6 +12,8 @@
 
 pub mod config;
 pub mod hook;
+pub mod outbox;
+pub mod pacing;
 pub mod process;
 pub mod queue;
 pub mod signing;
@@ -155,8 +157,31 @@ pub async fn send_text(
     to: &Jid,
     text: &str,
 ) -> std::result::Result<String, DeliveryError> {
+    send_quoting(client, to, text, None).await
+}
+
+/// Sends a text quoting message `reply_to` (if given: the quoted message
+/// is named by its id, `stanza_id`, and, in a 1:1 chat, its sender is
+/// taken to be the recipient, `participant`); returns the message id.
+pub async fn send_quoting(
+    client: &whatsapp_rust::Client,
+    to: &Jid,
+    text: &str,
+    reply_to: Option<&str>,
+) -> std::result::Result<String, DeliveryError> {
+    let msg = match reply_to {
+        None => wa::Message::text(text),
+        Some(id) => wa::Message::text_with_context(
+            text,
+            wa::ContextInfo {
+                stanza_id: Some(id.to_owned()),
+                participant: (!to.is_group()).then(|| to.to_string()),
+                ..Default::default()
+            },
+        ),
+    };
     client
-        .send_message(to.clone(), wa::Message::text(text))
+        .send_message(to.clone(), msg)
         .await
         .map(|r| r.message_id)
         .map_err(|e| DeliveryError::Action {

@@ -71,8 +71,9 @@ pub trait Host: Send + Sync {
     fn backup_passphrase(&self) -> Option<Arc<Passphrase>>;
     /// After `rotate passphrase`: automatic backups use the new one.
     fn set_backup_passphrase(&self, _p: Passphrase) {}
-    /// Sends a text from a running bot.
-    fn send(&self, bot: &BotId, _to: &str, _text: &str) -> Result<String> {
+    /// Sends a message from a running bot; returns its id (the first
+    /// one's for a repeated idempotency key).
+    fn send(&self, bot: &BotId, _msg: &crate::messaging::outbox::Outgoing) -> Result<String> {
         Err(Error::Unavailable(format!(
             "bot {bot} is not running here: sending needs `wavault run`"
         )))
@@ -153,11 +154,11 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
         }
         Request::Reauth { bot } => bots::reauth(host, &bot)?,
         Request::Queue { bot, action } => queue::run(host, &bot, action)?,
-        Request::Send { bot, to, text } => {
-            crate::messaging::parse_recipient(&to)?;
+        Request::Send { bot, message } => {
+            message.check()?;
             v.bot_config(&bot)?;
             Response::Sent {
-                id: host.send(&bot, &to, &text)?,
+                id: host.send(&bot, &message)?,
             }
         }
         Request::Sweep {

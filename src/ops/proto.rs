@@ -110,8 +110,7 @@ pub enum Request {
     /// `send` (only through a running `run`).
     Send {
         bot: BotId,
-        to: String,
-        text: String,
+        message: crate::messaging::outbox::Outgoing,
     },
     /// `sweep`.
     Sweep { older_than_secs: u64, dry_run: bool },

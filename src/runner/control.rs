@@ -270,8 +270,8 @@ impl Host for Served {
         self.0.set_backup_passphrase(p);
     }
 
-    fn send(&self, bot: &BotId, to: &str, text: &str) -> Result<String> {
-        ops::block_on(super::deliver::send(&self.0, bot, to, text))?
+    fn send(&self, bot: &BotId, msg: &crate::messaging::outbox::Outgoing) -> Result<String> {
+        ops::block_on(super::deliver::send(&self.0, bot, msg))?
     }
 }
 
@@ -400,6 +400,7 @@ mod tests {
         "dry_run",
         "to",
         "text",
+        "message",
         "enabled",
         "show_phone",
         "kdf",

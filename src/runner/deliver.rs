@@ -26,6 +26,8 @@ use super::Shared;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::messaging::hook::{self, Action, HookSettings, Target};
+use crate::messaging::outbox::{Begin, Keys, Outgoing};
+use crate::messaging::pacing::Pacer;
 use crate::messaging::queue::{NewMessage, Queue, Queued};
 use crate::messaging::DeliveryError;
 use crate::messaging::{self, summary};
@@ -44,8 +46,6 @@ use whatsapp_rust::Client;
 pub const FAILING_ALERT_AFTER: u32 = 5;
 /// How often queued messages are checked against the age limit.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
-/// Longest text `send` accepts (also the limit of a hook's reply).
-pub use crate::messaging::MAX_TEXT;
 
 /// A bot's queue and the bell that wakes its worker. One per bot for the
 /// runner's lifetime (restarts of the bot reuse it).
@@ -313,10 +313,12 @@ impl Worker {
                 q.clone(),
             );
             let timeout = s.timeout;
+            let pace = (self.shared.outbox(&self.bot), s.send_rate);
             self.tasks
                 .spawn(tracing::Instrument::in_current_span(async move {
                     let (chat, seq) = (q.chat.clone(), q.seq);
-                    let (outcome, after) = deliver_one(&bot, &link, &target, timeout, q).await;
+                    let (outcome, after) =
+                        deliver_one(&bot, &link, &target, timeout, &pace, q).await;
                     (chat, seq, outcome, after)
                 }));
         }
@@ -388,6 +390,9 @@ async fn expire(
     }
 }
 
+/// The bot's sending state and its rate (`--send-rate`; `None`: unpaced).
+type Pace = (Arc<Outbox>, Option<u32>);
+
 /// Hands one message to the hook (unless it accepted it before) and carries
 /// out its actions; removes the entry once all is done.
 /// Returns the outcome and the entry as stored now (`None` once removed).
@@ -396,9 +401,10 @@ async fn deliver_one(
     link: &Link,
     target: &Target,
     timeout: Duration,
+    pace: &Pace,
     mut q: Queued,
 ) -> (std::result::Result<(), DeliveryError>, Option<Queued>) {
-    match deliver_inner(bot, link, target, timeout, &mut q).await {
+    match deliver_inner(bot, link, target, timeout, pace, &mut q).await {
         Ok(()) => (Ok(()), None),
         Err(e) => (Err(e), Some(q)),
     }
@@ -410,6 +416,7 @@ async fn deliver_inner(
     link: &Link,
     target: &Target,
     timeout: Duration,
+    pace: &Pace,
     q: &mut Queued,
 ) -> std::result::Result<(), DeliveryError> {
     let queue = &link.inbox.queue;
@@ -449,6 +456,11 @@ async fn deliver_inner(
             .is_ok_and(|r| r.is_ok());
         if !up {
             return fail(queue, q, DeliveryError::NotConnected, false).await;
+        }
+        if matches!(action, Action::Reply { .. } | Action::React { .. }) {
+            // Messages the bot sends keep its pace (never refused: the
+            // actions are durable here).
+            let _ = pace.0.pace(pace.1, false).await;
         }
         match tokio::time::timeout(
             timeout.max(Duration::from_secs(30)),
@@ -534,23 +546,65 @@ async fn fail(
     Err(e)
 }
 
-/// Sends `text` to `to` from a running, connected bot; returns the message id.
-pub(crate) async fn send(
-    shared: &Arc<Shared>,
-    bot: &BotId,
-    to: &str,
-    text: &str,
-) -> Result<String> {
-    let to = messaging::parse_recipient(to)?;
-    if text.is_empty() {
-        return Err(Error::Usage("the message text is empty".into()));
+/// A bot's sending state for the runner's lifetime: its idempotency keys
+/// and its pacing (`--send-rate`).
+pub(crate) struct Outbox {
+    pub keys: Keys,
+    pacer: std::sync::Mutex<Pacer>,
+}
+
+impl Outbox {
+    pub fn new(view: crate::vault::BotView) -> Outbox {
+        Outbox {
+            keys: Keys::new(view),
+            pacer: std::sync::Mutex::new(Pacer::default()),
+        }
     }
-    if text.len() > MAX_TEXT {
-        return Err(Error::Usage(format!(
-            "the message text is {} bytes; the limit is {MAX_TEXT}",
-            text.len()
-        )));
+
+    /// Waits for the bot's next send slot under `rate` (sends a minute;
+    /// `None`: at once). `bounded`: refused when the pacing queue is full.
+    pub async fn pace(&self, rate: Option<u32>, bounded: bool) -> Result<()> {
+        let Some(rate) = rate else { return Ok(()) };
+        let now = Instant::now();
+        let slot = self
+            .pacer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve(now.into_std(), rate, bounded);
+        match slot {
+            Ok(at) => {
+                tokio::time::sleep_until(Instant::from_std(at)).await;
+                Ok(())
+            }
+            Err(full) => {
+                let secs = full.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                Err(Error::Busy {
+                    msg: format!(
+                        "the bot's send pacing queue is full ({rate}/min, at most {} s of sends waiting): \
+                         try again in {secs} s",
+                        crate::messaging::pacing::MAX_WAIT.as_secs()
+                    ),
+                    retry_after: secs,
+                })
+            }
+        }
     }
+}
+
+/// How long `--typing` shows "typing…" before a text: 50 ms a character,
+/// 1 to 5 s.
+pub fn typing_time(text: &str) -> Duration {
+    (Duration::from_millis(50) * text.chars().count().min(1000) as u32)
+        .clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
+
+/// Sends `msg` from a running, connected bot; returns the message id (for
+/// a repeated idempotency key, the first send's, sending nothing). Order:
+/// the key is recorded (`sending`, durable), the send waits for its pacing
+/// slot, shows "typing…" if asked, goes out, and the id is recorded.
+pub(crate) async fn send(shared: &Arc<Shared>, bot: &BotId, msg: &Outgoing) -> Result<String> {
+    msg.check()?;
+    let to = messaging::parse_recipient(&msg.to)?;
     let link = shared.link(bot);
     let Some(link) = link else {
         shared.vault.bot_config(bot)?; // unknown bot: not found
@@ -573,15 +627,82 @@ pub(crate) async fn send(
             "bot {bot} is not connected right now; try again once `wavault status` shows it connected"
         )));
     }
+    let outbox = shared.outbox(bot);
+    let key = msg.idempotency_key.as_deref();
+    if let Some(k) = key {
+        if let Begin::Done(id) = outbox.keys.begin(k, msg, now()).await? {
+            return Ok(id);
+        }
+    }
+    let out = send_recorded(shared, bot, &link, &outbox, &to, msg).await;
+    let Some(k) = key else {
+        return out.map_err(|(e, _)| e);
+    };
+    match out {
+        Ok(id) => {
+            if let Err(e) = outbox.keys.sent(k, &id).await {
+                // Sent all the same: a retry of the key is refused as
+                // interrupted, never sent twice.
+                tracing::error!(bot = %bot, "could not record a sent idempotency key: {e}");
+            }
+            Ok(id)
+        }
+        Err((e, true)) => {
+            outbox.keys.unknown(k);
+            Err(e)
+        }
+        Err((e, false)) => {
+            if let Err(w) = outbox.keys.abandon(k).await {
+                tracing::error!(bot = %bot, "could not forget an unsent idempotency key: {w}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The send itself, its key (if any) recorded: pacing, typing, the
+/// message. An error says whether the outcome is unknown (`true`: the
+/// message may have gone) or nothing was sent (`false`).
+async fn send_recorded(
+    shared: &Arc<Shared>,
+    bot: &BotId,
+    link: &Link,
+    outbox: &Outbox,
+    to: &whatsapp_rust::Jid,
+    msg: &Outgoing,
+) -> std::result::Result<String, (Error, bool)> {
+    let unsent = |e: Error| (e, false);
+    let rate = settings(shared, bot).map_err(unsent)?.send_rate;
+    outbox.pace(rate, true).await.map_err(unsent)?;
+    if msg.typing {
+        let chat = link.client.chatstate();
+        if let Err(e) = chat.send_composing(to).await {
+            tracing::warn!(bot = %bot, "typing indicator not sent: {e}");
+        }
+        tokio::time::sleep(typing_time(&msg.text)).await;
+        if let Err(e) = chat.send_paused(to).await {
+            tracing::warn!(bot = %bot, "typing indicator not ended: {e}");
+        }
+    }
+    if !*link.connected.borrow() {
+        return Err(unsent(Error::Unavailable(format!(
+            "bot {bot} lost its connection before the message went out; try again once `wavault status` shows it connected"
+        ))));
+    }
     let id = tokio::time::timeout(
         Duration::from_secs(30),
-        messaging::send_text(&link.client, &to, text),
+        messaging::send_quoting(&link.client, to, &msg.text, msg.reply_to.as_deref()),
     )
     .await
-    .map_err(|_| Error::Unavailable("WhatsApp did not take the message within 30 s".into()))?
-    .map_err(|e| Error::Other(e.to_string()))?;
+    .map_err(|_| {
+        let e = "WhatsApp did not take the message within 30 s: it may or may not have been sent";
+        (Error::Other(e.into()), true)
+    })?
+    .map_err(|e| unsent(Error::Other(e.to_string())))?;
     let t = now();
-    link.inbox.queue.count(t, 0, 1, 0)?;
+    if let Err(e) = link.inbox.queue.count(t, 0, 1, 0) {
+        tracing::warn!(bot = %bot, "outbound count not recorded: {e}");
+    }
     link.meta.activity(t);
     shared.emit(super::RunnerEvent::Traffic { bot: bot.clone() });
     Ok(id)
@@ -590,6 +711,14 @@ pub(crate) async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typing_lasts_50_ms_a_character_within_1_to_5_s() {
+        assert_eq!(typing_time("hi"), Duration::from_secs(1));
+        assert_eq!(typing_time(&"x".repeat(40)), Duration::from_secs(2));
+        assert_eq!(typing_time(&"ü".repeat(60)), Duration::from_secs(3));
+        assert_eq!(typing_time(&"x".repeat(5000)), Duration::from_secs(5));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -215,6 +215,8 @@ pub(crate) struct Shared {
     pub live: std::sync::Mutex<Live>,
     /// Each bot's inbound queue (one per bot for the runner's lifetime).
     pub inboxes: std::sync::Mutex<std::collections::HashMap<BotId, Arc<deliver::Inbox>>>,
+    /// Each bot's sending state: idempotency keys and pacing.
+    pub outboxes: std::sync::Mutex<std::collections::HashMap<BotId, Arc<deliver::Outbox>>>,
     /// Running bots' clients, for sends.
     pub links: std::sync::Mutex<std::collections::HashMap<BotId, Arc<deliver::Link>>>,
     /// The passphrase automatic backups are sealed with (the vault's; a
@@ -306,6 +308,16 @@ impl Shared {
                     self.vault.view(id),
                 )))
             })
+            .clone()
+    }
+
+    /// The bot's sending state, created on first use.
+    pub fn outbox(&self, id: &BotId) -> Arc<deliver::Outbox> {
+        self.outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(deliver::Outbox::new(self.vault.view(id))))
             .clone()
     }
 
@@ -416,6 +428,7 @@ impl Runner {
             bots: Default::default(),
             live: Default::default(),
             inboxes: Default::default(),
+            outboxes: Default::default(),
             links: Default::default(),
             backup_pass: std::sync::RwLock::new(cfg_pass),
         });
@@ -449,7 +462,17 @@ impl Runner {
     /// Sends `text` to `to` (a phone number or JID) from a running,
     /// connected bot; returns the message id.
     pub async fn send(&self, bot: &BotId, to: &str, text: &str) -> Result<String> {
-        deliver::send(&self.shared, bot, to, text).await
+        self.send_message(bot, &crate::messaging::outbox::Outgoing::text(to, text))
+            .await
+    }
+
+    /// Sends `msg` (idempotency key, quote, typing) from a running bot.
+    pub async fn send_message(
+        &self,
+        bot: &BotId,
+        msg: &crate::messaging::outbox::Outgoing,
+    ) -> Result<String> {
+        deliver::send(&self.shared, bot, msg).await
     }
 
     /// Messages waiting in the bot's inbound queue.
@@ -573,11 +596,10 @@ pub async fn send_once(
     vault: Vault,
     mut cfg: RunConfig,
     bot: &BotId,
-    to: &str,
-    text: &str,
+    msg: &crate::messaging::outbox::Outgoing,
     deadline: Duration,
 ) -> Result<String> {
-    crate::messaging::parse_recipient(to)?;
+    msg.check()?;
     vault.bot_config(bot)?;
     if crate::store::credentials_state(&vault.view(bot)) != Some(crate::store::Credentials::Paired)
     {
@@ -613,7 +635,7 @@ pub async fn send_once(
                 row.map(|r| r.status.as_str()).unwrap_or_default()
             )));
         }
-        runner.send(bot, to, text).await
+        runner.send_message(bot, msg).await
     }
     .await;
     let stopped = runner.shutdown().await;

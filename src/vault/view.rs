@@ -27,6 +27,8 @@ impl Kind {
     pub const INBOUND: Kind = Kind(0x04);
     /// Traffic counters and the queue's sequence number (one record per bot).
     pub const TRAFFIC: Kind = Kind(0x05);
+    /// Idempotency keys of proactive sends, by key (`messaging::outbox`).
+    pub const IDEMPOTENCY: Kind = Kind(0x08);
     /// The bot's webhook signing secrets (one record, `messaging::signing`).
     pub const WEBHOOK_SECRET: Kind = Kind(0x0a);
     /// Scratch records used by tests and benchmarks.

@@ -605,6 +605,17 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn error_response(e: &Error) -> Response {
+    if let Error::Busy { msg, retry_after } = e {
+        let body = serde_json::json!({
+            "error": msg,
+            "code": error_code(StatusCode::TOO_MANY_REQUESTS),
+            "retry_after": retry_after,
+        });
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        return resp;
+    }
     let status = match e {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Usage(_) => StatusCode::BAD_REQUEST,
@@ -625,6 +636,7 @@ fn error_code(status: StatusCode) -> &'static str {
         StatusCode::REQUEST_TIMEOUT => "request_timeout",
         StatusCode::CONFLICT => "conflict",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::MISDIRECTED_REQUEST => "misdirected_request",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
@@ -720,11 +732,34 @@ async fn no_route() -> Response {
 struct SendBody {
     to: String,
     text: String,
+    /// Message id to quote.
+    #[serde(default)]
+    reply_to: Option<String>,
+    /// Show "typing…" first.
+    #[serde(default)]
+    typing: bool,
+}
+
+/// The `Idempotency-Key` header of a send: absent, or a key
+/// (`messaging::outbox::check_key`).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v.to_str().map_err(|_| {
+        Error::Usage(format!(
+            "invalid Idempotency-Key header: give {}",
+            crate::messaging::outbox::KEY_FORM
+        ))
+    })?;
+    crate::messaging::outbox::check_key(k).map_err(Error::Usage)?;
+    Ok(Some(k.to_owned()))
 }
 
 async fn send_message(
     State(shared): State<Svc>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: std::result::Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(body)) = body else {
@@ -732,14 +767,23 @@ async fn send_message(
             "the body must be JSON (content-type: application/json): {\"to\": \"4915112345678\", \"text\": \"...\"}".into(),
         ));
     };
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(e) => return error_response(&e),
+    };
     let id = match crate::BotId::parse(&id) {
         Ok(id) => id,
         Err(_) => return error_response(&Error::NotFound(format!("bot {id}"))),
     };
     let req = ops::Request::Send {
         bot: id.clone(),
-        to: body.to,
-        text: body.text,
+        message: crate::messaging::outbox::Outgoing {
+            to: body.to,
+            text: body.text,
+            idempotency_key: key,
+            reply_to: body.reply_to,
+            typing: body.typing,
+        },
     };
     match blocking(move || ops::execute(&*shared, req, Vec::new())).await {
         Ok((ops::Response::Sent { id: mid }, _)) => {

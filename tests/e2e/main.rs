@@ -23,6 +23,7 @@ mod paired;
 mod pairing_tests;
 mod peer;
 mod runner_tests;
+mod send_tests;
 mod signing_tests;
 mod snapshot_tests;
 mod strict_peer_tests;

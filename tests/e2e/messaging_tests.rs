@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 use wavault::error::exit;
 use wavault::messaging::hook::{keys, Target};
+use wavault::messaging::outbox::Outgoing;
 use wavault::runner::net::Net;
 use wavault::runner::{RunConfig, Runner};
 use wavault::sessions::Status;
@@ -290,7 +291,7 @@ async fn contact_writes_the_hook_replies_and_the_contact_reads_it() {
     runner.shutdown().await.unwrap();
 }
 
-async fn post_json(url: String, token: &str, body: serde_json::Value) -> (u16, String) {
+pub(crate) async fn post_json(url: String, token: &str, body: serde_json::Value) -> (u16, String) {
     let token = token.to_owned();
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -747,8 +748,7 @@ async fn send_once_connects_sends_and_disconnects() {
         vault.clone(),
         cfg(&peer),
         &bot("once"),
-        alice.phone(),
-        "sent without run",
+        &Outgoing::text(alice.phone(), "sent without run"),
         LOGIN_DEADLINE,
     )
     .await
@@ -774,8 +774,7 @@ async fn send_once_connects_sends_and_disconnects() {
         vault.clone(),
         cfg(&peer),
         &bot("unpaired"),
-        alice.phone(),
-        "x",
+        &Outgoing::text(alice.phone(), "x"),
         LOGIN_DEADLINE,
     )
     .await

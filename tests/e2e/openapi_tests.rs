@@ -65,7 +65,7 @@ fn evaluated(doc: &Value, schema: &Value, out: &mut BTreeSet<String>) {
 }
 
 /// Checks `v` against `schema`; the problems found, each with its place.
-fn check(doc: &Value, schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
+pub(crate) fn check(doc: &Value, schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
     const KNOWN: &[&str] = &[
         "$ref",
         "type",

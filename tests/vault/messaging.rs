@@ -282,3 +282,59 @@ fn queue_list_retry_and_drop() {
     let out = run(wavault(dir).args(["queue", "list", "nobody"]));
     assert_eq!(code(&out), 6, "{}", stderr(&out));
 }
+
+/// `send --idempotency-key/--reply-to` and `--send-rate` refuse what they
+/// do not take (exit 2, naming the accepted form) before anything runs;
+/// `bot set --send-rate` stores the bot's own rate (or `off`).
+#[test]
+fn send_key_reply_to_and_send_rate_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    init(dir);
+    assert_eq!(code(&run(wavault(dir).args(["bot", "add", "b"]))), 0);
+    let long = "k".repeat(256);
+    for (args, says) in [
+        (vec!["--idempotency-key", ""], "printable ASCII"),
+        (vec!["--idempotency-key", long.as_str()], "printable ASCII"),
+        (vec!["--idempotency-key", "tab\there"], "printable ASCII"),
+        (vec!["--reply-to", "not an id"], "id of a message"),
+    ] {
+        let mut argv = vec!["send", "b", "4917300000003", "hi"];
+        argv.extend(args);
+        let out = run(wavault(dir).args(&argv));
+        assert_eq!(code(&out), 2, "{argv:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{argv:?}: {}", stderr(&out));
+    }
+    for rate in ["0/min", "abc", "60", "1001/min"] {
+        for cmd in [&["bot", "set", "b"][..], &["run"]] {
+            let mut argv = cmd.to_vec();
+            argv.extend(["--send-rate", rate]);
+            let out = run(wavault(dir).args(&argv));
+            assert_eq!(code(&out), 2, "{argv:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains("N/min"), "{argv:?}: {}", stderr(&out));
+        }
+    }
+    let rate = |dir| config(dir, "b").extra.get(keys::SEND_RATE).cloned();
+    assert_eq!(
+        code(&run(wavault(dir).args([
+            "bot",
+            "set",
+            "b",
+            "--send-rate",
+            "20/min"
+        ]))),
+        0
+    );
+    assert_eq!(rate(dir).as_deref(), Some("20/min"));
+    assert_eq!(
+        code(&run(wavault(dir).args([
+            "bot",
+            "set",
+            "b",
+            "--send-rate",
+            "off"
+        ]))),
+        0
+    );
+    assert_eq!(rate(dir).as_deref(), Some("off"));
+}
