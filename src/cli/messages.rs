@@ -32,6 +32,9 @@ pub struct HookArgs {
     /// Queued messages older than this are held back from the hook, with an alert, until `queue retry` or `queue drop`; at least 1s [default: 7d]
     #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     pub queue_max_age: Option<Duration>,
+    /// Kinds of event the hook gets, comma-separated: message, receipt, status, decrypt_failure [default: message]
+    #[arg(long, value_name = "KINDS", value_parser = crate::messaging::events::parse_flag)]
+    pub events: Option<crate::messaging::events::EventKinds>,
 }
 
 impl HookArgs {
@@ -43,16 +46,18 @@ impl HookArgs {
             && self.hook_concurrency.is_none()
             && self.queue_max.is_none()
             && self.queue_max_age.is_none()
+            && self.events.is_none()
     }
 
     /// For commands that keep what is not given (`bot set`): the limits'
     /// help shows no default.
     pub fn unchanged_when_absent(a: clap::Arg) -> clap::Arg {
-        const LIMITS: [&str; 4] = [
+        const LIMITS: [&str; 5] = [
             "hook_timeout",
             "hook_concurrency",
             "queue_max",
             "queue_max_age",
+            "events",
         ];
         if !LIMITS.contains(&a.get_id().as_str()) {
             return a;
@@ -113,6 +118,7 @@ impl HookArgs {
             keys::QUEUE_MAX_AGE_SECS,
             self.queue_max_age.map(|d| d.as_secs().max(1).to_string()),
         );
+        set(keys::EVENTS, self.events.map(|e| e.to_string()));
         Ok(())
     }
 
@@ -130,6 +136,7 @@ impl HookArgs {
             concurrency: self.hook_concurrency.map_or(d.concurrency, |n| n as usize),
             queue_max: self.queue_max.map_or(d.queue_max, |n| n as usize),
             queue_max_age: self.queue_max_age.unwrap_or(d.queue_max_age),
+            events: self.events.unwrap_or(d.events),
         })
     }
 }

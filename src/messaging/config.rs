@@ -94,6 +94,11 @@ impl BotConfig {
                 }
             }
         }
+        if let Some(v) = self.extra.get(keys::EVENTS) {
+            if let Err(e) = crate::messaging::events::EventKinds::parse(v) {
+                return Err(problem(keys::EVENTS, e.to_string()));
+            }
+        }
         if let Some(p) = &self.phone {
             check_phone(p)?;
         }
@@ -136,6 +141,7 @@ mod tests {
             (keys::CONCURRENCY, "1024"),
             (keys::QUEUE_MAX, "1"),
             (keys::QUEUE_MAX_AGE_SECS, "604800"),
+            (keys::EVENTS, "message,receipt,status,decrypt_failure"),
             ("moved_at", "1700000000"),
         ] {
             c.extra.insert(k.into(), v.into());
@@ -176,6 +182,9 @@ mod tests {
             (keys::QUEUE_MAX_AGE_SECS, |c| {
                 c.extra
                     .insert(keys::QUEUE_MAX_AGE_SECS.into(), "ten".into());
+            }),
+            (keys::EVENTS, |c| {
+                c.extra.insert(keys::EVENTS.into(), "message,typing".into());
             }),
             ("phone", |c| c.phone = Some("123".into())),
             ("phone", |c| c.phone = Some("15551234567@evil".into())),

@@ -25,6 +25,7 @@
 //! defaults of `run` for bots that name no hook of their own.
 
 use crate::error::{Error, Result};
+use crate::messaging::events::EventKinds;
 use crate::messaging::process;
 use crate::messaging::DeliveryError;
 pub use crate::messaging::MAX_TEXT;
@@ -40,6 +41,8 @@ pub mod keys {
     pub const CONCURRENCY: &str = "hook_concurrency";
     pub const QUEUE_MAX: &str = "queue_max";
     pub const QUEUE_MAX_AGE_SECS: &str = "queue_max_age_secs";
+    /// The kinds of event the hook gets (`messaging::events`), comma-separated.
+    pub const EVENTS: &str = "events";
 }
 
 /// Default time limit of one hook call.
@@ -74,9 +77,11 @@ pub struct HookSettings {
     pub concurrency: usize,
     pub queue_max: usize,
     pub queue_max_age: Duration,
+    /// The kinds of event the hook gets.
+    pub events: EventKinds,
 }
 
-/// Defaults of `run` (`--webhook`, `--on-message`, limits).
+/// Defaults of `run` (`--webhook`, `--on-message`, limits, `--events`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookDefaults {
     pub target: Option<Target>,
@@ -84,6 +89,7 @@ pub struct HookDefaults {
     pub concurrency: usize,
     pub queue_max: usize,
     pub queue_max_age: Duration,
+    pub events: EventKinds,
 }
 
 impl Default for HookDefaults {
@@ -94,6 +100,7 @@ impl Default for HookDefaults {
             concurrency: DEFAULT_CONCURRENCY,
             queue_max: DEFAULT_QUEUE_MAX,
             queue_max_age: DEFAULT_QUEUE_MAX_AGE,
+            events: EventKinds::default(),
         }
     }
 }
@@ -120,6 +127,11 @@ impl HookSettings {
             queue_max_age: num(cfg, keys::QUEUE_MAX_AGE_SECS)
                 .map(Duration::from_secs)
                 .unwrap_or(d.queue_max_age),
+            events: cfg
+                .extra
+                .get(keys::EVENTS)
+                .and_then(|v| EventKinds::parse(v).ok())
+                .unwrap_or(d.events),
         }
     }
 }

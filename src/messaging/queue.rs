@@ -207,6 +207,28 @@ impl Queue {
         max: usize,
         now: i64,
     ) -> Result<std::result::Result<Vec<Queued>, Refused>> {
+        self.enqueue_counted(batch, max, now, true).await
+    }
+
+    /// Queues events (`messaging::events`) like [`Queue::enqueue`], in the
+    /// same sequence (so in order with the messages of their chat), without
+    /// counting them as inbound messages.
+    pub async fn enqueue_events(
+        &self,
+        batch: &[NewMessage],
+        max: usize,
+        now: i64,
+    ) -> Result<std::result::Result<Vec<Queued>, Refused>> {
+        self.enqueue_counted(batch, max, now, false).await
+    }
+
+    async fn enqueue_counted(
+        &self,
+        batch: &[NewMessage],
+        max: usize,
+        now: i64,
+        inbound: bool,
+    ) -> Result<std::result::Result<Vec<Queued>, Refused>> {
         let outcome = {
             let _g = self.guard();
             let mut fresh = Vec::new();
@@ -249,7 +271,9 @@ impl Queue {
                     });
                     created.push(q);
                 }
-                t.count(now, fresh.len() as u64, 0);
+                if inbound {
+                    t.count(now, fresh.len() as u64, 0);
+                }
                 ops.push(Self::put_traffic(&t));
                 self.view.apply(&ops)?;
                 Ok(created)
