@@ -257,7 +257,8 @@ pub struct Settled {
     pub previous: Option<Link>,
     /// Changes the window absorbed (every connect and every loss).
     pub transitions: u32,
-    /// Connections lost in the window.
+    /// Connections lost in the window (a reconnect with no loss reported
+    /// before it counts as one).
     pub losses: u32,
 }
 
@@ -316,6 +317,8 @@ pub struct Debouncer {
     window: Duration,
     /// The last settled state.
     settled: Option<Link>,
+    /// The last state observed.
+    current: Option<Link>,
     open: Option<Window>,
 }
 
@@ -333,6 +336,7 @@ impl Debouncer {
         Debouncer {
             window,
             settled: None,
+            current: None,
             open: None,
         }
     }
@@ -350,7 +354,11 @@ impl Debouncer {
         w.last = now;
         w.state = state;
         w.transitions += 1;
-        w.losses += u32::from(state == Link::Disconnected);
+        // A connection replaced by a new one with no loss in between (a
+        // server-asked restart, stream error 515) lost one too.
+        let replaced = state == Link::Connected && self.current == Some(Link::Connected);
+        w.losses += u32::from(state == Link::Disconnected || replaced);
+        self.current = Some(state);
         if matches!(state, Link::Permanent(_)) {
             return self.settle();
         }
@@ -557,6 +565,20 @@ mod tests {
         }
         assert_eq!(settled.len(), 1, "{settled:?}");
         assert_eq!(settled[0].transitions, 300);
+    }
+
+    #[test]
+    fn reconnects_with_no_loss_between_count_as_losses() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(W);
+        d.observe(Link::Connected, t0);
+        d.poll(t0 + W).unwrap();
+        for i in 1..=20 {
+            d.observe(Link::Connected, t0 + W + Duration::from_secs(i));
+        }
+        let s = d.poll(t0 + W * 4).unwrap();
+        assert_eq!((s.transitions, s.losses), (20, 20));
+        assert!(s.alerts());
     }
 
     #[test]

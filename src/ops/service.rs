@@ -24,6 +24,8 @@ pub struct Live {
     pub alerts: BTreeMap<String, u64>,
     /// Bots waiting to retry after a failed connection attempt.
     pub retry: HashMap<String, crate::status::Retry>,
+    /// Logins completed (whatsapp-rust's `Connected`) since start, per bot.
+    pub connects: BTreeMap<String, u64>,
     /// Messages that could not be decrypted, per bot.
     pub decrypt_failures: BTreeMap<String, u64>,
     /// Hook events (`messaging::events`) by (kind, outcome): `queued`, or

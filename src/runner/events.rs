@@ -94,7 +94,17 @@ async fn on_event(
 ) -> Option<Settled> {
     let t = Instant::now();
     match ev {
-        Event::Connected(_) => debounce.observe(Link::Connected, t),
+        Event::Connected(_) => {
+            *shared
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .connects
+                .entry(bot.to_string())
+                .or_default() += 1;
+            shared.emit(super::RunnerEvent::Traffic { bot: bot.clone() });
+            debounce.observe(Link::Connected, t)
+        }
         Event::Disconnected(_) => debounce.observe(Link::Disconnected, t),
         Event::LoggedOut(_) => debounce.observe(Link::Permanent("logged_out"), t),
         Event::StreamReplaced(_) => debounce.observe(Link::Permanent("replaced"), t),

@@ -6,7 +6,7 @@
 //! (from the history), messages in and out, the inbound queue's depth,
 //! hook failures, refused and expired messages; for the process: the durable-write latency
 //! histogram, vault size, timer job runs and last success, alerts raised,
-//! decrypt failures per bot, hook events by kind and outcome.
+//! logins and decrypt failures per bot, hook events by kind and outcome.
 
 use std::fmt::Write;
 
@@ -275,6 +275,11 @@ fn runner_families(out: &mut Exposition, live: &crate::ops::service::Live) {
 
 /// Hook events and decrypt failures since start.
 fn event_families(out: &mut Exposition, live: &crate::ops::service::Live) {
+    let con = "wavault_connects_total";
+    out.family(con, "counter", "logins completed since start, per bot");
+    for (bot, n) in &live.connects {
+        out.sample(con, &[("bot", bot)], n);
+    }
     let dec = "wavault_decrypt_failures_total";
     out.family(dec, "counter", "messages that could not be decrypted, per bot");
     for (bot, n) in &live.decrypt_failures {
