@@ -490,6 +490,42 @@ mod tests {
         }
     }
 
+    /// `--events` on `bot set` and `run`: an unknown kind is exit 2 naming
+    /// the accepted ones; a known list is taken (and stored canonical).
+    #[test]
+    fn the_events_flag_refuses_unknown_kinds_with_exit_2() {
+        use clap::Parser;
+        for args in [
+            &["wavault", "bot", "set", "b", "--events", "message,typing"][..],
+            &["wavault", "run", "--events", "receipts"][..],
+        ] {
+            let e = crate::cli::Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("message, receipt, status, decrypt_failure"),
+                "{text}"
+            );
+        }
+        let cli = crate::cli::Cli::try_parse_from([
+            "wavault",
+            "run",
+            "--events",
+            "status,message",
+            "--status-debounce",
+            "2s",
+        ])
+        .unwrap();
+        let crate::cli::Command::Run(run) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(run.hooks.events.unwrap().to_string(), "message,status");
+        assert_eq!(run.status_debounce, Duration::from_secs(2));
+        assert!(
+            crate::cli::Cli::try_parse_from(["wavault", "run", "--status-debounce", "0s"]).is_err()
+        );
+    }
+
     #[test]
     fn twenty_eight_reconnects_settle_once_naming_the_count() {
         let t0 = Instant::now();
@@ -514,7 +550,11 @@ mod tests {
         assert_eq!(s.previous, Some(Link::Connected));
         assert_eq!((s.transitions, s.losses), (56, 28));
         assert!(s.alerts());
-        assert!(s.reason(W).contains("56 change(s), 28 loss(es)"), "{}", s.reason(W));
+        assert!(
+            s.reason(W).contains("56 change(s), 28 loss(es)"),
+            "{}",
+            s.reason(W)
+        );
         assert_eq!(d.poll(t + W * 10), None, "one settlement only");
         assert_eq!(d.deadline(), None);
     }

@@ -63,8 +63,7 @@ impl Both {
             return;
         };
         if let Ok(Some(e)) = client.get_lid_pn_entry(&jid).await {
-            self.lid
-                .get_or_insert_with(|| format!("{}@lid", e.lid));
+            self.lid.get_or_insert_with(|| format!("{}@lid", e.lid));
             self.pn
                 .get_or_insert_with(|| format!("{}@s.whatsapp.net", e.phone_number));
         }

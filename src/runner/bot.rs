@@ -99,7 +99,7 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
     // and ends once the subscription is gone.
     drop(tap);
     let abort = events.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(5), events)
+    if tokio::time::timeout(Duration::from_secs(2), events)
         .await
         .is_err()
     {

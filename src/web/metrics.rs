@@ -281,7 +281,11 @@ fn event_families(out: &mut Exposition, live: &crate::ops::service::Live) {
         out.sample(con, &[("bot", bot)], n);
     }
     let dec = "wavault_decrypt_failures_total";
-    out.family(dec, "counter", "messages that could not be decrypted, per bot");
+    out.family(
+        dec,
+        "counter",
+        "messages that could not be decrypted, per bot",
+    );
     for (bot, n) in &live.decrypt_failures {
         out.sample(dec, &[("bot", bot)], n);
     }

@@ -117,7 +117,9 @@ async fn receipts_come_in_order_for_a_send_and_for_a_hook_reply() {
         assert_eq!(r["recipient"], contact.jid().as_str(), "{r}");
         assert!(r["time"].as_i64().is_some_and(|t| t > 0), "{r}");
     }
-    let m = of_kind(&seen.accepted, "message").next().expect("the message");
+    let m = of_kind(&seen.accepted, "message")
+        .next()
+        .expect("the message");
     assert_eq!(m["text"], "hi");
     // The hook answers every event with a reply: only the message's is
     // carried out (the contact got exactly the send and one echo).
@@ -160,7 +162,13 @@ async fn a_flapping_connection_gives_one_status_event_and_one_alert() {
     // 20 server-side closes (stream error 515: whatsapp-rust reconnects at
     // once), each once the bot's new connection is up.
     let svc = runner.service();
-    let connects = move || svc.live_state().connects.get("flappy").copied().unwrap_or(0);
+    let connects = move || {
+        svc.live_state()
+            .connects
+            .get("flappy")
+            .copied()
+            .unwrap_or(0)
+    };
     for i in 0..20 {
         let before = connects();
         assert_eq!(peer.stream_error(&phone, 515), 1, "close {i}");
