@@ -290,3 +290,69 @@ async fn message_names_both_identities_and_default_settings_get_messages_only() 
     );
     runner.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_cannot_be_decrypted_is_an_event_counted_and_then_recovered() {
+    let hook = HookServer::start(Mode::Reply("echo: ".into())).await;
+    let (_dir, _vault, peer, runner, phone) = start(
+        "garbled",
+        4_917_200_000_004,
+        Some("message,decrypt_failure"),
+        &hook,
+        |_| {},
+    )
+    .await;
+    let contact = peer.contact("4917200000071");
+    // A first message starts the Signal session; the bot's answer
+    // confirms it, so the next message is a plain `msg` (its last bytes
+    // are the MAC, which the corruption flips).
+    contact.send_text(&phone, "first").await.unwrap();
+    contact
+        .wait_received("the echo", DEADLINE, |r| !r.is_empty())
+        .await
+        .unwrap();
+    let intact = contact.encrypt_text(&phone, "second").await.unwrap();
+    let id = contact.post(intact.corrupted());
+    let seen = hook
+        .wait("the decrypt failure", DEADLINE, |s| {
+            of_kind(&s.accepted, "decrypt_failure").count() == 1
+        })
+        .await;
+    let f = of_kind(&seen.accepted, "decrypt_failure").next().unwrap();
+    assert_eq!(f["id"], id.as_str(), "{f}");
+    assert_eq!(f["recovered"], false, "{f}");
+    assert_eq!(f["chat"], contact.jid().as_str(), "{f}");
+    assert_eq!(f["bot"], "garbled", "{f}");
+    let failures = runner
+        .service()
+        .live_state()
+        .decrypt_failures
+        .get("garbled")
+        .copied();
+    assert!(failures >= Some(1), "{failures:?}");
+
+    // The intact copy (a retry) arrives: the message, then `recovered`.
+    contact.post(intact);
+    let seen = hook
+        .wait("the recovered message", DEADLINE, |s| {
+            of_kind(&s.accepted, "decrypt_failure").count() == 2
+        })
+        .await;
+    let m = seen
+        .accepted
+        .iter()
+        .position(|m| m["event"] == "message" && m["text"] == "second")
+        .expect("the message itself");
+    let r = seen
+        .accepted
+        .iter()
+        .position(|m| m["event"] == "decrypt_failure" && m["recovered"] == true)
+        .expect("the recovery");
+    assert_eq!(seen.accepted[r]["id"], id.as_str());
+    assert!(
+        m < r,
+        "the recovery follows the message: {:?}",
+        seen.accepted
+    );
+    runner.shutdown().await.unwrap();
+}

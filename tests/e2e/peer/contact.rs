@@ -117,6 +117,20 @@ impl Prepared {
     pub fn id(&self) -> &str {
         &self.queued.id
     }
+
+    /// The same message (same id) with one byte of its ciphertext flipped:
+    /// the bot cannot decrypt it (a corrupted delivery). Posting the intact
+    /// one afterwards is a retry that brings it after all.
+    pub fn corrupted(&self) -> Prepared {
+        let mut queued = self.queued.clone();
+        if let Some(b) = queued.ciphertext.last_mut() {
+            *b ^= 0x01;
+        }
+        Prepared {
+            bot_phone: self.bot_phone.clone(),
+            queued,
+        }
+    }
 }
 
 impl Queued {
