@@ -84,11 +84,21 @@ async fn hook_bench() -> (Duration, Duration) {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let body = msg(1).summary;
     let t = Target::Webhook(url);
+    // Signed like a delivery: a signature computed per call.
+    let secret = wavault::messaging::signing::generate();
+    let stamp = |signed: bool| hook::Stamp {
+        id: "evt_bench".into(),
+        timestamp: 1_800_000_000,
+        signature: signed.then(|| {
+            wavault::messaging::signing::sign(&secret, "evt_bench", 1_800_000_000, body.as_bytes())
+                .unwrap()
+        }),
+    };
     let n = 300;
     let mut lat = Vec::new();
     for _ in 0..n {
         let s = Instant::now();
-        hook::call(&t, &body, Duration::from_secs(5), "b")
+        hook::call(&t, &body, Duration::from_secs(5), "b", &stamp(true))
             .await
             .unwrap();
         lat.push(s.elapsed());
@@ -98,7 +108,7 @@ async fn hook_bench() -> (Duration, Duration) {
     let mut lat = Vec::new();
     for _ in 0..100 {
         let s = Instant::now();
-        hook::call(&c, &body, Duration::from_secs(5), "b")
+        hook::call(&c, &body, Duration::from_secs(5), "b", &stamp(false))
             .await
             .unwrap();
         lat.push(s.elapsed());

@@ -40,6 +40,11 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// No passphrase source and no terminal to ask on (a usage error:
+    /// exit 2); its own variant so callers can say why one was needed.
+    #[error("{0}")]
+    NoPassphraseSource(String),
+
     #[error("already exists: {0}")]
     AlreadyExists(String),
 
@@ -83,7 +88,7 @@ impl Error {
             Error::VaultInUse { .. } => exit::IN_USE,
             Error::Damaged { .. } => exit::DAMAGED,
             Error::NotFound(_) => exit::NOT_FOUND,
-            Error::Usage(_) => exit::USAGE,
+            Error::Usage(_) | Error::NoPassphraseSource(_) => exit::USAGE,
             Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::AlreadyExists(_) | Error::Io { .. } | Error::Other(_) => exit::OTHER,
             Error::Remote { code, .. } => *code,

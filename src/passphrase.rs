@@ -165,7 +165,7 @@ impl Source {
 
     fn prompt(&self) -> Result<Passphrase> {
         if std::fs::File::open("/dev/tty").is_err() {
-            return Err(Error::Usage(format!(
+            return Err(Error::NoPassphraseSource(format!(
                 "no {} given and no terminal to ask on: use --{}-file FILE or set {}",
                 self.label,
                 self.label.replace(' ', "-").replace("vault-", ""),

@@ -1,7 +1,8 @@
 //! `wavault completions SHELL` and `wavault man [--out DIR]`: shell
 //! completions and man pages generated from the clap definition
-//! ([`Cli::command`]), so they cannot drift from the real command line.
-//! Neither opens a vault or asks for a passphrase.
+//! ([`Cli::command`]), so they cannot drift from the real command line;
+//! `wavault openapi`: the HTTP API's document (checked against real
+//! answers by the e2e tests). None opens a vault or asks for a passphrase.
 
 use super::Cli;
 use crate::error::{Error, Result};
@@ -36,6 +37,11 @@ pub fn completions(args: &CompletionsArgs) -> Result<()> {
     // (e.g. a closed pipe), a buffer cannot fail.
     clap_complete::generate(args.shell, &mut Cli::command(), BIN, &mut buf);
     to_stdout(&buf)
+}
+
+/// Prints the OpenAPI document ([`crate::web::openapi`]).
+pub fn openapi() -> Result<()> {
+    to_stdout(crate::web::openapi().as_bytes())
 }
 
 /// Prints the main man page, or writes every page into `args.out`.

@@ -11,6 +11,7 @@ mod lifecycle;
 mod messages;
 mod run;
 mod vaultcmd;
+mod webhook;
 
 pub use durations::{parse_age, parse_duration, parse_period, MAX_DURATION};
 pub use run::{until_signalled, RunPlan};
@@ -94,10 +95,15 @@ pub enum Command {
     /// The web surface's access token
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Webhook signing secrets (Standard Webhooks): show, rotate
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff), or write every page with --out DIR
     Man(docs::ManArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API and the webhooks (as `/api/openapi.json` serves it)
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,8 +284,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backup(cmd) => backup::backup(&cli.global, cmd),
         Command::Sweep(args) => lifecycle::sweep(&cli.global, args),
         Command::Token(cmd) => token(&cli.global, cmd),
+        Command::Webhook(cmd) => webhook::webhook(&cli.global, cmd),
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),
+        Command::Openapi => docs::openapi(),
     }
 }
 
@@ -350,7 +358,14 @@ impl<'g> Session<'g> {
             }
             let (vault, pass) = match self.pass.take() {
                 Some(p) => (self.g.open_with(p.expose())?, p),
-                None => self.g.open_with_passphrase()?,
+                None => self.g.open_with_passphrase().map_err(|e| match e {
+                    // Say why a passphrase is needed at all: no runner answered.
+                    Error::NoPassphraseSource(m) => Error::NoPassphraseSource(format!(
+                        "`wavault run` is not running, so this command reads the vault itself, \
+                         which needs its passphrase: {m}"
+                    )),
+                    e => e,
+                })?,
             };
             self.local = Some(crate::ops::Local::new(vault, pass));
         }

@@ -203,14 +203,7 @@ pub struct StatusArgs {
 }
 
 pub fn status(g: &Global, args: StatusArgs) -> Result<()> {
-    let done = super::perform(g, Request::Status, Vec::new()).map_err(|e| match e {
-        // No runner answered: this process reads the vault itself.
-        Error::Usage(m) if m.contains("no terminal to ask") => Error::Usage(format!(
-            "`wavault run` is not running, so `status` reads the vault itself, which needs \
-             its passphrase: {m}"
-        )),
-        e => e,
-    })?;
+    let done = super::perform(g, Request::Status, Vec::new())?;
     let Response::Status(mut rows) = done.resp else {
         return Err(super::unexpected("status"));
     };

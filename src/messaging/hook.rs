@@ -256,19 +256,33 @@ impl AnswerIgnored {
     }
 }
 
+/// What identifies one delivery attempt to the hook: the event's id (the
+/// same for every attempt), the attempt's time, and for a webhook the
+/// `webhook-signature` value (`messaging::signing`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub id: String,
+    /// Unix seconds of this attempt.
+    pub timestamp: i64,
+    pub signature: Option<String>,
+}
+
 /// Calls the hook with `json`; `Ok` with the actions when it accepted the
-/// message, `Err` with the reason otherwise (the message is retried).
+/// message, `Err` with the reason otherwise (the message is retried). A
+/// webhook gets the stamp as the Standard Webhooks headers, a command as
+/// `WAVAULT_EVENT_ID` and `WAVAULT_EVENT_TIMESTAMP`.
 pub async fn call(
     target: &Target,
     json: &str,
     timeout: Duration,
     bot: &str,
+    stamp: &Stamp,
 ) -> std::result::Result<Vec<Action>, DeliveryError> {
     let answer = match target {
-        Target::Webhook(url) => post(url.clone(), json.to_owned(), timeout).await?,
+        Target::Webhook(url) => post(url.clone(), json.to_owned(), timeout, stamp.clone()).await?,
         Target::Command(cmd) => {
             let parent: Vec<_> = std::env::vars_os().collect();
-            run_command(cmd, json, timeout, bot, parent).await?
+            run_command(cmd, json, timeout, bot, stamp, parent).await?
         }
     };
     let Some(answer) = answer else {
@@ -289,7 +303,9 @@ async fn post(
     url: String,
     body: String,
     timeout: Duration,
+    stamp: Stamp,
 ) -> std::result::Result<Option<String>, DeliveryError> {
+    use crate::messaging::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
     let call = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
@@ -298,17 +314,21 @@ async fn post(
             .max_redirects(0)
             .build()
             .into();
-        let mut resp = agent
+        let mut req = agent
             .post(&url)
             .header("content-type", "application/json")
-            .send(body)
-            .map_err(|e| match e {
-                ureq::Error::Timeout(_) => DeliveryError::TimedOut {
-                    what: "webhook",
-                    after: timeout,
-                },
-                e => DeliveryError::Webhook(e.to_string()),
-            })?;
+            .header(HEADER_ID, &stamp.id)
+            .header(HEADER_TIMESTAMP, stamp.timestamp.to_string());
+        if let Some(sig) = &stamp.signature {
+            req = req.header(HEADER_SIGNATURE, sig);
+        }
+        let mut resp = req.send(body).map_err(|e| match e {
+            ureq::Error::Timeout(_) => DeliveryError::TimedOut {
+                what: "webhook",
+                after: timeout,
+            },
+            e => DeliveryError::Webhook(e.to_string()),
+        })?;
         let status = resp.status();
         if status.is_redirection() {
             let location: String = resp
@@ -352,23 +372,33 @@ async fn post(
 
 /// Runs the hook command with `json` on stdin, in the environment
 /// [`process::child_env`] makes of `parent` (wavault's own environment in
-/// production) plus `WAVAULT_BOT`. Returns its output (`None`: longer than
-/// [`MAX_ANSWER`]) when it exits 0.
+/// production) plus `WAVAULT_BOT`, `WAVAULT_EVENT_ID` and
+/// `WAVAULT_EVENT_TIMESTAMP` (never a secret). Returns its output (`None`:
+/// longer than [`MAX_ANSWER`]) when it exits 0.
 pub(crate) async fn run_command<I>(
     cmd: &str,
     json: &str,
     timeout: Duration,
     bot: &str,
+    stamp: &Stamp,
     parent: I,
 ) -> std::result::Result<Option<String>, DeliveryError>
 where
     I: IntoIterator<Item = (OsString, OsString)>,
 {
+    let ts = stamp.timestamp.to_string();
     let f = process::run(process::Spec {
         what: "hook command",
         command: cmd,
         input: json.as_bytes(),
-        env: process::child_env(parent, &[("WAVAULT_BOT", bot)]),
+        env: process::child_env(
+            parent,
+            &[
+                ("WAVAULT_BOT", bot),
+                ("WAVAULT_EVENT_ID", &stamp.id),
+                ("WAVAULT_EVENT_TIMESTAMP", &ts),
+            ],
+        ),
         timeout,
         capture: Some(MAX_ANSWER),
     })
@@ -440,6 +470,25 @@ mod tests {
     }
 
     use crate::messaging::test_runtime as rt;
+
+    /// The stamp of the calls below.
+    fn stamp() -> Stamp {
+        Stamp {
+            id: "evt_test".into(),
+            timestamp: 1_800_000_000,
+            signature: Some("v1,c2ln".into()),
+        }
+    }
+
+    /// [`super::call`] with [`stamp`].
+    async fn call(
+        target: &Target,
+        json: &str,
+        timeout: Duration,
+        bot: &str,
+    ) -> std::result::Result<Vec<Action>, DeliveryError> {
+        super::call(target, json, timeout, bot, &stamp()).await
+    }
 
     #[test]
     fn command_hook_gets_stdin_and_its_answer_counts() {
@@ -527,6 +576,17 @@ mod tests {
             .to_ascii_lowercase()
             .contains("content-type: application/json"));
         assert_eq!(request.split("\r\n\r\n").nth(1), Some(body));
+        // The stamp, as the Standard Webhooks headers.
+        let head = request.to_ascii_lowercase();
+        assert!(head.contains("\r\nwebhook-id: evt_test\r\n"), "{request}");
+        assert!(
+            head.contains("\r\nwebhook-timestamp: 1800000000\r\n"),
+            "{request}"
+        );
+        assert!(
+            head.contains("\r\nwebhook-signature: v1,c2ln\r\n"),
+            "{request}"
+        );
     }
 
     #[test]
@@ -691,6 +751,7 @@ mod tests {
                 "{}",
                 Duration::from_secs(10),
                 "sales",
+                &stamp(),
                 secret_env(),
             ))
             .unwrap()
@@ -706,6 +767,15 @@ mod tests {
         }
         assert!(out.lines().any(|l| l.starts_with("PATH=")), "{out}");
         assert!(out.lines().any(|l| l == "WAVAULT_BOT=sales"), "{out}");
+        assert!(
+            out.lines().any(|l| l == "WAVAULT_EVENT_ID=evt_test"),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l == "WAVAULT_EVENT_TIMESTAMP=1800000000"),
+            "{out}"
+        );
     }
 
     /// Whether `pid` is gone (or a zombie waiting for its new parent).

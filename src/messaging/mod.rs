@@ -4,6 +4,7 @@
 //! - [`queue`]: the sealed per-bot inbound queue and traffic counters;
 //! - [`hook`]: hook settings, calling a webhook or a command, reading its
 //!   answer into [`hook::Action`]s;
+//! - [`signing`]: webhook signatures (Standard Webhooks) and their secrets;
 //! - this module: the JSON summary of a message, recipients, and carrying
 //!   out actions and sends on a connected client.
 //!
@@ -14,6 +15,7 @@ pub mod events;
 pub mod hook;
 pub mod process;
 pub mod queue;
+pub mod signing;
 
 use crate::botid::BotId;
 use crate::error::{Error, Result};

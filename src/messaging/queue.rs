@@ -160,6 +160,11 @@ impl Queue {
         self.view.bot()
     }
 
+    /// The vault the queue is in.
+    pub fn vault(&self) -> &crate::vault::Vault {
+        self.view.vault()
+    }
+
     pub fn new(view: BotView) -> Self {
         Queue {
             view,

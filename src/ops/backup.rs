@@ -98,6 +98,7 @@ pub fn undo_hint(e: Error, moved: &[String]) -> Error {
         },
         Error::NotFound(m) => Error::NotFound(format!("{m}{hint}")),
         Error::Usage(m) => Error::Usage(format!("{m}{hint}")),
+        Error::NoPassphraseSource(m) => Error::NoPassphraseSource(format!("{m}{hint}")),
         Error::Unavailable(m) => Error::Unavailable(format!("{m}{hint}")),
         Error::AlreadyExists(m) => Error::AlreadyExists(format!("{m}{hint}")),
         Error::Io { context, source } => Error::Io {

@@ -166,6 +166,10 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
         } => sweep(host, older_than_secs, dry_run)?,
         Request::TokenShow => Response::Token(crate::token::load_or_create(v)?.to_string()),
         Request::TokenRotate => Response::Token(crate::token::rotate(v)?.to_string()),
+        Request::WebhookSecretShow { bot } => webhook_secret(v, bot, None)?,
+        Request::WebhookSecretRotate { bot, grace_secs } => {
+            webhook_secret(v, bot, Some(grace_secs))?
+        }
         Request::Validate => Response::Validate(crate::store::validate(v)?),
         Request::RotateKey => Response::RotateKey(v.rotate_key(&mut |_, _| {})?),
         Request::RotatePassphrase { current, new, kdf } => {
@@ -202,6 +206,32 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
         }
     };
     Ok((r, none()))
+}
+
+/// `webhook secret show` (`rotate`: `None`) or `rotate` with that grace
+/// (0 ..= 100 years).
+fn webhook_secret(v: &Vault, bot: Option<BotId>, rotate: Option<u64>) -> Result<Response> {
+    use crate::messaging::signing::{self, Scope};
+    let now = crate::vault::now();
+    let (scope, s) = match rotate {
+        None => signing::current(v, bot.as_ref())?,
+        Some(grace) if grace > MAX_AGE_SECS => {
+            return Err(Error::Usage(format!(
+                "grace of {grace}s: it must be 0s..=36525d"
+            )))
+        }
+        Some(grace) => signing::rotate(v, bot.as_ref(), grace, now)?,
+    };
+    Ok(Response::WebhookSecret(proto::WebhookSecret {
+        bot: bot.map(|b| b.to_string()),
+        scope: match scope {
+            Scope::Default => "default",
+            Scope::Bot(_) => "bot",
+        }
+        .into(),
+        secret: s.current.clone(),
+        previous_until: s.grace_until(now),
+    }))
 }
 
 /// `sweep`: the retention (1 s .. 100 years) checked again, the automatic

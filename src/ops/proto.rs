@@ -119,6 +119,17 @@ pub enum Request {
     TokenShow,
     /// `token rotate`.
     TokenRotate,
+    /// `webhook secret show`: what `bot` (none: the `run` default) signs with.
+    WebhookSecretShow {
+        #[serde(default)]
+        bot: Option<BotId>,
+    },
+    /// `webhook secret rotate`: the old secret keeps signing for `grace_secs`.
+    WebhookSecretRotate {
+        #[serde(default)]
+        bot: Option<BotId>,
+        grace_secs: u64,
+    },
     /// `validate`.
     Validate,
     /// `rotate key`.
@@ -171,6 +182,8 @@ impl Request {
             Request::Sweep { .. } => "sweep",
             Request::TokenShow => "token_show",
             Request::TokenRotate => "token_rotate",
+            Request::WebhookSecretShow { .. } => "webhook_secret_show",
+            Request::WebhookSecretRotate { .. } => "webhook_secret_rotate",
             Request::Validate => "validate",
             Request::RotateKey => "rotate_key",
             Request::RotatePassphrase { .. } => "rotate_passphrase",
@@ -294,6 +307,20 @@ pub struct Restored {
     pub live: bool,
 }
 
+/// What `webhook secret show|rotate` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecret {
+    /// The bot asked about (none: the `run` default).
+    pub bot: Option<String>,
+    /// Whose secret signs: `bot` (the bot's own) or `default` (the `run` default's).
+    pub scope: String,
+    /// `whsec_` + base64.
+    pub secret: String,
+    /// While the secret before the last rotation still signs: until when
+    /// (unix seconds).
+    pub previous_until: Option<i64>,
+}
+
 /// One answer, by operation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
@@ -329,6 +356,7 @@ pub enum Response {
     },
     Sweep(crate::sweep::SweepReport),
     Token(String),
+    WebhookSecret(WebhookSecret),
     Validate(crate::vault::validate::Report),
     RotateKey(crate::vault::RotateReport),
     RotatePassphrase,

@@ -377,6 +377,8 @@ mod tests {
         "bot_enable",
         "sweep",
         "token_show",
+        "webhook_secret_show",
+        "webhook_secret_rotate",
         "reauth",
         "send",
         "bot_show",
@@ -402,6 +404,7 @@ mod tests {
         "show_phone",
         "kdf",
         "passphrase",
+        "grace_secs",
     ];
 
     fn request_value() -> impl Strategy<Value = Value> {

@@ -472,7 +472,14 @@ async fn deliver_inner(
 ) -> std::result::Result<(), DeliveryError> {
     let queue = &link.inbox.queue;
     if q.accepted.is_none() {
-        match hook::call(target, &q.summary, timeout, bot.as_str()).await {
+        let stamp = match stamp(queue, bot, target, q) {
+            Ok(s) => s,
+            Err(e) => {
+                let e = DeliveryError::Vault(format!("webhook signing secret: {e}"));
+                return fail(queue, q, e, false).await;
+            }
+        };
+        match hook::call(target, &q.summary, timeout, bot.as_str(), &stamp).await {
             Ok(actions) => {
                 test_crash_point("after_hook_answer");
                 let actions = if events::is_event_sender(&q.sender) {
@@ -529,6 +536,27 @@ async fn deliver_inner(
         }
     }
     Ok(queue.remove(q, now(), 0).await?)
+}
+
+/// This attempt's stamp: the entry's event id (the same for every attempt,
+/// whatever the entry holds), the time now and, for a webhook, the
+/// signatures with the secrets the bot signs with now (made on first use).
+fn stamp(queue: &Queue, bot: &BotId, target: &Target, q: &Queued) -> Result<hook::Stamp> {
+    use crate::messaging::signing;
+    let id = signing::event_id(bot, &q.record_name());
+    let t = now();
+    let signature = match target {
+        Target::Webhook(_) => {
+            let (_, secrets) = signing::current(queue.vault(), Some(bot))?;
+            Some(secrets.header(&id, t, q.summary.as_bytes(), t)?)
+        }
+        Target::Command(_) => None,
+    };
+    Ok(hook::Stamp {
+        id,
+        timestamp: t,
+        signature,
+    })
 }
 
 /// The actions still to carry out, as stored with the entry.

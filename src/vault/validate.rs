@@ -71,6 +71,7 @@ pub fn kind_name(kind: Kind, names: Names<'_>) -> String {
         Kind::SESSION_HISTORY => "session_history".into(),
         Kind::INBOUND => "inbound_queue".into(),
         Kind::TRAFFIC => "traffic".into(),
+        Kind::WEBHOOK_SECRET => "webhook_secret".into(),
         Kind::TEST => "test".into(),
         other => names(other).map_or_else(|| format!("kind_{:02x}", other.0), str::to_owned),
     }

@@ -27,6 +27,8 @@ impl Kind {
     pub const INBOUND: Kind = Kind(0x04);
     /// Traffic counters and the queue's sequence number (one record per bot).
     pub const TRAFFIC: Kind = Kind(0x05);
+    /// The bot's webhook signing secrets (one record, `messaging::signing`).
+    pub const WEBHOOK_SECRET: Kind = Kind(0x0a);
     /// Scratch records used by tests and benchmarks.
     pub const TEST: Kind = Kind(0x0f);
 }

@@ -56,6 +56,17 @@ const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
 const BOT_JS: &str = include_str!("assets/bot.js");
 const DASHBOARD_CSS: &str = include_str!("assets/dashboard.css");
 const PROMPT_CSS: &str = include_str!("assets/prompt.css");
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// The OpenAPI 3.1 document of the HTTP API and the webhooks, with this
+/// binary's version (`/api/openapi.json`, `wavault openapi`).
+pub fn openapi() -> String {
+    OPENAPI.replacen(
+        "\"version\": \"VERSION\"",
+        &format!("\"version\": \"{}\"", env!("CARGO_PKG_VERSION")),
+        1,
+    )
+}
 
 /// The policy on every response: the pages load only their own scripts and
 /// styles (no inline code, nothing from elsewhere) and cannot be framed.
@@ -216,6 +227,10 @@ fn router(shared: Svc, listen: SocketAddr, limits: Limits, ready_grace: Duration
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi()) }),
+        )
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(app.clone(), read_body))
         .layer(middleware::from_fn_with_state(app.clone(), auth))
@@ -480,7 +495,10 @@ struct Authenticated;
 
 async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let public = path == "/login" || path.starts_with("/assets/") || path == "/healthz";
+    let public = path == "/login"
+        || path.starts_with("/assets/")
+        || path == "/healthz"
+        || path == "/api/openapi.json";
     if !public {
         let p = presented(req.headers(), &app.site.cookie);
         // `/readyz` without any credentials: the token-free answer.
@@ -951,6 +969,33 @@ async fn readyz(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The document is JSON, carries this version, and every `$ref` names
+    /// something in it (the e2e tests check real answers against it).
+    #[test]
+    fn openapi_document_is_whole() {
+        fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if let Some(r) = o.get("$ref").and_then(|r| r.as_str()) {
+                        out.push(r.to_owned());
+                    }
+                    o.values().for_each(|x| refs(x, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+                _ => {}
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_str(&openapi()).unwrap();
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 20, "{all:?}");
+        for r in all {
+            let ptr = r.strip_prefix('#').expect("local $ref");
+            assert!(doc.pointer(ptr).is_some(), "{r} names nothing");
+        }
+    }
     use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;

@@ -7,8 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -40,6 +41,8 @@ pub struct Seen {
     pub in_flight: usize,
     /// The most calls ever in flight at once.
     pub max_in_flight: usize,
+    /// Every call's headers and body as sent (to verify signatures).
+    pub raw: Vec<(HeaderMap, Bytes)>,
 }
 
 /// Counts a call in flight until dropped (answered, or cancelled because
@@ -75,10 +78,14 @@ pub struct HookServer {
     inner: Arc<Inner>,
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, Json(body): Json<Value>) -> Response {
+async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
     let mode = inner.mode.lock().unwrap().clone();
     inner.seen.send_modify(|s| {
         s.calls += 1;
+        s.raw.push((headers, raw));
         s.chats
             .push(body["chat"].as_str().unwrap_or_default().to_owned());
     });

@@ -18,11 +18,13 @@ mod live_tests;
 mod log_tests;
 mod messaging_tests;
 mod move_tests;
+mod openapi_tests;
 #[path = "../support/paired.rs"]
 mod paired;
 mod pairing_tests;
 mod peer;
 mod runner_tests;
+mod signing_tests;
 mod snapshot_tests;
 mod strict_peer_tests;
 mod web_tests;

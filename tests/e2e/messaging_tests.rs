@@ -71,20 +71,20 @@ pub(crate) async fn wait_prekeys(peer: &Peer, phone: &str) {
 }
 
 /// One paired bot in a new vault, run against a new peer.
-struct OneBot {
+pub(crate) struct OneBot {
     /// Holds the vault folder: bind it for as long as the runner runs.
-    dir: tempfile::TempDir,
-    vault: Vault,
-    phone: String,
-    peer: Peer,
-    runner: Runner,
+    pub dir: tempfile::TempDir,
+    pub vault: Vault,
+    pub phone: String,
+    pub peer: Peer,
+    pub runner: Runner,
     /// The runner's config (to start it again).
-    cfg: RunConfig,
+    pub cfg: RunConfig,
 }
 
 /// Starts `b` (paired as `phone`) with the default hook `hook`, if any;
 /// returns once it is connected and its pre-keys are with the server.
-async fn one_bot(b: BotConfig, phone: u64, hook: Option<&HookServer>) -> OneBot {
+pub(crate) async fn one_bot(b: BotConfig, phone: u64, hook: Option<&HookServer>) -> OneBot {
     let dir = tempfile::tempdir().unwrap();
     let vault = new_vault(dir.path(), &[]);
     let id = b.id.to_string();

@@ -701,7 +701,7 @@ async fn idle_paired_bot_is_flagged_and_alerted() {
 async fn a_shut_down_runner_lets_go_of_the_vault() {
     let dir = tempfile::tempdir().unwrap();
     let vault = new_vault(dir.path(), &["solo"]);
-    synth_paired(&vault, "solo", 4_915_100_000_777).await;
+    synth_paired(&vault, "solo", 4_915_100_000_778).await;
     let peer = Peer::new();
     let runner = Runner::start(vault, config(&peer)).unwrap();
     runner

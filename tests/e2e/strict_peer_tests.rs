@@ -115,8 +115,8 @@ async fn a_device_whose_noise_key_was_replaced_after_pairing_is_refused() {
 async fn runner_a_vault_bot_with_a_replaced_noise_key_is_logged_out_the_other_connects() {
     let dir = tempfile::tempdir().unwrap();
     let vault = new_vault(dir.path(), &["kept", "swapped"]);
-    let kept = synth_paired(&vault, "kept", 4_915_100_002_001).await;
-    let swapped = synth_paired(&vault, "swapped", 4_915_100_002_002).await;
+    let kept = synth_paired(&vault, "kept", 4_915_100_002_101).await;
+    let swapped = synth_paired(&vault, "swapped", 4_915_100_002_102).await;
     replace_noise_key(&*vault.bot_backend(&bot("swapped")).unwrap()).await;
     vault.flush().unwrap();
 
@@ -206,7 +206,7 @@ async fn runner_stops_for_good_on_ban_outdated_client_and_replace() {
     let vault: Vault = new_vault(dir.path(), &names);
     let mut phones = HashMap::new();
     for (i, name) in names.iter().enumerate() {
-        let phone = synth_paired(&vault, name, 4_915_100_002_010 + i as u64).await;
+        let phone = synth_paired(&vault, name, 4_915_100_002_210 + i as u64).await;
         phones.insert(*name, phone);
     }
     let peer = Peer::new();

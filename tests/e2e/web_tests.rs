@@ -474,11 +474,11 @@ async fn error_paths_refuse_and_send_nothing() {
         runner,
         addr,
         token,
-    } = conn_and_late(dir.path(), 4_915_100_000_555, |vault| {
+    } = conn_and_late(dir.path(), 4_915_100_000_545, |vault| {
         // The phone the status shows (set at pairing; the synthetic pairing skips it).
         wavault::sessions::Sessions::new(vault.view(&bot("conn")))
             .update(wavault::vault::now(), None, |m| {
-                m.phone = Some("4915100000555".into())
+                m.phone = Some("4915100000545".into())
             })
             .unwrap();
     })
@@ -522,7 +522,7 @@ async fn error_paths_refuse_and_send_nothing() {
                 "auth-prompt"
             };
             assert!(body.contains(refusal), "{method} {path}: {body}");
-            assert!(!body.contains("conn") && !body.contains("0555"), "{body}");
+            assert!(!body.contains("conn") && !body.contains("0545"), "{body}");
         }
     }
 
@@ -580,11 +580,11 @@ async fn error_paths_refuse_and_send_nothing() {
     let (code, _, body) = raw(addr, request("GET", "/api/bots/conn", &bearer, "")).await;
     assert_eq!(code, 200, "{body}");
     let one: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(one["phone"], "49*******0555", "{body}");
+    assert_eq!(one["phone"], "49*******0545", "{body}");
     for path in ["/api/bots", "/api/dashboard", "/metrics", "/"] {
         let (code, _, body) = raw(addr, request("GET", path, &bearer, "")).await;
         assert_eq!(code, 200, "{path}");
-        assert!(!body.contains("4915100000555"), "{path}: {body}");
+        assert!(!body.contains("4915100000545"), "{path}: {body}");
     }
 
     // Readiness: 503 naming the connecting bot (only it), then 200 once in.

@@ -100,7 +100,8 @@ fn no_passphrase_source_and_no_tty_fails_fast() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("no terminal to ask on")
-            && stderr(&out).contains("WAVAULT_PASSPHRASE"),
+            && stderr(&out).contains("WAVAULT_PASSPHRASE")
+            && stderr(&out).contains("`wavault run` is not running"),
         "{}",
         stderr(&out)
     );

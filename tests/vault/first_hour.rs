@@ -674,7 +674,7 @@ fn status_after_a_killed_run_says_so() {
     let out = run(wavault(&dir).arg("status").env_remove("WAVAULT_PASSPHRASE"));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("is not running, so `status` reads the vault itself"),
+        stderr(&out).contains("is not running, so this command reads the vault itself"),
         "{}",
         stderr(&out)
     );

@@ -314,3 +314,98 @@ fn another_user_is_refused() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("idle"));
 }
+
+/// `webhook secret show|rotate` with and without a running `run`: a
+/// `whsec_` secret stable across calls and restarts, replaced by `rotate`
+/// (the grace reported), a bot's own secret after `rotate --bot`; an
+/// unknown bot is exit 6 either way; the secret is in no file in clear and
+/// not in `bot show`.
+#[test]
+fn webhook_secret_show_and_rotate_with_and_without_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    vault_with_disabled_bot(dir, "ventas");
+    let secret = |args: &[&str]| -> serde_json::Value {
+        let out = run(wavault(dir)
+            .args(["webhook", "secret"])
+            .args(args)
+            .arg("--json"));
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let unknown = |args: &[&str]| {
+        let out = run(wavault(dir).args(["webhook", "secret"]).args(args));
+        assert_eq!(code(&out), 6, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("nobody"), "{}", stderr(&out));
+    };
+
+    // Without `run`: made on first use, then the same.
+    let first = secret(&["show"]);
+    let s1 = first["secret"].as_str().unwrap().to_owned();
+    assert!(s1.starts_with("whsec_") && s1.len() == 50, "{first}");
+    assert_eq!(first["scope"], "default");
+    assert_eq!(secret(&["show"])["secret"], s1.as_str());
+    // A bot without its own webhook signs with the default.
+    let b = secret(&["show", "--bot", "ventas"]);
+    assert_eq!(
+        (&b["scope"], &b["secret"]),
+        (&"default".into(), &s1.clone().into())
+    );
+    unknown(&["show", "--bot", "nobody"]);
+
+    // Through the running `run` (it holds the vault: answered by the socket).
+    let running = Running::start(dir);
+    assert_eq!(
+        secret(&["show"])["secret"],
+        s1.as_str(),
+        "stable across a restart"
+    );
+    let r = secret(&["rotate", "--grace", "1h"]);
+    let s2 = r["secret"].as_str().unwrap().to_owned();
+    assert_ne!(s2, s1);
+    assert!(r["previous_until"].as_i64().is_some(), "{r}");
+    assert_eq!(secret(&["show"])["secret"], s2.as_str());
+    // A bot on the default webhook has no secret of its own to rotate.
+    let out = run(wavault(dir).args(["webhook", "secret", "rotate", "--bot", "ventas"]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--webhook"), "{}", stderr(&out));
+    // With its own webhook, it gets its own secret.
+    let out = run(wavault(dir).args(["bot", "set", "ventas", "--webhook", "http://127.0.0.1:9/h"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mine = secret(&["show", "--bot", "ventas"]);
+    assert_eq!(mine["scope"], "bot");
+    assert_ne!(mine["secret"], s2.as_str());
+    let own = secret(&["rotate", "--bot", "ventas", "--grace", "0s"]);
+    assert_eq!(own["scope"], "bot");
+    assert!(own["previous_until"].is_null(), "{own}");
+    let s3 = own["secret"].as_str().unwrap().to_owned();
+    assert_ne!(s3, s2);
+    assert_ne!(own["secret"], mine["secret"]);
+    assert_eq!(secret(&["show", "--bot", "ventas"])["secret"], s3.as_str());
+    unknown(&["rotate", "--bot", "nobody"]);
+    let out = run(wavault(dir).args(["webhook", "secret", "rotate", "--grace", "24"]));
+    assert_eq!(code(&out), 2, "a grace without a unit: {}", stderr(&out));
+    let out = run(wavault(dir).args(["bot", "show", "ventas", "--json"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stdout(&out).contains("whsec_"), "{}", stdout(&out));
+    drop(running);
+
+    // Without `run` again: what it rotated is sealed in the vault.
+    assert_eq!(secret(&["show"])["secret"], s2.as_str());
+    assert_eq!(secret(&["show", "--bot", "ventas"])["secret"], s3.as_str());
+    let s4 = secret(&["rotate"])["secret"].as_str().unwrap().to_owned();
+    assert_ne!(s4, s2);
+    assert_eq!(secret(&["show"])["secret"], s4.as_str());
+    // No file holds a secret in clear.
+    for f in files(dir) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for s in [&s1, &s2, &s3, &s4] {
+            let key = &s.as_bytes()[6..26];
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key),
+                "{}",
+                f.display()
+            );
+        }
+    }
+}

@@ -274,11 +274,33 @@ impl Account {
 /// A peer that has no record of a device looks here (and then keeps it).
 static SEEDED_DEVICES: Mutex<Vec<(String, u16, [u8; 32])>> = Mutex::new(Vec::new());
 
+/// Which test seeded each phone (the test thread's name): a phone seeded by
+/// two tests of this process is refused at once.
+static SEEDED_BY: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
 /// Records that device `device` of `phone` was paired with Noise static key
 /// `noise_pub` before any peer existed (a device record written straight
 /// into a store). Every peer of this process accepts its logins with that key
-/// only. Phones of seeded devices must be unique per test.
+/// only. Phones of seeded devices must be unique per test: the registry is
+/// process-wide, so a second test seeding the same phone would replace the
+/// first one's key, and the first test's bot would be refused (logged out)
+/// at its next login, depending on timing. A phone another test seeded
+/// panics here instead, naming both tests.
 pub fn seed_device(phone: &str, device: u16, noise_pub: [u8; 32]) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("an unnamed thread")
+        .to_owned();
+    {
+        let mut by = lock(&SEEDED_BY);
+        if let Some((_, other)) = by.iter().find(|(p, t)| p == phone && *t != test) {
+            panic!(
+                "phone {phone} is seeded by {test} but also by {other}: \
+                 tests of one binary share the seeded devices; give each test its own numbers"
+            );
+        }
+        by.push((phone.to_string(), test));
+    }
     let mut seeds = lock(&SEEDED_DEVICES);
     seeds.retain(|(p, d, _)| !(p == phone && *d == device));
     seeds.push((phone.to_string(), device, noise_pub));
