@@ -277,7 +277,12 @@ impl Queue {
                     created.push(q);
                 }
                 if inbound {
-                    t.count(now, fresh.len() as u64, 0);
+                    // Events riding along with messages are not messages.
+                    let messages = fresh
+                        .iter()
+                        .filter(|(_, m)| !crate::messaging::events::is_event_sender(&m.sender))
+                        .count();
+                    t.count(now, messages as u64, 0);
                 }
                 ops.push(Self::put_traffic(&t));
                 self.view.apply(&ops)?;
@@ -490,6 +495,51 @@ mod tests {
         let t = q.traffic().unwrap();
         assert_eq!((t.inbound, t.next_seq), (4, 4));
         assert_eq!(t.window(0, 2000), (4, 0));
+    }
+
+    /// Events share the messages' sequence (order per chat) and their
+    /// record names (a repeated receipt lands on the same record), and are
+    /// not counted as inbound messages, also when they ride along with one.
+    #[test]
+    fn events_are_queued_in_sequence_and_not_counted_as_messages() {
+        let (_d, v, id) = vault();
+        let q = Queue::new(v.view(&id));
+        let event = |chat: &str, id: &str| NewMessage {
+            sender: "event:receipt:read".into(),
+            ..msg(chat, id)
+        };
+        rt().block_on(async {
+            q.enqueue(&[msg("a", "1")], 10, 1000)
+                .await
+                .unwrap()
+                .unwrap();
+            let e = q
+                .enqueue_events(&[event("a", "1"), event("a", "1")], 10, 1000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(e.len(), 1);
+            q.enqueue(&[msg("a", "2"), event("a", "2")], 10, 1000)
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        let p = q.pending().unwrap();
+        let order: Vec<(&str, &str)> = p
+            .iter()
+            .map(|m| (m.id.as_str(), m.sender.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("1", "a"),
+                ("1", "event:receipt:read"),
+                ("2", "a"),
+                ("2", "event:receipt:read")
+            ]
+        );
+        let t = q.traffic().unwrap();
+        assert_eq!((t.inbound, t.next_seq), (2, 4));
     }
 
     #[test]
