@@ -90,6 +90,7 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
         shared.clone(),
         id.clone(),
         inbox.clone(),
+        Arc::downgrade(&client.client()),
         erx,
     )));
     let handle = client.spawn();

@@ -53,6 +53,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     bot: BotId,
     inbox: Arc<Inbox>,
+    client: std::sync::Weak<whatsapp_rust::Client>,
     mut rx: mpsc::UnboundedReceiver<Arc<Event>>,
 ) {
     let window = shared.cfg.status_debounce;
@@ -61,7 +62,7 @@ pub(crate) async fn run(
         let deadline = debounce.deadline();
         let settled = tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => on_event(&shared, &bot, &inbox, &mut debounce, &ev).await,
+                Some(ev) => on_event(&shared, &bot, &inbox, &client, &mut debounce, &ev).await,
                 None => {
                     if let Some(s) = debounce.flush() {
                         settle(&shared, &bot, &inbox, s).await;
@@ -89,6 +90,7 @@ async fn on_event(
     shared: &Arc<Shared>,
     bot: &BotId,
     inbox: &Inbox,
+    client: &std::sync::Weak<whatsapp_rust::Client>,
     debounce: &mut Debouncer,
     ev: &Event,
 ) -> Option<Settled> {
@@ -111,7 +113,10 @@ async fn on_event(
         Event::TemporaryBan(_) => debounce.observe(Link::Permanent("banned"), t),
         Event::ClientOutdated(_) => debounce.observe(Link::Permanent("client_outdated"), t),
         Event::ServerAck(a) => {
-            if a.class.as_deref() == Some("message") && a.error.is_none() {
+            // Messages to the bot's own devices (whatsapp-rust's protocol
+            // messages, e.g. app-state key requests) are no one's receipt.
+            let to_self = a.from.as_ref().is_some_and(|j| is_own(client, j));
+            if a.class.as_deref() == Some("message") && a.error.is_none() && !to_self {
                 let to = a.from.as_ref().map(|j| j.to_non_ad_string());
                 let time = a.timestamp.map_or_else(now, |t| t.timestamp());
                 receipts(shared, bot, inbox, &a.id, ReceiptState::Sent, to, time).await;
@@ -166,6 +171,16 @@ async fn on_event(
         }
         _ => None,
     }
+}
+
+/// Whether `jid` is the bot's own account (its phone number or LID).
+fn is_own(client: &std::sync::Weak<whatsapp_rust::Client>, jid: &whatsapp_rust::Jid) -> bool {
+    let Some(c) = client.upgrade() else {
+        return false;
+    };
+    let me = c.persistence_manager().get_device_snapshot();
+    let (pn, lid) = (me.pn.as_ref(), me.lid.as_ref());
+    pn.into_iter().chain(lid).any(|own| own.user == jid.user)
 }
 
 /// Queues the receipt events `state` of message `id` makes (with the
