@@ -283,7 +283,7 @@ fn set(
         return Err(crate::error::Error::Usage(format!(
             "nothing to change for bot {id}: give at least one of --phone, --webhook, \
              --on-message, --no-hook, --hook-timeout, --hook-concurrency, --queue-max, \
-             --queue-max-age (`wavault bot show {id}` prints the current settings)"
+             --queue-max-age, --events (`wavault bot show {id}` prints the current settings)"
         )));
     }
     let mut session = super::Session::new(g, None);

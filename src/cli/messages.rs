@@ -32,6 +32,9 @@ pub struct HookArgs {
     /// Queued messages older than this are held back from the hook, with an alert, until `queue retry` or `queue drop`; at least 1s [default: 7d]
     #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     pub queue_max_age: Option<Duration>,
+    /// Kinds of event the hook gets, comma-separated: message, receipt, status, decrypt_failure [default: message]
+    #[arg(long, value_name = "KINDS", value_parser = crate::messaging::events::parse_flag)]
+    pub events: Option<crate::messaging::events::EventKinds>,
     /// Outbound messages (sends, hook replies, reactions) a minute, evenly spaced; more wait their turn; `off`: unpaced [default: off]
     #[arg(long, value_name = "N/min", value_parser = parse_send_rate)]
     pub send_rate: Option<SendRate>,
@@ -55,17 +58,19 @@ impl HookArgs {
             && self.queue_max.is_none()
             && self.queue_max_age.is_none()
             && self.send_rate.is_none()
+            && self.events.is_none()
     }
 
     /// For commands that keep what is not given (`bot set`): the limits'
     /// help shows no default.
     pub fn unchanged_when_absent(a: clap::Arg) -> clap::Arg {
-        const LIMITS: [&str; 5] = [
+        const LIMITS: [&str; 6] = [
             "hook_timeout",
             "hook_concurrency",
             "queue_max",
             "queue_max_age",
             "send_rate",
+            "events",
         ];
         if !LIMITS.contains(&a.get_id().as_str()) {
             return a;
@@ -132,6 +137,7 @@ impl HookArgs {
                 r.0.map_or_else(|| "off".to_owned(), |n| n.to_string() + "/min")
             }),
         );
+        set(keys::EVENTS, self.events.map(|e| e.to_string()));
         Ok(())
     }
 
@@ -150,6 +156,7 @@ impl HookArgs {
             queue_max: self.queue_max.map_or(d.queue_max, |n| n as usize),
             queue_max_age: self.queue_max_age.unwrap_or(d.queue_max_age),
             send_rate: self.send_rate.and_then(|r| r.0),
+            events: self.events.unwrap_or(d.events),
         })
     }
 }

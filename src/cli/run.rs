@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// Hook defaults for bots without their own (a bot's own settings win)
     #[command(flatten)]
     pub hooks: super::messages::HookArgs,
+    /// A bot's connection changes settle for this long (no change) before one `status` event and at most one `connection` alert (more than 0)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_period)]
+    pub status_debounce: Duration,
     /// Retention sweep period (more than 0)
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_period)]
     pub sweep_every: Duration,
@@ -109,6 +112,7 @@ impl RunArgs {
         cfg.stagger = self.stagger;
         cfg.alert_command = self.alert_command;
         cfg.hooks = self.hooks.defaults()?;
+        cfg.status_debounce = self.status_debounce;
         cfg.sweep_every = self.sweep_every;
         cfg.retention = self.retention;
         cfg.rotate_key_every = self.rotate_key_every;

@@ -97,6 +97,11 @@ impl BotConfig {
         if let Some(r) = self.extra.get(keys::SEND_RATE) {
             crate::messaging::pacing::parse_rate(r).map_err(|e| problem(keys::SEND_RATE, e))?;
         }
+        if let Some(v) = self.extra.get(keys::EVENTS) {
+            if let Err(e) = crate::messaging::events::EventKinds::parse(v) {
+                return Err(problem(keys::EVENTS, e.to_string()));
+            }
+        }
         if let Some(p) = &self.phone {
             check_phone(p)?;
         }
@@ -140,6 +145,7 @@ mod tests {
             (keys::QUEUE_MAX, "1"),
             (keys::QUEUE_MAX_AGE_SECS, "604800"),
             (keys::SEND_RATE, "20/min"),
+            (keys::EVENTS, "message,receipt,status,decrypt_failure"),
             ("moved_at", "1700000000"),
         ] {
             c.extra.insert(k.into(), v.into());
@@ -183,6 +189,9 @@ mod tests {
             }),
             (keys::SEND_RATE, |c| {
                 c.extra.insert(keys::SEND_RATE.into(), "0/min".into());
+            }),
+            (keys::EVENTS, |c| {
+                c.extra.insert(keys::EVENTS.into(), "message,typing".into());
             }),
             ("phone", |c| c.phone = Some("123".into())),
             ("phone", |c| c.phone = Some("15551234567@evil".into())),

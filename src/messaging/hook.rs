@@ -25,6 +25,7 @@
 //! defaults of `run` for bots that name no hook of their own.
 
 use crate::error::{Error, Result};
+use crate::messaging::events::EventKinds;
 use crate::messaging::process;
 use crate::messaging::DeliveryError;
 pub use crate::messaging::MAX_TEXT;
@@ -42,6 +43,8 @@ pub mod keys {
     pub const QUEUE_MAX_AGE_SECS: &str = "queue_max_age_secs";
     /// `--send-rate`: `N/min`, or `off`.
     pub const SEND_RATE: &str = "send_rate";
+    /// The kinds of event the hook gets (`messaging::events`), comma-separated.
+    pub const EVENTS: &str = "events";
 }
 
 /// Default time limit of one hook call.
@@ -78,9 +81,11 @@ pub struct HookSettings {
     pub queue_max_age: Duration,
     /// Outbound messages a minute (`--send-rate`); `None`: unpaced.
     pub send_rate: Option<u32>,
+    /// The kinds of event the hook gets.
+    pub events: EventKinds,
 }
 
-/// Defaults of `run` (`--webhook`, `--on-message`, limits).
+/// Defaults of `run` (`--webhook`, `--on-message`, limits, `--events`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookDefaults {
     pub target: Option<Target>,
@@ -89,6 +94,7 @@ pub struct HookDefaults {
     pub queue_max: usize,
     pub queue_max_age: Duration,
     pub send_rate: Option<u32>,
+    pub events: EventKinds,
 }
 
 impl Default for HookDefaults {
@@ -100,6 +106,7 @@ impl Default for HookDefaults {
             queue_max: DEFAULT_QUEUE_MAX,
             queue_max_age: DEFAULT_QUEUE_MAX_AGE,
             send_rate: None,
+            events: EventKinds::default(),
         }
     }
 }
@@ -130,6 +137,11 @@ impl HookSettings {
                 Some(r) => super::pacing::parse_rate(r).unwrap_or(d.send_rate),
                 None => d.send_rate,
             },
+            events: cfg
+                .extra
+                .get(keys::EVENTS)
+                .and_then(|v| EventKinds::parse(v).ok())
+                .unwrap_or(d.events),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! The runner wires them together (`runner::deliver`).
 
 pub mod config;
+pub mod events;
 pub mod hook;
 pub mod outbox;
 pub mod pacing;
@@ -31,15 +32,96 @@ use whatsapp_rust::Jid;
 /// (WhatsApp's own limit is about 65,000).
 pub const MAX_TEXT: usize = 65_536;
 
-/// The JSON object the hook receives for one inbound message.
-pub fn summary(bot: &BotId, m: &InboundMessage) -> Value {
+/// Both forms of one identity: its LID and its phone-number JID
+/// (`user@lid`, `user@s.whatsapp.net`), each `None` when unknown (never
+/// guessed: only what the message itself or whatsapp-rust's LID-PN
+/// mapping says).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Both {
+    pub lid: Option<String>,
+    pub pn: Option<String>,
+}
+
+impl Both {
+    /// What `jid` and its alternate form from the message (`alt`) say.
+    pub fn of(jid: &Jid, alt: Option<&Jid>) -> Both {
+        let mut b = Both::default();
+        for j in std::iter::once(jid).chain(alt) {
+            if j.is_lid() && b.lid.is_none() {
+                b.lid = Some(j.to_non_ad_string());
+            } else if j.is_pn() && b.pn.is_none() {
+                b.pn = Some(j.to_non_ad_string());
+            }
+        }
+        b
+    }
+
+    /// Fills the missing form from whatsapp-rust's LID-PN mapping.
+    pub async fn complete(&mut self, client: &whatsapp_rust::Client) {
+        let known = match (&self.lid, &self.pn) {
+            (Some(_), Some(_)) | (None, None) => return,
+            (Some(l), None) => l,
+            (None, Some(p)) => p,
+        };
+        let Ok(jid) = known.parse::<Jid>() else {
+            return;
+        };
+        if let Ok(Some(e)) = client.get_lid_pn_entry(&jid).await {
+            self.lid.get_or_insert_with(|| format!("{}@lid", e.lid));
+            self.pn
+                .get_or_insert_with(|| format!("{}@s.whatsapp.net", e.phone_number));
+        }
+    }
+}
+
+/// The sender's and the chat's identities in both forms (see [`Both`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identities {
+    pub sender: Both,
+    pub chat: Both,
+}
+
+impl Identities {
+    /// What the message says, completed from the client's mapping when
+    /// there is a client.
+    pub async fn of(m: &InboundMessage, client: Option<&whatsapp_rust::Client>) -> Identities {
+        let src = &m.info.source;
+        let sender = Both::of(&src.sender, src.sender_alt.as_ref());
+        // A 1:1 chat is the other user: the sender's alternate form names
+        // it too (`chat` is the sender's JID without the device).
+        let same = !src.is_group && src.chat.user == src.sender.user && !src.is_from_me;
+        let chat_alt = if same {
+            src.sender_alt.as_ref()
+        } else {
+            src.recipient_alt.as_ref()
+        };
+        let mut ids = Identities {
+            sender,
+            chat: Both::of(&src.chat, chat_alt),
+        };
+        if let Some(c) = client {
+            ids.sender.complete(c).await;
+            ids.chat.complete(c).await;
+        }
+        ids
+    }
+}
+
+/// The JSON object the hook receives for one inbound message (the
+/// `message` event).
+pub fn summary(bot: &BotId, m: &InboundMessage, ids: &Identities) -> Value {
     let src = &m.info.source;
     let base = m.message.get_base_message();
     json!({
+        "event": "message",
         "bot": bot.as_str(),
         "id": m.info.id.to_string(),
         "chat": src.chat.to_string(),
         "sender": src.sender.to_string(),
+        "sender_lid": ids.sender.lid,
+        "sender_pn": ids.sender.pn,
+        "chat_lid": ids.chat.lid,
+        "chat_pn": ids.chat.pn,
         "is_group": src.is_group,
         "from_me": src.is_from_me,
         "push_name": m.info.push_name,

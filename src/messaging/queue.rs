@@ -212,6 +212,28 @@ impl Queue {
         max: usize,
         now: i64,
     ) -> Result<std::result::Result<Vec<Queued>, Refused>> {
+        self.enqueue_counted(batch, max, now, true).await
+    }
+
+    /// Queues events (`messaging::events`) like [`Queue::enqueue`], in the
+    /// same sequence (so in order with the messages of their chat), without
+    /// counting them as inbound messages.
+    pub async fn enqueue_events(
+        &self,
+        batch: &[NewMessage],
+        max: usize,
+        now: i64,
+    ) -> Result<std::result::Result<Vec<Queued>, Refused>> {
+        self.enqueue_counted(batch, max, now, false).await
+    }
+
+    async fn enqueue_counted(
+        &self,
+        batch: &[NewMessage],
+        max: usize,
+        now: i64,
+        inbound: bool,
+    ) -> Result<std::result::Result<Vec<Queued>, Refused>> {
         let outcome = {
             let _g = self.guard();
             let mut fresh = Vec::new();
@@ -254,7 +276,14 @@ impl Queue {
                     });
                     created.push(q);
                 }
-                t.count(now, fresh.len() as u64, 0);
+                if inbound {
+                    // Events riding along with messages are not messages.
+                    let messages = fresh
+                        .iter()
+                        .filter(|(_, m)| !crate::messaging::events::is_event_sender(&m.sender))
+                        .count();
+                    t.count(now, messages as u64, 0);
+                }
                 ops.push(Self::put_traffic(&t));
                 self.view.apply(&ops)?;
                 Ok(created)
@@ -466,6 +495,51 @@ mod tests {
         let t = q.traffic().unwrap();
         assert_eq!((t.inbound, t.next_seq), (4, 4));
         assert_eq!(t.window(0, 2000), (4, 0));
+    }
+
+    /// Events share the messages' sequence (order per chat) and their
+    /// record names (a repeated receipt lands on the same record), and are
+    /// not counted as inbound messages, also when they ride along with one.
+    #[test]
+    fn events_are_queued_in_sequence_and_not_counted_as_messages() {
+        let (_d, v, id) = vault();
+        let q = Queue::new(v.view(&id));
+        let event = |chat: &str, id: &str| NewMessage {
+            sender: "event:receipt:read".into(),
+            ..msg(chat, id)
+        };
+        rt().block_on(async {
+            q.enqueue(&[msg("a", "1")], 10, 1000)
+                .await
+                .unwrap()
+                .unwrap();
+            let e = q
+                .enqueue_events(&[event("a", "1"), event("a", "1")], 10, 1000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(e.len(), 1);
+            q.enqueue(&[msg("a", "2"), event("a", "2")], 10, 1000)
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        let p = q.pending().unwrap();
+        let order: Vec<(&str, &str)> = p
+            .iter()
+            .map(|m| (m.id.as_str(), m.sender.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("1", "a"),
+                ("1", "event:receipt:read"),
+                ("2", "a"),
+                ("2", "event:receipt:read")
+            ]
+        );
+        let t = q.traffic().unwrap();
+        assert_eq!((t.inbound, t.next_seq), (2, 4));
     }
 
     #[test]

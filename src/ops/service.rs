@@ -24,6 +24,13 @@ pub struct Live {
     pub alerts: BTreeMap<String, u64>,
     /// Bots waiting to retry after a failed connection attempt.
     pub retry: HashMap<String, crate::status::Retry>,
+    /// Logins completed (whatsapp-rust's `Connected`) since start, per bot.
+    pub connects: BTreeMap<String, u64>,
+    /// Messages that could not be decrypted, per bot.
+    pub decrypt_failures: BTreeMap<String, u64>,
+    /// Hook events (`messaging::events`) by (kind, outcome): `queued`, or
+    /// `dropped` (no hook, or the queue full).
+    pub events: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 /// Runs of one timer job.
@@ -68,11 +75,14 @@ pub enum AlertKind {
     QueueExpired,
     /// The hook keeps failing.
     HookFailing,
+    /// The connection flapped, or was lost and not back, over the
+    /// `--status-debounce` window (one alert per settled window).
+    Connection,
 }
 
 impl AlertKind {
     /// Every kind (metrics list each, raised or not).
-    pub const ALL: [AlertKind; 10] = [
+    pub const ALL: [AlertKind; 11] = [
         AlertKind::LoggedOut,
         AlertKind::Replaced,
         AlertKind::Banned,
@@ -83,6 +93,7 @@ impl AlertKind {
         AlertKind::QueueFull,
         AlertKind::QueueExpired,
         AlertKind::HookFailing,
+        AlertKind::Connection,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +108,7 @@ impl AlertKind {
             AlertKind::QueueFull => "queue_full",
             AlertKind::QueueExpired => "queue_expired",
             AlertKind::HookFailing => "hook_failing",
+            AlertKind::Connection => "connection",
         }
     }
 }

@@ -80,9 +80,33 @@ async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Re
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Event>>();
     let client = build_client(shared, cfg, case, &meta, &inbox, tx).await?;
     let _ = meta.client.set(Arc::downgrade(&client.client()));
+    // Hook events: subscribed before the client runs, so no connection
+    // change is missed; inline on the dispatch path, so in dispatch order.
+    let (etx, erx) = tokio::sync::mpsc::unbounded_channel::<Arc<Event>>();
+    let tap = client
+        .client()
+        .subscribe_handler(Arc::new(super::events::Tap(etx)));
+    let events = tokio::spawn(tracing::Instrument::in_current_span(super::events::run(
+        shared.clone(),
+        id.clone(),
+        inbox.clone(),
+        Arc::downgrade(&client.client()),
+        erx,
+    )));
     let handle = client.spawn();
-    let _unlink = link_up(shared, id, inbox, &meta, &handle);
+    let unlink = link_up(shared, id, inbox, &meta, &handle);
     watch(shared, id, &meta, handle, rx, stop).await;
+    // The event task queues what is left (a pending status settles now)
+    // and ends once the subscription is gone.
+    drop(tap);
+    let abort = events.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), events)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+    drop(unlink);
     Ok(())
 }
 

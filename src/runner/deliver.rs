@@ -25,6 +25,7 @@ use super::meta::Meta;
 use super::Shared;
 use crate::botid::BotId;
 use crate::error::{Error, Result};
+use crate::messaging::events::{self, EventKind};
 use crate::messaging::hook::{self, Action, HookSettings, Target};
 use crate::messaging::outbox::{Begin, Keys, Outgoing};
 use crate::messaging::pacing::Pacer;
@@ -59,6 +60,10 @@ pub(crate) struct Inbox {
     fresh: std::sync::Mutex<Vec<Queued>>,
     /// Someone else changed the stored queue (`wavault queue retry|drop`).
     reload: AtomicBool,
+    /// Receipt states of the bot's recent messages already queued as events.
+    receipts: std::sync::Mutex<events::ReceiptTracker>,
+    /// Recent messages that failed to decrypt (a later arrival recovered them).
+    failed: std::sync::Mutex<events::FailedIds>,
 }
 
 impl Inbox {
@@ -69,7 +74,46 @@ impl Inbox {
             full_alerted: AtomicBool::new(false),
             fresh: std::sync::Mutex::new(Vec::new()),
             reload: AtomicBool::new(true),
+            receipts: Default::default(),
+            failed: Default::default(),
         }
+    }
+
+    pub fn receipt_tracker(&self) -> std::sync::MutexGuard<'_, events::ReceiptTracker> {
+        self.receipts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn failed_ids(&self) -> std::sync::MutexGuard<'_, events::FailedIds> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues events (not counted as inbound messages) and wakes the worker.
+    pub(crate) async fn queue_events(
+        &self,
+        shared: &Shared,
+        entries: &[NewMessage],
+        max: usize,
+    ) -> std::result::Result<(), String> {
+        match self.queue.enqueue_events(entries, max, now()).await {
+            Ok(Ok(created)) => {
+                self.handed_over(created);
+                shared.emit(super::RunnerEvent::Traffic {
+                    bot: self.queue.bot().clone(),
+                });
+                Ok(())
+            }
+            Ok(Err(refused)) => Err(refused.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Hands newly queued entries to the worker and wakes it.
+    fn handed_over(&self, created: Vec<Queued>) {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(created);
+        self.wake.notify_one();
     }
 
     /// The stored queue was changed outside the worker: it reads it again.
@@ -95,7 +139,7 @@ pub(crate) struct QueueHook {
     pub inbox: Arc<Inbox>,
 }
 
-fn settings(shared: &Shared, bot: &BotId) -> Result<HookSettings> {
+pub(crate) fn settings(shared: &Shared, bot: &BotId) -> Result<HookSettings> {
     let cfg = shared.vault.bot_config(bot)?;
     Ok(HookSettings::resolve(&cfg, &shared.cfg.hooks))
 }
@@ -104,33 +148,47 @@ fn settings(shared: &Shared, bot: &BotId) -> Result<HookSettings> {
 impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook {
     async fn on_messages(
         &self,
-        _client: Arc<Client>,
+        client: Arc<Client>,
         batch: &[InboundMessage],
     ) -> whatsapp_rust::anyhow::Result<()> {
         let s = settings(&self.shared, &self.bot)?;
-        if s.target.is_none() {
-            // No hook: nothing to hold the message for; count it and let
-            // the library acknowledge it.
+        if s.target.is_none() || !s.events.has(EventKind::Message) {
+            // No hook, or one that takes no messages: nothing to hold the
+            // message for; count it and let the library acknowledge it.
             self.inbox.queue.count(now(), batch.len() as u64, 0, 0)?;
             return Ok(());
         }
-        let msgs: Vec<NewMessage> = batch
-            .iter()
-            .map(|m| NewMessage {
-                chat: m.info.source.chat.to_string(),
+        let mut msgs: Vec<NewMessage> = Vec::with_capacity(batch.len());
+        for m in batch {
+            let ids = messaging::Identities::of(m, Some(&client)).await;
+            let (chat, id) = (m.info.source.chat.to_string(), m.info.id.to_string());
+            msgs.push(NewMessage {
+                chat: chat.clone(),
                 sender: m.info.source.sender.to_string(),
-                id: m.info.id.to_string(),
-                summary: summary(&self.bot, m).to_string(),
-            })
-            .collect();
+                id: id.clone(),
+                summary: summary(&self.bot, m, &ids).to_string(),
+            });
+            if s.events.has(EventKind::DecryptFailure) && self.inbox.failed_ids().take(&id) {
+                // whatsapp-rust's retry brought a message that had failed.
+                let json = events::decrypt_failure_json(
+                    self.bot.as_str(),
+                    &id,
+                    &chat,
+                    &m.info.source.sender.to_string(),
+                    now(),
+                    true,
+                );
+                msgs.push(NewMessage {
+                    chat,
+                    sender: format!("{}decrypt_failure:recovered", events::EVENT_SENDER),
+                    id,
+                    summary: json.to_string(),
+                });
+            }
+        }
         match self.inbox.queue.enqueue(&msgs, s.queue_max, now()).await? {
             Ok(created) => {
-                self.inbox
-                    .fresh
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(created);
-                self.inbox.wake.notify_one();
+                self.inbox.handed_over(created);
                 self.shared.emit(super::RunnerEvent::Traffic {
                     bot: self.bot.clone(),
                 });
@@ -431,7 +489,12 @@ async fn deliver_inner(
         match hook::call(target, &q.summary, timeout, bot.as_str(), &stamp).await {
             Ok(actions) => {
                 test_crash_point("after_hook_answer");
-                let actions = messaging::admissible(&q.chat, actions);
+                let actions = if events::is_event_sender(&q.sender) {
+                    // An answer to an event other than a message acts nowhere.
+                    Vec::new()
+                } else {
+                    messaging::admissible(&q.chat, actions)
+                };
                 if actions.is_empty() {
                     return Ok(queue.remove(q, now(), 0).await?);
                 }

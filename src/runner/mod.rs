@@ -12,6 +12,7 @@ mod bot;
 pub mod certcheck;
 pub mod control;
 pub(crate) mod deliver;
+mod events;
 mod meta;
 pub mod net;
 pub mod qr;
@@ -68,6 +69,9 @@ pub struct RunConfig {
     pub idle_warning: Duration,
     /// How often the idle check runs.
     pub idle_check_every: Duration,
+    /// How long a bot's connection must stay unchanged before its changes
+    /// make one `status` event (and at most one connection alert).
+    pub status_debounce: Duration,
 }
 
 impl RunConfig {
@@ -91,6 +95,7 @@ impl RunConfig {
             backup_passphrase: None,
             idle_warning: status::IDLE_WARNING,
             idle_check_every: Duration::from_secs(3600),
+            status_debounce: Duration::from_secs(10),
         }
     }
 
@@ -111,6 +116,10 @@ impl RunConfig {
             (
                 "the hook time limit (--hook-timeout)",
                 Some(self.hooks.timeout),
+            ),
+            (
+                "the status debounce window (--status-debounce)",
+                Some(self.status_debounce),
             ),
         ];
         for (what, d) in periods {

@@ -5,7 +5,8 @@
 //! attempts, time of the last connect, logins without QR and pairings
 //! (from the history), messages in and out, the inbound queue's depth,
 //! hook failures, refused and expired messages; for the process: the durable-write latency
-//! histogram, vault size, timer job runs and last success, alerts raised.
+//! histogram, vault size, timer job runs and last success, alerts raised,
+//! logins and decrypt failures per bot, hook events by kind and outcome.
 
 use std::fmt::Write;
 
@@ -268,5 +269,33 @@ fn runner_families(out: &mut Exposition, live: &crate::ops::service::Live) {
     for kind in kinds {
         let n = live.alerts.get(&kind).copied().unwrap_or(0);
         out.sample(alerts, &[("kind", &kind)], n);
+    }
+    event_families(out, live);
+}
+
+/// Hook events and decrypt failures since start.
+fn event_families(out: &mut Exposition, live: &crate::ops::service::Live) {
+    let con = "wavault_connects_total";
+    out.family(con, "counter", "logins completed since start, per bot");
+    for (bot, n) in &live.connects {
+        out.sample(con, &[("bot", bot)], n);
+    }
+    let dec = "wavault_decrypt_failures_total";
+    out.family(
+        dec,
+        "counter",
+        "messages that could not be decrypted, per bot",
+    );
+    for (bot, n) in &live.decrypt_failures {
+        out.sample(dec, &[("bot", bot)], n);
+    }
+    let ev = "wavault_events_total";
+    out.family(
+        ev,
+        "counter",
+        "hook events other than messages, by kind and outcome (queued, dropped)",
+    );
+    for ((kind, outcome), n) in &live.events {
+        out.sample(ev, &[("kind", kind), ("outcome", outcome)], n);
     }
 }

@@ -11,6 +11,7 @@ mod backup_tests;
 mod browser_tests;
 mod claims_tests;
 mod contact_tests;
+mod events_tests;
 mod fault_tests;
 mod hook_server;
 mod live_tests;

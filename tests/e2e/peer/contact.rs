@@ -117,6 +117,20 @@ impl Prepared {
     pub fn id(&self) -> &str {
         &self.queued.id
     }
+
+    /// The same message (same id) with one byte of its ciphertext flipped:
+    /// the bot cannot decrypt it (a corrupted delivery). Posting the intact
+    /// one afterwards is a retry that brings it after all.
+    pub fn corrupted(&self) -> Prepared {
+        let mut queued = self.queued.clone();
+        if let Some(b) = queued.ciphertext.last_mut() {
+            *b ^= 0x01;
+        }
+        Prepared {
+            bot_phone: self.bot_phone.clone(),
+            queued,
+        }
+    }
 }
 
 impl Queued {
@@ -162,6 +176,9 @@ pub(crate) struct ContactState {
     received: watch::Sender<Vec<ContactMessage>>,
     /// Bot messages still to corrupt before decryption ([`Contact::corrupt_next`]).
     corrupt_next: AtomicUsize,
+    /// Reads what it receives: a read receipt after each delivery receipt
+    /// ([`Contact::read_what_arrives`]).
+    reads: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to a contact the peer plays. Cheap to clone; all handles for the
@@ -200,6 +217,7 @@ impl Peer {
                     signal: tokio::sync::Mutex::new(ContactSignal::generate()),
                     received: watch::Sender::new(Vec::new()),
                     corrupt_next: AtomicUsize::new(0),
+                    reads: Default::default(),
                 })
             })
             .clone();
@@ -236,6 +254,13 @@ impl Contact {
     /// delivery receipt.
     pub fn corrupt_next(&self, n: usize) {
         self.state.corrupt_next.store(n, Ordering::SeqCst);
+    }
+
+    /// From now on the contact reads every bot message it decrypts: after
+    /// the delivery receipt it sends `<receipt type="read">` for it, from
+    /// the same JID (a phone whose user opened the chat).
+    pub fn read_what_arrives(&self, on: bool) {
+        self.state.reads.store(on, Ordering::SeqCst);
     }
 
     /// Sends the bot logged in as `bot_phone` a retry receipt for its
@@ -737,6 +762,15 @@ pub(crate) async fn on_bot_message(
                 shared.send_online(phone, receipt);
                 let record = (state.phone.clone(), id.clone());
                 shared.modify_log(|log| log.delivery_receipts.push(record));
+                if state.reads.load(Ordering::SeqCst) {
+                    let read = NodeBuilder::new("receipt")
+                        .attr("from", format!("{user}@{server}"))
+                        .attr("id", id.as_str())
+                        .attr("type", "read")
+                        .attr("t", unix_now().to_string())
+                        .build();
+                    shared.send_online(phone, read);
+                }
             }
             Err(e) => {
                 let text = format!("message {id} from {phone}:{device} to {jid}: {e:#}");
