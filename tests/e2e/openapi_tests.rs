@@ -372,6 +372,11 @@ async fn every_endpoint_answers_as_the_document_says() {
     let peer = Peer::new();
     let mut c = cfg(&peer);
     c.hooks.target = Some(Target::Webhook(hook.url.clone()));
+    // Every kind of event, so every webhook of the document is called.
+    c.hooks.events =
+        wavault::messaging::events::EventKinds::parse("message,receipt,status,decrypt_failure")
+            .unwrap();
+    c.status_debounce = Duration::from_millis(200);
     let runner = Runner::start(vault.clone(), c).unwrap();
     let mut rx = runner.subscribe();
     wait_connected(&runner, "support").await;
@@ -598,56 +603,90 @@ async fn every_endpoint_answers_as_the_document_says() {
         }
     }
 
-    // The webhook: what the hook got is a documented payload, and the
-    // hook's answer (a reply) a documented answer.
+    // The webhooks: every call the hook got (message, receipts of the
+    // bot's messages, the settled status) is the documented payload of its
+    // kind, with the documented headers; decrypt_failure as its producer
+    // makes it (the e2e events tests make a real one).
     alice.send_text(&phone, "hello").await.unwrap();
+    let kinds = |s: &crate::hook_server::Seen| {
+        s.accepted
+            .iter()
+            .filter_map(|v| v["event"].as_str().map(str::to_owned))
+            .collect::<BTreeSet<String>>()
+    };
     let got = hook
-        .wait("a message", DEADLINE, |s| !s.accepted.is_empty())
-        .await;
-    for (name, hook_doc) in doc["webhooks"].as_object().unwrap() {
-        let post = &hook_doc["post"];
-        let schema = &post["requestBody"]["content"]["application/json"]["schema"];
-        if name == "message" {
-            let mut errs = Vec::new();
-            check(&doc, schema, &got.accepted[0], "message", &mut errs);
-            assert!(errs.is_empty(), "{}\n{}", errs.join("\n"), got.accepted[0]);
-            // The documented headers are on the request, and nothing
-            // webhook-ish is sent that the document does not name.
-            let (headers, _) = &got.raw[0];
-            let named: Vec<&str> = post["parameters"]
-                .as_array()
-                .unwrap()
+        .wait("a message, a receipt and a status event", DEADLINE, |s| {
+            ["message", "receipt", "status"]
                 .iter()
-                .map(|p| p["name"].as_str().unwrap())
-                .collect();
-            for h in &named {
-                let v = headers.get(*h).unwrap_or_else(|| panic!("no {h} header"));
-                let mut errs = Vec::new();
-                let p = post["parameters"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|p| p["name"] == *h)
-                    .unwrap();
-                check(
-                    &doc,
-                    &p["schema"],
-                    &json!(v.to_str().unwrap()),
-                    h,
-                    &mut errs,
-                );
-                assert!(errs.is_empty(), "{errs:?}");
-            }
-            for k in headers
-                .keys()
-                .filter(|k| k.as_str().starts_with("webhook-"))
-            {
-                assert!(
-                    named.contains(&k.as_str()),
-                    "{k} is sent but not documented"
-                );
-            }
+                .all(|k| kinds(s).contains(*k))
+        })
+        .await;
+    let webhooks = doc["webhooks"].as_object().unwrap();
+    let param = |p: &Value| match p.get("$ref").and_then(Value::as_str) {
+        Some(r) => resolve(&doc, r).clone(),
+        None => p.clone(),
+    };
+    let check_call = |body: &Value, headers: Option<&axum::http::HeaderMap>| {
+        let kind = body["event"].as_str().unwrap_or("message");
+        let post = &webhooks
+            .get(kind)
+            .unwrap_or_else(|| panic!("webhook {kind} is not in the document"))["post"];
+        let schema = &post["requestBody"]["content"]["application/json"]["schema"];
+        let mut errs = Vec::new();
+        check(&doc, schema, body, kind, &mut errs);
+        assert!(errs.is_empty(), "{}\n{body}", errs.join("\n"));
+        let Some(headers) = headers else { return };
+        let params: Vec<Value> = post["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(param)
+            .collect();
+        for p in &params {
+            let h = p["name"].as_str().unwrap();
+            let v = headers
+                .get(h)
+                .unwrap_or_else(|| panic!("{kind}: no {h} header"));
+            let mut errs = Vec::new();
+            check(
+                &doc,
+                &p["schema"],
+                &json!(v.to_str().unwrap()),
+                h,
+                &mut errs,
+            );
+            assert!(errs.is_empty(), "{errs:?}");
         }
+        for k in headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("webhook-"))
+        {
+            assert!(
+                params.iter().any(|p| p["name"] == k.as_str()),
+                "{k} is sent but not documented"
+            );
+        }
+    };
+    for (headers, raw) in &got.raw {
+        let body: Value = serde_json::from_slice(raw).unwrap();
+        check_call(&body, Some(headers));
+    }
+    let failure = wavault::messaging::events::decrypt_failure_json(
+        "support",
+        "3EB0F7A8B9",
+        "4915112345678@s.whatsapp.net",
+        "4915112345678@s.whatsapp.net",
+        1_795_000_030,
+        false,
+    );
+    check_call(&failure, None);
+    let mut called = kinds(&got);
+    called.insert("decrypt_failure".into());
+    for k in webhooks.keys() {
+        assert!(
+            called.contains(k),
+            "webhook {k} is documented but was not checked"
+        );
     }
     let answer_schema = json!({"$ref": "#/components/schemas/HookAnswer"});
     for answer in [
