@@ -292,19 +292,31 @@ async fn contact_writes_the_hook_replies_and_the_contact_reads_it() {
 }
 
 pub(crate) async fn post_json(url: String, token: &str, body: serde_json::Value) -> (u16, String) {
-    let token = token.to_owned();
+    post_json_with(url, token, None, body).await
+}
+
+/// [`post_json`] with an `Idempotency-Key` header when `key` is given.
+pub(crate) async fn post_json_with(
+    url: String,
+    token: &str,
+    key: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, String) {
+    let (token, key) = (token.to_owned(), key.map(str::to_owned));
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(40)))
             .build()
             .into();
-        let mut resp = agent
+        let mut req = agent
             .post(&url)
             .header("authorization", &format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .expect("request");
+            .header("content-type", "application/json");
+        if let Some(k) = &key {
+            req = req.header("idempotency-key", k);
+        }
+        let mut resp = req.send(body.to_string()).expect("request");
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_to_string().unwrap_or_default())
     })

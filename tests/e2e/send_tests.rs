@@ -51,31 +51,9 @@ async fn post(
     key: Option<&str>,
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let (url, token, key) = (
-        format!("{base}/api/bots/sender/messages"),
-        token.to_owned(),
-        key.map(str::to_owned),
-    );
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(40)))
-            .build()
-            .into();
-        let mut req = agent
-            .post(&url)
-            .header("authorization", &format!("Bearer {token}"))
-            .header("content-type", "application/json");
-        if let Some(k) = &key {
-            req = req.header("idempotency-key", k);
-        }
-        let mut resp = req.send(body.to_string()).expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(json!(text)))
-    })
-    .await
-    .unwrap()
+    let url = format!("{base}/api/bots/sender/messages");
+    let (status, text) = crate::messaging_tests::post_json_with(url, token, key, body).await;
+    (status, serde_json::from_str(&text).unwrap_or(json!(text)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
