@@ -71,7 +71,7 @@ async fn receipt_types(hook: &HookServer, id: &str, n: usize) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipts_come_in_order_for_a_send_and_for_a_hook_reply() {
+async fn receipts_come_in_order_for_a_send_a_hook_reply_and_the_api() {
     let hook = HookServer::start(Mode::Reply("echo: ".into())).await;
     let (_dir, _vault, peer, runner, phone) = start(
         "receipts",
@@ -111,6 +111,26 @@ async fn receipts_come_in_order_for_a_send_and_for_a_hook_reply() {
         ["sent", "delivered", "read"]
     );
 
+    // A message sent through the HTTP API.
+    let base = format!(
+        "http://{}",
+        crate::runner_tests::web(&runner, Duration::ZERO).await
+    );
+    let token = wavault::web::token::load(&_vault).unwrap().unwrap();
+    let (code, body) = crate::messaging_tests::post_json(
+        format!("{base}/api/bots/receipts/messages"),
+        &token,
+        serde_json::json!({"to": contact.phone(), "text": "via api"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    let api = api["id"].as_str().unwrap();
+    assert_eq!(
+        receipt_types(&hook, api, 3).await,
+        ["sent", "delivered", "read"]
+    );
+
     let seen = hook.seen();
     for r in of_kind(&seen.accepted, "receipt") {
         assert_eq!(r["bot"], "receipts", "{r}");
@@ -122,8 +142,9 @@ async fn receipts_come_in_order_for_a_send_and_for_a_hook_reply() {
         .expect("the message");
     assert_eq!(m["text"], "hi");
     // The hook answers every event with a reply: only the message's is
-    // carried out (the contact got exactly the send and one echo).
-    assert_eq!(contact.received().len(), 2, "{:?}", contact.received());
+    // carried out (the contact got exactly the send, one echo and the
+    // API's message).
+    assert_eq!(contact.received().len(), 3, "{:?}", contact.received());
     runner.shutdown().await.unwrap();
 }
 
