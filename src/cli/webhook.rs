@@ -30,7 +30,7 @@ pub enum SecretCommand {
     },
     /// Replace the secret; the old one keeps signing beside it for the grace period
     Rotate {
-        /// The bot (it gets its own secret); without it: the `run` default
+        /// The bot (one with its own webhook; a bot on the `run` default webhook signs with the default secret: rotate that); without it: the `run` default
         #[arg(long, value_name = "ID")]
         bot: Option<BotId>,
         /// How long the old secret keeps signing (0s: stops at once)
