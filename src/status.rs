@@ -94,6 +94,64 @@ pub struct MessageCounts {
     pub expired: u64,
     /// Queued messages held back now (age limit passed): `wavault queue retry|drop`.
     pub held: usize,
+    /// The queued entries by event kind (`message`, `receipt`, `status`,
+    /// `decrypt_failure`): only kinds with entries queued now.
+    #[serde(default)]
+    pub by_kind: std::collections::BTreeMap<String, KindCounts>,
+}
+
+/// Queued entries of one event kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCounts {
+    pub queued: usize,
+    /// Those failing: a hook call (or action) failed, or held back.
+    pub failing: usize,
+}
+
+/// Counts queued entries by kind (their summary's `event`).
+pub fn count_by_kind(
+    pending: &[crate::messaging::queue::Queued],
+) -> std::collections::BTreeMap<String, KindCounts> {
+    let mut out = std::collections::BTreeMap::<String, KindCounts>::new();
+    for q in pending {
+        let kind = crate::messaging::events::EventKind::of_summary(&q.summary);
+        let c = out.entry(kind.as_str().to_owned()).or_default();
+        c.queued += 1;
+        if q.attempts > 0 || q.held {
+            c.failing += 1;
+        }
+    }
+    out
+}
+
+impl MessageCounts {
+    /// The queue in short: `3 (receipt 2, failing 1)` (kinds other than
+    /// messages, those failing, those held; just `3` when all are messages
+    /// and none fails).
+    pub fn queued_text(&self) -> String {
+        let failing: usize = self.by_kind.values().map(|k| k.failing).sum();
+        let mut parts: Vec<String> = self
+            .by_kind
+            .iter()
+            .filter(|(k, _)| k.as_str() != "message")
+            .map(|(k, c)| format!("{k} {}", c.queued))
+            .collect();
+        if failing > 0 {
+            parts.push(format!("failing {failing}"));
+        }
+        if self.held > 0 {
+            parts.push(format!("{} held", self.held));
+        }
+        if self.by_kind.is_empty() && (self.oldest_attempts > 0 || self.held > 0) {
+            // A row without kinds (from an older `run`): failing, count unknown.
+            return format!("{}!", self.queued);
+        }
+        if parts.is_empty() {
+            self.queued.to_string()
+        } else {
+            format!("{} ({})", self.queued, parts.join(", "))
+        }
+    }
 }
 
 /// Reads a bot's message counts.
@@ -101,14 +159,15 @@ pub fn message_counts(view: &crate::vault::BotView) -> Result<MessageCounts> {
     let q = crate::messaging::queue::Queue::new(view.clone());
     let t = q.traffic()?;
     let queued = q.len()?;
-    let (oldest_attempts, held) = if queued > 0 {
+    let (oldest_attempts, held, by_kind) = if queued > 0 {
         let p = q.pending()?;
         (
             p.iter().map(|m| m.attempts).max().unwrap_or(0),
             p.iter().filter(|m| m.held).count(),
+            count_by_kind(&p),
         )
     } else {
-        (0, 0)
+        (0, 0, Default::default())
     };
     Ok(MessageCounts {
         inbound: t.inbound,
@@ -119,6 +178,7 @@ pub fn message_counts(view: &crate::vault::BotView) -> Result<MessageCounts> {
         refused_full: t.refused_full,
         expired: t.expired,
         held,
+        by_kind,
     })
 }
 
@@ -265,15 +325,7 @@ pub fn table(rows: &[StatusRow]) -> String {
             r.connection_attempts.to_string(),
             m.inbound.to_string(),
             m.outbound.to_string(),
-            format!(
-                "{}{}",
-                m.queued,
-                if m.oldest_attempts > 0 || m.held > 0 {
-                    "!"
-                } else {
-                    ""
-                }
-            ),
+            m.queued_text(),
             r.last_connection_error.as_deref().unwrap_or("-").to_owned(),
         ]);
     }
@@ -301,6 +353,61 @@ mod tests {
             retry_attempt: retry.map(|r| r.0),
             next_retry_at: retry.map(|r| r.1),
         }
+    }
+
+    #[test]
+    fn queued_entries_count_by_kind_with_those_failing() {
+        let q =
+            |seq: u64, summary: &str, attempts: u32, held: bool| crate::messaging::queue::Queued {
+                seq,
+                chat: "c".into(),
+                sender: "s".into(),
+                id: seq.to_string(),
+                received_at: 0,
+                summary: summary.into(),
+                attempts,
+                last_error: None,
+                accepted: None,
+                held,
+            };
+        let pending = [
+            q(1, r#"{"id":"m1","text":"hi"}"#, 0, false),
+            q(2, r#"{"event":"message","id":"m2"}"#, 2, false),
+            q(3, r#"{"event":"receipt","type":"sent"}"#, 0, false),
+            q(4, r#"{"event":"receipt","type":"delivered"}"#, 0, true),
+            q(5, r#"{"event":"decrypt_failure"}"#, 1, false),
+            q(6, "not json", 0, false),
+        ];
+        let by_kind = count_by_kind(&pending);
+        let k = |queued, failing| KindCounts { queued, failing };
+        let want: std::collections::BTreeMap<String, KindCounts> = [
+            ("decrypt_failure".to_owned(), k(1, 1)),
+            ("message".to_owned(), k(3, 1)),
+            ("receipt".to_owned(), k(2, 1)),
+        ]
+        .into();
+        assert_eq!(by_kind, want);
+        let m = MessageCounts {
+            queued: 6,
+            held: 1,
+            by_kind,
+            ..MessageCounts::default()
+        };
+        assert_eq!(
+            m.queued_text(),
+            "6 (decrypt_failure 1, receipt 2, failing 3, 1 held)"
+        );
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            json["by_kind"]["receipt"],
+            serde_json::json!({"queued": 2, "failing": 1})
+        );
+        let quiet = MessageCounts {
+            queued: 2,
+            by_kind: [("message".to_owned(), k(2, 0))].into(),
+            ..MessageCounts::default()
+        };
+        assert_eq!(quiet.queued_text(), "2");
     }
 
     #[test]

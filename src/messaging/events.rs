@@ -53,6 +53,23 @@ impl EventKind {
     fn bit(self) -> u8 {
         1 << (self as u8)
     }
+
+    /// The kind of a queue entry: its summary's `event` field (`message`
+    /// when it has none or an unknown one, as messages queued before events
+    /// existed).
+    pub fn of_summary(summary: &str) -> EventKind {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            event: Option<String>,
+        }
+        let name = serde_json::from_str::<Head>(summary)
+            .ok()
+            .and_then(|h| h.event);
+        EventKind::ALL
+            .into_iter()
+            .find(|k| Some(k.as_str()) == name.as_deref())
+            .unwrap_or(EventKind::Message)
+    }
 }
 
 /// The kinds of event a bot's hook gets.
@@ -161,6 +178,9 @@ impl ReceiptState {
 #[derive(Debug, Default)]
 pub struct ReceiptTracker {
     seen: HashMap<String, Vec<ReceiptState>>,
+    /// (sent, delivered) times (unix seconds) of the messages seen, as
+    /// their ack and receipt said, until the latency was taken.
+    times: HashMap<String, (Option<i64>, Option<i64>)>,
     order: VecDeque<String>,
 }
 
@@ -174,6 +194,7 @@ impl ReceiptTracker {
             if self.order.len() >= Self::KEEP {
                 if let Some(old) = self.order.pop_front() {
                     self.seen.remove(&old);
+                    self.times.remove(&old);
                 }
             }
             self.order.push_back(id.to_owned());
@@ -199,6 +220,69 @@ impl ReceiptTracker {
         done.push(state);
         out.push((state, false));
         out
+    }
+
+    /// Notes when message `id` (observed before) was `sent` or `delivered`
+    /// (`time`: the ack's or receipt's, unix seconds); once both are known,
+    /// in either order, returns the sent -> delivered latency in seconds
+    /// (once per message; never negative). Other states note nothing.
+    pub fn latency(&mut self, id: &str, state: ReceiptState, time: i64) -> Option<i64> {
+        if !self.seen.contains_key(id) {
+            return None;
+        }
+        let t = self.times.entry(id.to_owned()).or_default();
+        match state {
+            ReceiptState::Sent if t.0.is_none() => t.0 = Some(time),
+            ReceiptState::Delivered if t.1.is_none() => t.1 = Some(time),
+            _ => return None,
+        }
+        let (Some(sent), Some(delivered)) = *t else {
+            return None;
+        };
+        self.times.remove(id);
+        Some((delivered - sent).max(0))
+    }
+}
+
+/// Upper bounds (seconds) of the receipt latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 10] = [
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0,
+];
+
+/// Sent -> delivered latencies of a bot's messages (`/metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyCounts {
+    /// Observations per bucket of [`LATENCY_BUCKETS`] (not cumulative),
+    /// then those above the last bound.
+    pub counts: [u64; LATENCY_BUCKETS.len() + 1],
+    pub sum_secs: f64,
+}
+
+impl LatencyCounts {
+    pub fn observe(&mut self, secs: f64) {
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum_secs += secs;
+    }
+
+    /// (upper bound, cumulative count) per bucket, Prometheus style.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut n = 0;
+        LATENCY_BUCKETS
+            .iter()
+            .zip(self.counts)
+            .map(|(b, c)| {
+                n += c;
+                (*b, n)
+            })
+            .collect()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
     }
 }
 
@@ -470,6 +554,35 @@ mod tests {
     use super::*;
 
     const W: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn receipt_latency_from_sent_to_delivered_in_either_order_once() {
+        let mut r = ReceiptTracker::default();
+        r.observe("a", ReceiptState::Sent);
+        assert_eq!(r.latency("a", ReceiptState::Sent, 100), None);
+        r.observe("a", ReceiptState::Delivered);
+        assert_eq!(r.latency("a", ReceiptState::Delivered, 103), Some(3));
+        assert_eq!(r.latency("a", ReceiptState::Delivered, 109), None);
+        // The receipt overtook the ack: taken once the ack comes.
+        r.observe("b", ReceiptState::Delivered);
+        assert_eq!(r.latency("b", ReceiptState::Delivered, 50), None);
+        assert_eq!(r.latency("b", ReceiptState::Read, 60), None);
+        assert_eq!(r.latency("b", ReceiptState::Sent, 49), Some(1));
+        // Clocks apart: never negative; unknown messages note nothing.
+        r.observe("c", ReceiptState::Sent);
+        r.latency("c", ReceiptState::Sent, 10);
+        assert_eq!(r.latency("c", ReceiptState::Delivered, 8), Some(0));
+        assert_eq!(r.latency("z", ReceiptState::Sent, 1), None);
+        let mut h = LatencyCounts::default();
+        for s in [0.0, 1.0, 3.0, 1e6] {
+            h.observe(s);
+        }
+        assert_eq!(h.count(), 4);
+        assert_eq!(h.sum_secs, 1e6 + 4.0);
+        let c = h.cumulative();
+        assert_eq!((c[0], c[1], c[2]), ((1.0, 2), (2.0, 2), (5.0, 3)));
+        assert_eq!(c.last(), Some(&(86400.0, 3)));
+    }
 
     #[test]
     fn kinds_parse_print_and_refuse_unknown_ones() {

@@ -29,8 +29,11 @@ pub struct Live {
     /// Messages that could not be decrypted, per bot.
     pub decrypt_failures: BTreeMap<String, u64>,
     /// Hook events (`messaging::events`) by (kind, outcome): `queued`, or
-    /// `dropped` (no hook, or the queue full).
+    /// `dropped` (no hook, or the queue full); and per hook call, of every
+    /// kind (messages too), `delivered` or `failed`.
     pub events: BTreeMap<(&'static str, &'static str), u64>,
+    /// Sent -> delivered latency of the bots' messages, per bot.
+    pub receipt_latency: BTreeMap<String, crate::messaging::events::LatencyCounts>,
 }
 
 /// Runs of one timer job.

@@ -372,11 +372,19 @@ impl Worker {
             );
             let timeout = s.timeout;
             let pace = (self.shared.outbox(&self.bot), s.send_rate);
+            let shared = self.shared.clone();
             self.tasks
                 .spawn(tracing::Instrument::in_current_span(async move {
                     let (chat, seq) = (q.chat.clone(), q.seq);
-                    let (outcome, after) =
-                        deliver_one(&bot, &link, &target, timeout, &pace, q).await;
+                    let call = Call {
+                        bot: &bot,
+                        link: &link,
+                        target: &target,
+                        timeout,
+                        pace: &pace,
+                        shared: &shared,
+                    };
+                    let (outcome, after) = deliver_one(&call, q).await;
                     (chat, seq, outcome, after)
                 }));
         }
@@ -451,32 +459,39 @@ async fn expire(
 /// The bot's sending state and its rate (`--send-rate`; `None`: unpaced).
 type Pace = (Arc<Outbox>, Option<u32>);
 
+/// What one delivery works with.
+struct Call<'a> {
+    bot: &'a BotId,
+    link: &'a Link,
+    target: &'a Target,
+    timeout: Duration,
+    pace: &'a Pace,
+    shared: &'a Shared,
+}
+
 /// Hands one message to the hook (unless it accepted it before) and carries
 /// out its actions; removes the entry once all is done.
 /// Returns the outcome and the entry as stored now (`None` once removed).
 async fn deliver_one(
-    bot: &BotId,
-    link: &Link,
-    target: &Target,
-    timeout: Duration,
-    pace: &Pace,
+    call: &Call<'_>,
     mut q: Queued,
 ) -> (std::result::Result<(), DeliveryError>, Option<Queued>) {
-    match deliver_inner(bot, link, target, timeout, pace, &mut q).await {
+    match deliver_inner(call, &mut q).await {
         Ok(()) => (Ok(()), None),
         Err(e) => (Err(e), Some(q)),
     }
 }
 
 /// `Ok` once the entry is done and removed.
-async fn deliver_inner(
-    bot: &BotId,
-    link: &Link,
-    target: &Target,
-    timeout: Duration,
-    pace: &Pace,
-    q: &mut Queued,
-) -> std::result::Result<(), DeliveryError> {
+async fn deliver_inner(call: &Call<'_>, q: &mut Queued) -> std::result::Result<(), DeliveryError> {
+    let Call {
+        bot,
+        link,
+        target,
+        timeout,
+        pace,
+        shared,
+    } = *call;
     let queue = &link.inbox.queue;
     if q.accepted.is_none() {
         let stamp = match stamp(queue, bot, target, q) {
@@ -486,7 +501,9 @@ async fn deliver_inner(
                 return fail(queue, q, e, false).await;
             }
         };
-        match hook::call(target, &q.summary, timeout, bot.as_str(), &stamp).await {
+        let answer = hook::call(target, &q.summary, timeout, bot.as_str(), &stamp).await;
+        super::events::count_call(shared, &q.summary, answer.is_ok());
+        match answer {
             Ok(actions) => {
                 test_crash_point("after_hook_answer");
                 let actions = if events::is_event_sender(&q.sender) {

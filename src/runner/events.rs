@@ -194,7 +194,21 @@ async fn receipts(
     to: Option<String>,
     time: i64,
 ) {
-    let states = inbox.receipt_tracker().observe(id, state);
+    let (states, latency) = {
+        let mut tracker = inbox.receipt_tracker();
+        let states = tracker.observe(id, state);
+        (states, tracker.latency(id, state, time))
+    };
+    if let Some(secs) = latency {
+        shared
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .receipt_latency
+            .entry(bot.to_string())
+            .or_default()
+            .observe(secs as f64);
+    }
     let chat = to.clone().unwrap_or_default();
     let entries = states
         .into_iter()
@@ -246,6 +260,20 @@ async fn settle(shared: &Arc<Shared>, bot: &BotId, inbox: &Inbox, s: Settled) {
         let reason = s.reason(shared.cfg.status_debounce);
         raise(shared, bot, AlertKind::Connection, reason).await;
     }
+}
+
+/// Counts a hook call of a queue entry (`summary`: its JSON) by its kind:
+/// `delivered` (the hook took it) or `failed`.
+pub(crate) fn count_call(shared: &Shared, summary: &str, delivered: bool) {
+    let kind = EventKind::of_summary(summary).as_str();
+    let outcome = if delivered { "delivered" } else { "failed" };
+    *shared
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .events
+        .entry((kind, outcome))
+        .or_default() += 1;
 }
 
 /// Queues events of `kind` when the bot's hook asks for them.

@@ -228,6 +228,7 @@ pub fn render(p: &BotPage<'_>) -> String {
          <tr><th>Messages in / out</th><td>{} / {}</td></tr>\
          <tr><th>Connection attempts</th><td>{}</td></tr>\
          <tr><th>Last connection error</th><td>{}</td></tr>\
+         <tr><th>Queued for the hook</th><td id=\"queued\">{}</td></tr>\
          </tbody></table>\n",
         crate::stats::fmt_secs(st.connected_secs),
         crate::stats::fmt_secs(st.disconnected_secs),
@@ -241,6 +242,7 @@ pub fn render(p: &BotPage<'_>) -> String {
         st.messages_out,
         p.row.connection_attempts,
         esc(p.row.last_connection_error.as_deref().unwrap_or("-")),
+        esc(&p.row.messages.queued_text()),
     ));
     h.push_str("<h2>Recent errors</h2>\n");
     let errors = recent_errors(p.history);

@@ -6,7 +6,8 @@
 //! (from the history), messages in and out, the inbound queue's depth,
 //! hook failures, refused and expired messages; for the process: the durable-write latency
 //! histogram, vault size, timer job runs and last success, alerts raised,
-//! logins and decrypt failures per bot, hook events by kind and outcome.
+//! logins and decrypt failures per bot, hook events by kind and outcome,
+//! the receipt latency (sent -> delivered) histogram per bot.
 
 use std::fmt::Write;
 
@@ -293,9 +294,26 @@ fn event_families(out: &mut Exposition, live: &crate::ops::service::Live) {
     out.family(
         ev,
         "counter",
-        "hook events other than messages, by kind and outcome (queued, dropped)",
+        "hook events by kind and outcome: queued or dropped (events other than messages), \
+         delivered or failed (each hook call, messages too)",
     );
     for ((kind, outcome), n) in &live.events {
         out.sample(ev, &[("kind", kind), ("outcome", outcome)], n);
+    }
+    let lat = "wavault_receipt_latency_seconds";
+    out.family(
+        lat,
+        "histogram",
+        "time from sent (the server's ack) to delivered (the recipient's receipt) of the bot's messages, per bot",
+    );
+    let bucket = "wavault_receipt_latency_seconds_bucket";
+    for (bot, h) in &live.receipt_latency {
+        for (le, count) in h.cumulative() {
+            out.sample(bucket, &[("bot", bot), ("le", &le.to_string())], count);
+        }
+        out.sample(bucket, &[("bot", bot), ("le", "+Inf")], h.count());
+        let labels = [("bot", bot.as_str())];
+        out.sample("wavault_receipt_latency_seconds_sum", &labels, h.sum_secs);
+        out.sample("wavault_receipt_latency_seconds_count", &labels, h.count());
     }
 }

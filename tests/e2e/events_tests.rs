@@ -377,3 +377,141 @@ async fn a_message_that_cannot_be_decrypted_is_an_event_counted_and_then_recover
     );
     runner.shutdown().await.unwrap();
 }
+
+/// One sample's value in a Prometheus scrape (`None`: no such sample).
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let s = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))?;
+    Some(match &s.value {
+        prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        prometheus_parse::Value::Histogram(h) => h
+            .iter()
+            .find(|b| b.less_than.is_infinite())
+            .map_or(0.0, |b| b.count),
+        other => panic!("unexpected {other:?}"),
+    })
+}
+
+async fn scrape(base: &str, token: &str) -> prometheus_parse::Scrape {
+    let (code, text) =
+        crate::web_tests::get(format!("{base}/metrics"), Some(token.to_owned())).await;
+    assert_eq!(code, 200, "{text}");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text")
+}
+
+/// Issue 18, dashboard and metrics: while the hook is down, status rows
+/// count the queued entries per event kind and those failing (the table
+/// too, in one cell); `/metrics` counts the events by kind and outcome
+/// (queued, failed, then delivered once the hook is back) and observes the
+/// sent -> delivered latency of the bot's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_is_down_shows_events_queued_and_failing_per_kind_and_metrics_count_them() {
+    use crate::messaging_tests::row;
+    let hook = HookServer::start(Mode::Down).await;
+    let (_dir, vault, peer, runner, phone) = start(
+        "counted",
+        4_915_100_050_001,
+        Some("message,receipt"),
+        &hook,
+        |_| {},
+    )
+    .await;
+    let base = format!(
+        "http://{}",
+        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
+    );
+    let token = wavault::web::token::load(&vault)
+        .unwrap()
+        .unwrap()
+        .to_string();
+    let contact = peer.contact("4917500000001");
+    runner
+        .send(&bot("counted"), contact.phone(), "proactive")
+        .await
+        .unwrap();
+    // Its `sent` and `delivered` receipts queue (the first one failing),
+    // then a message from the contact queues behind them.
+    let kinds = |rows: &[wavault::status::StatusRow]| row(rows, "counted").messages.by_kind.clone();
+    runner
+        .wait_until(DEADLINE, |rows| {
+            kinds(rows)
+                .get("receipt")
+                .is_some_and(|r| r.queued == 2 && r.failing >= 1)
+        })
+        .await
+        .expect("two receipts queued, failing");
+    contact.send_text(&phone, "hi").await.unwrap();
+    let rows = runner
+        .wait_until(DEADLINE, |rows| {
+            kinds(rows).get("message").is_some_and(|m| m.queued == 1)
+        })
+        .await
+        .expect("the message queued");
+    let m = &row(&rows, "counted").messages;
+    assert_eq!(m.queued, 3, "{m:?}");
+    assert_eq!(m.by_kind.len(), 2, "{m:?}");
+    let failing: usize = m.by_kind.values().map(|k| k.failing).sum();
+    let table = wavault::status::table(&rows);
+    assert!(
+        table.contains(&format!("3 (receipt 2, failing {failing})")),
+        "{table}"
+    );
+    let (code, api) = crate::web_tests::get(format!("{base}/api/bots"), Some(token.clone())).await;
+    assert_eq!(code, 200, "{api}");
+    let api: Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(
+        api[0]["messages"]["by_kind"]["receipt"]["queued"], 2,
+        "{api}"
+    );
+    let doc: Value = serde_json::from_str(&wavault::web::openapi()).unwrap();
+    let mut errs = Vec::new();
+    let schema = serde_json::json!({"$ref": "#/components/schemas/StatusRow"});
+    crate::openapi_tests::check(&doc, &schema, &api[0], "row", &mut errs);
+    assert!(errs.is_empty(), "{errs:?}");
+    let s = scrape(&base, &token).await;
+    let events = |kind: &str, outcome: &str| {
+        sample(
+            &s,
+            "wavault_events_total",
+            &[("kind", kind), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(events("receipt", "queued"), Some(2.0));
+    assert!(events("receipt", "failed") >= Some(1.0));
+    assert_eq!(events("receipt", "delivered"), None);
+    let latency = [("bot", "counted")];
+    assert_eq!(
+        sample(&s, "wavault_receipt_latency_seconds_count", &latency),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&s, "wavault_receipt_latency_seconds", &latency),
+        Some(1.0)
+    );
+
+    // The hook is back: all three are delivered and counted so.
+    hook.set_mode(Mode::Answer(serde_json::json!({})));
+    runner
+        .wait_until(DEADLINE, |rows| {
+            let m = &row(rows, "counted").messages;
+            m.queued == 0 && m.by_kind.is_empty()
+        })
+        .await
+        .expect("the queue drains");
+    let s = scrape(&base, &token).await;
+    let events = |kind: &str, outcome: &str| {
+        sample(
+            &s,
+            "wavault_events_total",
+            &[("kind", kind), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(events("receipt", "delivered"), Some(2.0));
+    assert_eq!(events("message", "delivered"), Some(1.0));
+    runner.shutdown().await.unwrap();
+}

@@ -61,7 +61,7 @@ async fn conn_and_late(
 }
 
 /// GET with an optional bearer token: (status, body).
-async fn get(url: String, token: Option<String>) -> (u16, String) {
+pub(crate) async fn get(url: String, token: Option<String>) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

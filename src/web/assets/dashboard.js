@@ -1,6 +1,17 @@
 var qrShown = {};
 function t(s) { return s == null ? '-' : new Date(s * 1000).toISOString().replace('T', ' ').replace('.000Z', 'Z'); }
 function cell(tr, text, cls) { var td = document.createElement('td'); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td); return td; }
+// The queue in short, as `status` shows it: "3 (receipt 2, failing 1)".
+function queuedText(m) {
+  var kinds = m.by_kind || {}, parts = [], failing = 0;
+  Object.keys(kinds).sort().forEach(function (k) {
+    failing += kinds[k].failing || 0;
+    if (k !== 'message') parts.push(k + ' ' + kinds[k].queued);
+  });
+  if (failing) parts.push('failing ' + failing);
+  if (m.held) parts.push(m.held + ' held');
+  return String(m.queued || 0) + (parts.length ? ' (' + parts.join(', ') + ')' : '');
+}
 function render(rows) {
   var body = document.querySelector('#bots tbody');
   var keep = {};
@@ -25,7 +36,7 @@ function render(rows) {
     cell(tr, String(r.connection_attempts));
     var m = r.messages || {};
     cell(tr, (m.inbound || 0) + ' / ' + (m.outbound || 0), 'messages');
-    cell(tr, String(m.queued || 0) + (m.held ? ' (' + m.held + ' held)' : '') + (m.oldest_attempts ? ' failing' : ''), 'queued');
+    cell(tr, queuedText(m), 'queued');
     cell(tr, r.last_connection_error || '-');
     cell(tr, r.availability_24h == null ? '-' : r.availability_24h.toFixed(1) + ' %');
     var q = cell(tr, '', 'qr');
