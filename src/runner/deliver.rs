@@ -502,7 +502,7 @@ async fn deliver_inner(call: &Call<'_>, q: &mut Queued) -> std::result::Result<(
             }
         };
         let answer = hook::call(target, &q.summary, timeout, bot.as_str(), &stamp).await;
-        super::events::count_call(shared, &q.summary, answer.is_ok());
+        count_call(shared, &q.summary, answer.is_ok());
         match answer {
             Ok(actions) => {
                 test_crash_point("after_hook_answer");
@@ -786,6 +786,20 @@ async fn send_recorded(
     link.meta.activity(t);
     shared.emit(super::RunnerEvent::Traffic { bot: bot.clone() });
     Ok(id)
+}
+
+/// Counts a hook call of a queue entry (`summary`: its JSON) by its kind:
+/// `delivered` (the hook took it) or `failed`.
+fn count_call(shared: &Shared, summary: &str, delivered: bool) {
+    let kind = EventKind::of_summary(summary).as_str();
+    let outcome = if delivered { "delivered" } else { "failed" };
+    *shared
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .events
+        .entry((kind, outcome))
+        .or_default() += 1;
 }
 
 #[cfg(test)]

@@ -262,20 +262,6 @@ async fn settle(shared: &Arc<Shared>, bot: &BotId, inbox: &Inbox, s: Settled) {
     }
 }
 
-/// Counts a hook call of a queue entry (`summary`: its JSON) by its kind:
-/// `delivered` (the hook took it) or `failed`.
-pub(crate) fn count_call(shared: &Shared, summary: &str, delivered: bool) {
-    let kind = EventKind::of_summary(summary).as_str();
-    let outcome = if delivered { "delivered" } else { "failed" };
-    *shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .events
-        .entry((kind, outcome))
-        .or_default() += 1;
-}
-
 /// Queues events of `kind` when the bot's hook asks for them.
 async fn queue_events(
     shared: &Arc<Shared>,
