@@ -112,11 +112,7 @@ async fn receipts_come_in_order_for_a_send_a_hook_reply_and_the_api() {
     );
 
     // A message sent through the HTTP API.
-    let base = format!(
-        "http://{}",
-        crate::runner_tests::web(&runner, Duration::ZERO).await
-    );
-    let token = wavault::web::token::load(&_vault).unwrap().unwrap();
+    let (base, token) = crate::runner_tests::web_with_token(&runner, &_vault, Duration::ZERO).await;
     let (code, body) = crate::messaging_tests::post_json(
         format!("{base}/api/bots/receipts/messages"),
         &token,
@@ -421,14 +417,8 @@ async fn a_hook_that_is_down_shows_events_queued_and_failing_per_kind_and_metric
         |_| {},
     )
     .await;
-    let base = format!(
-        "http://{}",
-        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
-    );
-    let token = wavault::web::token::load(&vault)
-        .unwrap()
-        .unwrap()
-        .to_string();
+    let (base, token) =
+        crate::runner_tests::web_with_token(&runner, &vault, wavault::web::START_GRACE).await;
     let contact = peer.contact("4917500000001");
     runner
         .send(&bot("counted"), contact.phone(), "proactive")

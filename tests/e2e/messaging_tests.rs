@@ -223,11 +223,8 @@ async fn contact_writes_the_hook_replies_and_the_contact_reads_it() {
     assert_eq!(e.exit_code(), exit::UNAVAILABLE, "{e}");
     assert!(e.to_string().contains("not connected"), "{e}");
 
-    let base = format!(
-        "http://{}",
-        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
-    );
-    let token = wavault::web::token::load(&vault).unwrap().unwrap();
+    let (base, token) =
+        crate::runner_tests::web_with_token(&runner, &vault, wavault::web::START_GRACE).await;
     let (code, body) = post_json(
         format!("{base}/api/bots/support/messages"),
         &token,

@@ -386,16 +386,8 @@ async fn every_endpoint_answers_as_the_document_says() {
         _ => None,
     })
     .await;
-    let base = format!(
-        "http://{}",
-        crate::runner_tests::web(&runner, Duration::ZERO).await
-    );
-    let token = Some(
-        wavault::web::token::load(&vault)
-            .unwrap()
-            .unwrap()
-            .to_string(),
-    );
+    let (base, token) = crate::runner_tests::web_with_token(&runner, &vault, Duration::ZERO).await;
+    let token = Some(token);
     let alice = peer.contact("4917400000001");
 
     // (method, template, concrete path, token, body): what each endpoint is asked.

@@ -39,6 +39,21 @@ pub async fn web(runner: &Runner, ready_grace: Duration) -> std::net::SocketAddr
         .addr()
 }
 
+/// [`web`], and what a client needs to call it: the base URL and the
+/// access token.
+pub async fn web_with_token(
+    runner: &Runner,
+    vault: &Vault,
+    ready_grace: Duration,
+) -> (String, String) {
+    let base = format!("http://{}", web(runner, ready_grace).await);
+    let token = wavault::web::token::load(vault)
+        .unwrap()
+        .expect("made when the web surface starts")
+        .to_string();
+    (base, token)
+}
+
 pub fn bot(id: &str) -> BotId {
     BotId::parse(id).expect("bot id")
 }

@@ -93,11 +93,8 @@ async fn the_same_key_sends_once_also_over_the_api_and_across_a_restart() {
     assert_eq!(e.exit_code(), wavault::error::exit::USAGE, "{e}");
 
     // Over the API: the header twice gives the same id, one message.
-    let base = format!(
-        "http://{}",
-        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
-    );
-    let token = wavault::web::token::load(&vault).unwrap().unwrap();
+    let (base, token) =
+        crate::runner_tests::web_with_token(&runner, &vault, wavault::web::START_GRACE).await;
     let body = json!({"to": CONTACT, "text": "via api once"});
     let (code, a) = post(&base, &token, Some("api-7"), body.clone()).await;
     assert_eq!(code, 200, "{a}");
@@ -244,11 +241,8 @@ async fn hook_replies_keep_the_pace_and_a_full_pacing_queue_answers_429() {
     let e = refused.expect_err("one of them is refused at once, the other waits a minute");
     assert_eq!(e.exit_code(), wavault::error::exit::UNAVAILABLE, "{e}");
     assert!(e.to_string().contains("pacing queue is full"), "{e}");
-    let base = format!(
-        "http://{}",
-        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
-    );
-    let token = wavault::web::token::load(&vault).unwrap().unwrap();
+    let (base, token) =
+        crate::runner_tests::web_with_token(&runner, &vault, wavault::web::START_GRACE).await;
     let (code, body) = post(
         &base,
         &token,

@@ -836,14 +836,8 @@ async fn a_bot_that_keeps_failing_to_connect_shows_its_retries() {
     assert!(r.connection_attempts >= 2, "{r:?}");
     assert_eq!(r.status, Status::Connecting, "the recorded status stays");
 
-    let base = format!(
-        "http://{}",
-        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
-    );
-    let token = wavault::web::token::load(&vault)
-        .unwrap()
-        .unwrap()
-        .to_string();
+    let (base, token) =
+        crate::runner_tests::web_with_token(&runner, &vault, wavault::web::START_GRACE).await;
     let auth = Some(token);
     // The row through the operations layer (`status` over the socket too).
     let (code, body) = get(format!("{base}/api/bots/retrying"), auth.clone()).await;
