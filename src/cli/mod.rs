@@ -7,6 +7,7 @@ mod backup;
 mod bot;
 mod docs;
 mod durations;
+mod groups;
 mod lifecycle;
 mod messages;
 mod run;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Inbound messages waiting for a bot's hook: list, retry held ones, drop held ones
     #[command(subcommand)]
     Queue(messages::QueueCommand),
+    /// The groups a bot is in (through the running `wavault run`, else the bot alone)
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
     /// Check every key slot, term and record; exit 0 only when all is sound
     Validate {
         /// Machine-readable output
@@ -273,6 +277,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bot(cmd) => bot::run(&cli.global, cmd),
         Command::Send(args) => messages::send(&cli.global, args),
         Command::Queue(cmd) => messages::queue(&cli.global, cmd),
+        Command::Groups(cmd) => groups::groups(&cli.global, cmd),
         Command::Validate { json } => vaultcmd::validate(&cli.global, json),
         Command::Rotate(RotateCommand::Passphrase {
             new_passphrase_file,

@@ -133,6 +133,15 @@ pub fn summary(bot: &BotId, m: &InboundMessage, ids: &Identities) -> Value {
     })
 }
 
+/// The `message` event with `group_subject`: the group's subject (`null`
+/// for a 1:1 chat or a group whose subject is not known).
+pub fn with_group_subject(mut summary: Value, subject: Option<String>) -> Value {
+    if let Some(o) = summary.as_object_mut() {
+        o.insert("group_subject".into(), json!(subject));
+    }
+    summary
+}
+
 /// A recipient from the command line or the API: a phone number in
 /// international format (digits, optionally with `+`, spaces or dashes) or
 /// a JID (`…@s.whatsapp.net`, `…@g.us`, `…@lid`).

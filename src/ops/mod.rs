@@ -78,6 +78,12 @@ pub trait Host: Send + Sync {
             "bot {bot} is not running here: sending needs `wavault run`"
         )))
     }
+    /// The groups a running bot is in.
+    fn groups(&self, bot: &BotId) -> Result<Vec<proto::GroupRow>> {
+        Err(Error::Unavailable(format!(
+            "bot {bot} is not running here: listing its groups needs it connected"
+        )))
+    }
 }
 
 /// The host of a command run with no `wavault run` holding the vault.
@@ -160,6 +166,10 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
             Response::Sent {
                 id: host.send(&bot, &message)?,
             }
+        }
+        Request::Groups { bot } => {
+            v.bot_config(&bot)?;
+            Response::Groups(host.groups(&bot)?)
         }
         Request::Sweep {
             older_than_secs,

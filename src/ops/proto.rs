@@ -112,6 +112,8 @@ pub enum Request {
         bot: BotId,
         message: crate::messaging::outbox::Outgoing,
     },
+    /// `groups list` (only through a running `run`, or the bot alone).
+    Groups { bot: BotId },
     /// `sweep`.
     Sweep { older_than_secs: u64, dry_run: bool },
     /// `token show`.
@@ -178,6 +180,7 @@ impl Request {
             Request::Reauth { .. } => "reauth",
             Request::Queue { .. } => "queue",
             Request::Send { .. } => "send",
+            Request::Groups { .. } => "groups",
             Request::Sweep { .. } => "sweep",
             Request::TokenShow => "token_show",
             Request::TokenRotate => "token_rotate",
@@ -204,6 +207,7 @@ impl Request {
                 | Request::Sweep { .. }
                 | Request::Reauth { .. }
                 | Request::Send { .. }
+                | Request::Groups { .. }
         )
     }
 }
@@ -293,6 +297,15 @@ pub struct QueueRow {
     pub state: String,
 }
 
+/// One group a bot is in, as `groups list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRow {
+    /// `…@g.us`.
+    pub id: String,
+    pub subject: String,
+    pub participants: usize,
+}
+
 /// What a restore did, and what the running `run` did about it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Restored {
@@ -353,6 +366,7 @@ pub enum Response {
     Sent {
         id: String,
     },
+    Groups(Vec<GroupRow>),
     Sweep(crate::sweep::SweepReport),
     Token(String),
     WebhookSecret(WebhookSecret),

@@ -371,6 +371,15 @@ fn on_event(shared: &Arc<Shared>, meta: &Arc<Meta>, ev: &Event) -> Flow {
         }
         Event::ConnectFailure(f) => meta.error(format!("connect failure: {:?}", f.reason)),
         Event::StreamError(e) => meta.error(format!("stream error {}", e.code)),
+        Event::GroupUpdate(u) => {
+            use wacore::stanza::groups::GroupNotificationAction;
+            if let GroupNotificationAction::Subject { subject, .. } = &u.action {
+                shared
+                    .inbox(bot)
+                    .subjects
+                    .learn(&u.group_jid.to_string(), subject);
+            }
+        }
         Event::Messages(batch) => {
             let t = now();
             meta.activity(t);

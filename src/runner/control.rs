@@ -273,6 +273,10 @@ impl Host for Served {
     fn send(&self, bot: &BotId, msg: &crate::messaging::outbox::Outgoing) -> Result<String> {
         ops::block_on(super::deliver::send(&self.0, bot, msg))?
     }
+
+    fn groups(&self, bot: &BotId) -> Result<Vec<ops::proto::GroupRow>> {
+        ops::block_on(super::groups::of_running(&self.0, bot))?
+    }
 }
 
 #[cfg(test)]

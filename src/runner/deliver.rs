@@ -64,6 +64,8 @@ pub(crate) struct Inbox {
     receipts: std::sync::Mutex<events::ReceiptTracker>,
     /// Recent messages that failed to decrypt (a later arrival recovered them).
     failed: std::sync::Mutex<events::FailedIds>,
+    /// Subjects of the bot's groups (`group_subject` in the hook's event).
+    pub subjects: super::groups::Subjects,
 }
 
 impl Inbox {
@@ -76,6 +78,7 @@ impl Inbox {
             reload: AtomicBool::new(true),
             receipts: Default::default(),
             failed: Default::default(),
+            subjects: Default::default(),
         }
     }
 
@@ -166,7 +169,11 @@ impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook 
                 chat: chat.clone(),
                 sender: m.info.source.sender.to_string(),
                 id: id.clone(),
-                summary: summary(&self.bot, m, &ids).to_string(),
+                summary: {
+                    let subject = self.inbox.subjects.of(&client, &m.info.source.chat).await;
+                    messaging::with_group_subject(summary(&self.bot, m, &ids), subject)
+                }
+                .to_string(),
             });
             if s.events.has(EventKind::DecryptFailure) && self.inbox.failed_ids().take(&id) {
                 // whatsapp-rust's retry brought a message that had failed.

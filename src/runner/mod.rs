@@ -13,6 +13,8 @@ pub mod certcheck;
 pub mod control;
 pub(crate) mod deliver;
 mod events;
+pub(crate) mod groups;
+pub use groups::groups_once;
 mod meta;
 pub mod net;
 pub mod qr;

@@ -441,7 +441,13 @@ impl Connection {
                 return self.restart_stream(session);
             }
             "message" => {
-                for reply in contact::on_bot_message(shared, &session.client, node).await? {
+                let to_group = attr(node, "to").is_some_and(|to| to.ends_with("@g.us"));
+                let replies = if to_group {
+                    super::group::on_bot_message(shared, &session.client, node).await?
+                } else {
+                    contact::on_bot_message(shared, &session.client, node).await?
+                };
+                for reply in replies {
                     self.send(session, reply)?;
                 }
                 return Ok(());
@@ -454,6 +460,7 @@ impl Connection {
             }
             "ack" => {
                 contact::on_client_ack(shared, &session.client, node);
+                super::group::on_client_ack(shared, &session.client, node);
                 return Ok(());
             }
             "iq" => {}
@@ -467,12 +474,16 @@ impl Connection {
         match attr(node, "type").as_deref() {
             Some("result") | Some("error") => self.on_answer(session, node),
             _ => {
-                let replies = match contact::answer_iq(shared, &session.client, node).await {
+                let group = super::group::answer_iq(shared, &session.client, node);
+                let replies = match group {
                     Some(replies) => replies,
-                    None => super::login::answer_iq(node).unwrap_or_else(|| {
-                        self.unsupported(node);
-                        vec![super::login::not_implemented(node)]
-                    }),
+                    None => match contact::answer_iq(shared, &session.client, node).await {
+                        Some(replies) => replies,
+                        None => super::login::answer_iq(node).unwrap_or_else(|| {
+                            self.unsupported(node);
+                            vec![super::login::not_implemented(node)]
+                        }),
+                    },
                 };
                 for reply in replies {
                     self.send(session, reply)?;

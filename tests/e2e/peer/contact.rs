@@ -53,7 +53,7 @@ pub struct ContactMessage {
 }
 
 impl ContactMessage {
-    fn new(from_phone: String, id: String, message: wa::Message) -> Self {
+    pub(super) fn new(from_phone: String, id: String, message: wa::Message) -> Self {
         let text = message.conversation.clone().or_else(|| {
             message
                 .extended_text_message
@@ -96,13 +96,16 @@ pub struct ReceiptRecord {
 #[derive(Clone)]
 pub(crate) struct Queued {
     pub(crate) id: String,
-    contact: String,
+    pub(super) contact: String,
     /// The contact's LID user when it writes from its LID (`from` is then
     /// `<lid>@lid` and `sender_pn` its phone JID).
-    from_lid: Option<String>,
-    t: u64,
-    enc_type: &'static str,
-    ciphertext: Vec<u8>,
+    pub(super) from_lid: Option<String>,
+    pub(super) t: u64,
+    pub(super) enc_type: &'static str,
+    pub(super) ciphertext: Vec<u8>,
+    /// A message to a group (`group.rs`): from the group, with the sender
+    /// as `participant`.
+    pub(super) group: Option<super::group::GroupPart>,
 }
 
 /// A contact message encrypted for a bot but not handed to the server yet
@@ -110,7 +113,7 @@ pub(crate) struct Queued {
 /// order the test chooses.
 pub struct Prepared {
     bot_phone: String,
-    queued: Queued,
+    pub(super) queued: Queued,
 }
 
 impl Prepared {
@@ -137,6 +140,9 @@ impl Queued {
     /// The stanza the server pushes to the bot; `offline` marks a
     /// delivery from the offline queue at login.
     pub(crate) fn stanza(&self, offline: bool) -> Node {
+        if let Some(group) = &self.group {
+            return group.stanza(self, offline);
+        }
         let pn = format!("{}@s.whatsapp.net", self.contact);
         let mut b = match &self.from_lid {
             Some(lid) => NodeBuilder::new("message")
@@ -169,11 +175,11 @@ pub(crate) struct Mailbox {
 }
 
 pub(crate) struct ContactState {
-    phone: String,
+    pub(super) phone: String,
     /// LID user, for a contact made with [`Peer::contact_with_lid`].
-    lid: Option<String>,
+    pub(super) lid: Option<String>,
     signal: tokio::sync::Mutex<ContactSignal>,
-    received: watch::Sender<Vec<ContactMessage>>,
+    pub(super) received: watch::Sender<Vec<ContactMessage>>,
     /// Bot messages still to corrupt before decryption ([`Contact::corrupt_next`]).
     corrupt_next: AtomicUsize,
     /// Reads what it receives: a read receipt after each delivery receipt
@@ -185,8 +191,8 @@ pub(crate) struct ContactState {
 /// same phone share state.
 #[derive(Clone)]
 pub struct Contact {
-    shared: Arc<Shared>,
-    state: Arc<ContactState>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) state: Arc<ContactState>,
 }
 
 impl Peer {
@@ -354,7 +360,7 @@ impl Contact {
         id
     }
 
-    async fn encrypt_message(
+    pub(super) async fn encrypt_message(
         &self,
         bot_phone: &str,
         message: &wa::Message,
@@ -385,6 +391,7 @@ impl Contact {
             t: unix_now(),
             enc_type,
             ciphertext,
+            group: None,
         };
         Ok(Prepared {
             bot_phone: bot_phone.to_string(),
@@ -438,7 +445,7 @@ impl Contact {
 impl Shared {
     /// Queues a contact message for `bot_phone` and pushes it to its online
     /// connections.
-    fn enqueue(&self, bot_phone: &str, queued: Queued) {
+    pub(super) fn enqueue(&self, bot_phone: &str, queued: Queued) {
         let mut mailbox = lock(&self.mailbox);
         mailbox
             .queues
@@ -472,7 +479,7 @@ impl Shared {
 
     /// The contact a JID names: `<phone>@s.whatsapp.net` or, for a contact
     /// with a LID, `<lid>@lid` (device suffix ignored).
-    fn contact_state(&self, jid: &str) -> Option<Arc<ContactState>> {
+    pub(super) fn contact_state(&self, jid: &str) -> Option<Arc<ContactState>> {
         let (user, _) = user_of(jid);
         let contacts = lock(&self.contacts);
         if jid.ends_with("@lid") {
@@ -486,7 +493,7 @@ impl Shared {
     }
 
     /// Sends `node` to `bot_phone`'s online connections; returns how many.
-    fn send_online(&self, bot_phone: &str, node: Node) -> usize {
+    pub(super) fn send_online(&self, bot_phone: &str, node: Node) -> usize {
         self.send_to(
             |c| c.online && is_login_of(c, bot_phone),
             || Command::Send(node.clone()),
@@ -501,7 +508,7 @@ impl Shared {
     }
 }
 
-fn user_of(jid: &str) -> (&str, u16) {
+pub(super) fn user_of(jid: &str) -> (&str, u16) {
     let bare = jid.split('@').next().unwrap_or_default();
     match bare.split_once(':') {
         Some((user, device)) => (user, device.parse().unwrap_or(0)),
@@ -785,7 +792,7 @@ pub(crate) async fn on_bot_message(
 /// (whatsapp-rust logs it as "404 = recipient not found").
 pub const NACK_UNKNOWN_RECIPIENT: &str = "404";
 
-async fn decrypt_for(
+pub(super) async fn decrypt_for(
     state: &ContactState,
     bot_phone: &str,
     bot_device: u16,

@@ -29,6 +29,7 @@
 mod bot;
 mod connection;
 mod contact;
+mod group;
 mod login;
 mod noise;
 mod pairing;
@@ -51,6 +52,7 @@ use whatsapp_rust::wacore_binary::Node;
 pub use bot::{is_connected, is_logged_out, is_qr, is_stream_replaced};
 pub use bot::{BotOptions, EventLog, RunningBot};
 pub use contact::{Contact, ContactMessage, ReceiptRecord, NACK_UNKNOWN_RECIPIENT};
+pub use group::GroupSend;
 pub use noise::HandshakeKind;
 pub use pairing::QrCode;
 pub use stanza::{attr, child};
@@ -175,6 +177,16 @@ pub struct PeerLog {
     /// `tag xmlns=… child=…`. Tests that use only supported features
     /// assert it stays empty.
     pub unsupported: Vec<String>,
+    /// Every bot message to a group, in order (see `group.rs`).
+    pub group_sends: Vec<GroupSend>,
+    /// (former member's phone, message id): a bot's group message a removed
+    /// participant tried and failed to decrypt with the sender keys it kept.
+    pub group_eavesdrops: Vec<(String, String)>,
+    /// Group messages that reached a removed participant: a sender key
+    /// distributed to it, or a message it could decrypt (tests assert none).
+    pub group_leaks: Vec<String>,
+    /// (bot phone, notification id) of each `<ack class="notification">`.
+    pub notification_acks: Vec<(String, String)>,
 }
 
 impl PeerLog {
@@ -326,6 +338,9 @@ pub(crate) struct Shared {
     /// Bots' pre-key bundles and the per-phone message queues.
     mailbox: Mutex<contact::Mailbox>,
     contacts: Mutex<HashMap<String, Arc<contact::ContactState>>>,
+    /// Groups, and the sender keys each contact holds.
+    groups: Mutex<group::Groups>,
+    sender_keys: tokio::sync::Mutex<HashMap<String, group::SenderKeys>>,
     refusing: AtomicBool,
     /// Phones whose logins get no answer (the client waits, then retries).
     stalled: Mutex<std::collections::HashSet<String>>,
@@ -448,6 +463,8 @@ impl Peer {
                 accounts: Mutex::new(HashMap::new()),
                 mailbox: Mutex::new(contact::Mailbox::default()),
                 contacts: Mutex::new(HashMap::new()),
+                groups: Mutex::new(group::Groups::default()),
+                sender_keys: tokio::sync::Mutex::new(HashMap::new()),
                 refusing: AtomicBool::new(false),
                 stalled: Mutex::new(std::collections::HashSet::new()),
                 next_conn: AtomicU64::new(1),
