@@ -385,6 +385,7 @@ mod tests {
         "webhook_secret_rotate",
         "reauth",
         "send",
+        "groups",
         "bot_show",
         "validate",
         "rotate_key",
