@@ -61,6 +61,12 @@ async fn write_and_echo(
     members: [&Contact; 2],
 ) -> (Value, String) {
     from.send_group_text(group, text).await.unwrap();
+    hook_and_echo(hook, text, members).await
+}
+
+/// The hook gets the group message `text` and its echo reaches both
+/// `members`. Returns the event and the echo's message id.
+async fn hook_and_echo(hook: &HookServer, text: &str, members: [&Contact; 2]) -> (Value, String) {
     let is_it = |e: &Value| e["text"] == text;
     let seen = hook
         .wait(text, DEADLINE, |s| s.accepted.iter().any(is_it))
@@ -127,10 +133,14 @@ async fn group_of_a_bot_and_two_contacts_across_restart_restore_and_a_removal() 
     );
 
     // A restart: the bot's sender key and the contacts' come from the vault.
+    // A writes while the bot is down: the message comes in the offline
+    // backlog at login, and its subject is asked of the server then.
     runner.shutdown().await.unwrap();
+    ca.send_group_text(&group, "after restart").await.unwrap();
     let runner = Runner::start(vault.clone(), c.clone()).unwrap();
     wait_connected(&runner, "grp").await;
-    let (_, echo) = write_and_echo(&hook, &ca, &group, "after restart", [&ca, &cb]).await;
+    let (event, echo) = hook_and_echo(&hook, "after restart", [&ca, &cb]).await;
+    assert_eq!(event["group_subject"], "Team Alpha", "{event}");
     assert!(
         skdm_of(&peer, &phone, &group, &echo).is_empty(),
         "after a restart the bot still has its sender key (no new distribution)"
