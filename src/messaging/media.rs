@@ -561,6 +561,39 @@ mod tests {
         }
     }
 
+    /// The retention sweep removes the media of messages older than its
+    /// retention and keeps the newer ones.
+    #[test]
+    fn the_sweep_removes_media_past_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::create(&dir.path().join("v"), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        let bot = crate::BotId::parse("shop").unwrap();
+        v.add_bot(&crate::vault::BotConfig::new(bot.clone()))
+            .unwrap();
+        let view = v.view(&bot);
+        let (_, old) = of_message("shop", "OLD", &image(), 1_000).unwrap();
+        let (_, new) = of_message("shop", "NEW", &image(), 90_000).unwrap();
+        view.apply(&[put_op("OLD", &old.unwrap()), put_op("NEW", &new.unwrap())])
+            .unwrap();
+        let opts = |dry_run| crate::sweep::SweepOptions {
+            retention: std::time::Duration::from_secs(86_400),
+            dry_run,
+            now: 100_000,
+            backup: None,
+        };
+        crate::sweep::sweep(&v, opts(true)).unwrap();
+        assert!(
+            load(&view, "OLD").unwrap().is_some(),
+            "a dry run removes nothing"
+        );
+        crate::sweep::sweep(&v, opts(false)).unwrap();
+        assert!(load(&view, "OLD").unwrap().is_none(), "past the retention");
+        assert!(
+            load(&view, "NEW").unwrap().is_some(),
+            "within the retention"
+        );
+    }
+
     #[test]
     fn errors_map_to_exit_codes_and_redact_urls() {
         use crate::error::exit;

@@ -290,12 +290,15 @@ fn conforms(doc: &Value, template: &str, method: &str, a: &Answer) {
         .as_deref()
         .unwrap_or_else(|| panic!("{what}: no content type"));
     let media = ct.split(';').next().unwrap().trim();
-    let schema = &content.get(media).or_else(|| content.get("*/*")).unwrap_or_else(|| {
-        panic!(
-            "{what}: content type {media} is not in the document ({:?})",
-            content.keys()
-        )
-    })["schema"];
+    let schema = &content
+        .get(media)
+        .or_else(|| content.get("*/*"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: content type {media} is not in the document ({:?})",
+                content.keys()
+            )
+        })["schema"];
     let value = if media == "application/json" {
         serde_json::from_str(&a.body)
             .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", a.body))
