@@ -240,7 +240,7 @@ pub(crate) async fn media(
         .map_err(vault_err)?
         .ok_or_else(|| {
             MediaError::NotFound(format!(
-                "media of message {message_id} of bot {bot} (unknown message, no media,                  never queued for the hook, or past its retention)"
+                "media of message {message_id} of bot {bot} (unknown message, no media, never queued for the hook, or past its retention)"
             ))
         })?;
     if sealed.file_length > shared.cfg.media_max {

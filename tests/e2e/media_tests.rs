@@ -478,3 +478,52 @@ async fn inbound_media_reach_the_hook_the_api_and_media_get_and_tampering_is_ref
     assert!(log.contact_media_errors.is_empty());
     runner.shutdown().await.unwrap();
 }
+
+/// `media get` with no `run` holding the vault (`runner::media_once`, what
+/// the CLI calls then): the bot connects alone, the file comes back
+/// byte-identical, and the bot is stopped again; an unknown message is
+/// refused before connecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_get_without_run_connects_the_bot_alone() {
+    use wavault::messaging::hook::Target;
+    use wavault::runner::{media_once, Runner};
+
+    use crate::hook_server::{HookServer, Mode};
+    use crate::messaging_tests::{cfg, wait_connected, wait_prekeys};
+    use crate::runner_tests::{bot, new_vault, synth_paired};
+
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["alone"]);
+    let phone = synth_paired(&vault, "alone", 4_918_100_001_002).await;
+    let hook = HookServer::start(Mode::Reply(String::new())).await;
+    let peer = Peer::new();
+    let mut c = cfg(&peer);
+    c.hooks.target = Some(Target::Webhook(hook.url.clone()));
+    let runner = Runner::start(vault.clone(), c.clone()).unwrap();
+    wait_connected(&runner, "alone").await;
+    wait_prekeys(&peer, &phone).await;
+    let bytes = pattern(40_000, 8);
+    let id = peer
+        .contact("4918100001102")
+        .send_media(
+            &phone,
+            OutMedia::new(MediaKind::Document, bytes.clone(), "text/csv"),
+        )
+        .await
+        .unwrap();
+    hook.wait("the document's event", DEADLINE, |s| {
+        s.accepted.iter().any(|e| e["id"] == id.as_str())
+    })
+    .await;
+    runner.shutdown().await.unwrap();
+
+    let file = media_once(vault.clone(), c.clone(), &bot("alone"), &id, DEADLINE)
+        .await
+        .unwrap();
+    assert!(file.bytes == bytes, "the file, fetched by the bot alone");
+    assert_eq!(file.content_type, "text/csv");
+    let e = media_once(vault.clone(), c, &bot("alone"), "3EB0BBBB", DEADLINE)
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 6, "{e}");
+}
