@@ -9,6 +9,7 @@ mod docs;
 mod durations;
 mod groups;
 mod lifecycle;
+mod media;
 mod messages;
 mod run;
 mod vaultcmd;
@@ -78,6 +79,9 @@ pub enum Command {
     /// The groups a bot is in (through the running `wavault run`, else the bot alone)
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// The files of media messages bots received: `media get BOT MESSAGE_ID -o FILE`
+    #[command(subcommand)]
+    Media(media::MediaCommand),
     /// Check every key slot, term and record; exit 0 only when all is sound
     Validate {
         /// Machine-readable output
@@ -278,6 +282,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Send(args) => messages::send(&cli.global, args),
         Command::Queue(cmd) => messages::queue(&cli.global, cmd),
         Command::Groups(cmd) => groups::groups(&cli.global, cmd),
+        Command::Media(cmd) => media::media(&cli.global, cmd),
         Command::Validate { json } => vaultcmd::validate(&cli.global, json),
         Command::Rotate(RotateCommand::Passphrase {
             new_passphrase_file,

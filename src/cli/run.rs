@@ -51,6 +51,12 @@ pub struct RunArgs {
     /// Allow --listen on a non-loopback address
     #[arg(long, requires = "listen")]
     pub listen_any: bool,
+    /// Largest inbound media file the media API and `media get` download (larger: refused before downloading)
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::messaging::media::parse_size)]
+    pub media_max: u64,
+    /// Also put media up to SIZE base64 in the hook's `message` event (`media.base64`; off by default)
+    #[arg(long, value_name = "SIZE", value_parser = crate::messaging::media::parse_size)]
+    pub media_inline_max: Option<u64>,
     /// Log lines on stderr as text or as one JSON object per line (journald, Loki)
     #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
     pub log_format: crate::logs::LogFormat,
@@ -117,6 +123,8 @@ impl RunArgs {
         cfg.retention = self.retention;
         cfg.rotate_key_every = self.rotate_key_every;
         cfg.push_name = self.push_name;
+        cfg.media_max = self.media_max;
+        cfg.media_inline_max = self.media_inline_max;
         cfg.check()?;
         Ok(RunPlan {
             runner: cfg,

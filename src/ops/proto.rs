@@ -114,6 +114,9 @@ pub enum Request {
     },
     /// `groups list` (only through a running `run`, or the bot alone).
     Groups { bot: BotId },
+    /// `media get`: the answer's payload is the verified file (only
+    /// through a running `run`).
+    MediaGet { bot: BotId, id: String },
     /// `sweep`.
     Sweep { older_than_secs: u64, dry_run: bool },
     /// `token show`.
@@ -181,6 +184,7 @@ impl Request {
             Request::Queue { .. } => "queue",
             Request::Send { .. } => "send",
             Request::Groups { .. } => "groups",
+            Request::MediaGet { .. } => "media_get",
             Request::Sweep { .. } => "sweep",
             Request::TokenShow => "token_show",
             Request::TokenRotate => "token_rotate",
@@ -208,6 +212,7 @@ impl Request {
                 | Request::Reauth { .. }
                 | Request::Send { .. }
                 | Request::Groups { .. }
+                | Request::MediaGet { .. }
         )
     }
 }
@@ -367,6 +372,14 @@ pub enum Response {
         id: String,
     },
     Groups(Vec<GroupRow>),
+    /// `media get`: the file is the answer's payload.
+    Media {
+        bot: String,
+        id: String,
+        kind: String,
+        content_type: String,
+        size: u64,
+    },
     Sweep(crate::sweep::SweepReport),
     Token(String),
     WebhookSecret(WebhookSecret),

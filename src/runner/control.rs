@@ -277,6 +277,16 @@ impl Host for Served {
     fn groups(&self, bot: &BotId) -> Result<Vec<ops::proto::GroupRow>> {
         ops::block_on(super::groups::of_running(&self.0, bot))?
     }
+
+    fn media(
+        &self,
+        bot: &BotId,
+        message_id: &str,
+    ) -> std::result::Result<crate::messaging::media::MediaFile, crate::messaging::media::MediaError>
+    {
+        ops::block_on(super::deliver::media(&self.0, bot, message_id))
+            .map_err(|e| crate::messaging::media::MediaError::Vault(e.to_string()))?
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +396,7 @@ mod tests {
         "reauth",
         "send",
         "groups",
+        "media_get",
         "bot_show",
         "validate",
         "rotate_key",
@@ -396,6 +407,7 @@ mod tests {
     ];
     const FIELDS: &[&str] = &[
         "bot",
+        "id",
         "bots",
         "since",
         "now",

@@ -293,11 +293,11 @@ async fn message_names_both_identities_and_default_settings_get_messages_only() 
         for k in TODAYS_FIELDS
             .iter()
             .chain(&["sender_lid", "sender_pn", "chat_lid", "chat_pn"])
-            .chain(&["group_subject"])
+            .chain(&["media", "group_subject"])
         {
             assert!(keys.contains(k), "{k} missing in {m}");
         }
-        assert_eq!(keys.len(), TODAYS_FIELDS.len() + 5, "{m}");
+        assert_eq!(keys.len(), TODAYS_FIELDS.len() + 6, "{m}");
         assert_eq!(m["group_subject"], Value::Null, "a 1:1 chat: {m}");
     }
     assert_eq!(seen.accepted.len(), 3, "{:?}", seen.accepted);

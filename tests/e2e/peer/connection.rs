@@ -474,7 +474,8 @@ impl Connection {
         match attr(node, "type").as_deref() {
             Some("result") | Some("error") => self.on_answer(session, node),
             _ => {
-                let group = super::group::answer_iq(shared, &session.client, node);
+                let group = super::group::answer_iq(shared, &session.client, node)
+                    .or_else(|| super::media::answer_iq(node));
                 let replies = match group {
                     Some(replies) => replies,
                     None => match contact::answer_iq(shared, &session.client, node).await {

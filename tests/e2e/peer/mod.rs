@@ -31,6 +31,7 @@ mod connection;
 mod contact;
 mod group;
 mod login;
+mod media;
 mod noise;
 mod pairing;
 mod signal;
@@ -53,6 +54,7 @@ pub use bot::{is_connected, is_logged_out, is_qr, is_stream_replaced};
 pub use bot::{BotOptions, EventLog, RunningBot};
 pub use contact::{Contact, ContactMessage, ReceiptRecord, NACK_UNKNOWN_RECIPIENT};
 pub use group::GroupSend;
+pub use media::{MediaDownload, MediaKind, MediaUpload, OutMedia, ReceivedMedia, MEDIA_HOST};
 pub use noise::HandshakeKind;
 pub use pairing::QrCode;
 pub use stanza::{attr, child};
@@ -187,6 +189,13 @@ pub struct PeerLog {
     pub group_leaks: Vec<String>,
     /// (bot phone, notification id) of each `<ack class="notification">`.
     pub notification_acks: Vec<(String, String)>,
+    /// Blobs stored by the media host (`media.rs`), bots' and contacts'.
+    pub media_uploads: Vec<MediaUpload>,
+    /// Blobs the media host served (or refused), to bots and contacts.
+    pub media_downloads: Vec<MediaDownload>,
+    /// Media of bot messages a contact could not fetch or decrypt (tests
+    /// assert none).
+    pub contact_media_errors: Vec<String>,
 }
 
 impl PeerLog {
@@ -341,6 +350,8 @@ pub(crate) struct Shared {
     /// Groups, and the sender keys each contact holds.
     groups: Mutex<group::Groups>,
     sender_keys: tokio::sync::Mutex<HashMap<String, group::SenderKeys>>,
+    /// The media host's blobs (`media.rs`).
+    media: Mutex<media::MediaStore>,
     refusing: AtomicBool,
     /// Phones whose logins get no answer (the client waits, then retries).
     stalled: Mutex<std::collections::HashSet<String>>,
@@ -465,6 +476,7 @@ impl Peer {
                 contacts: Mutex::new(HashMap::new()),
                 groups: Mutex::new(group::Groups::default()),
                 sender_keys: tokio::sync::Mutex::new(HashMap::new()),
+                media: Mutex::new(media::MediaStore::default()),
                 refusing: AtomicBool::new(false),
                 stalled: Mutex::new(std::collections::HashSet::new()),
                 next_conn: AtomicU64::new(1),
@@ -482,7 +494,8 @@ impl Peer {
         }
     }
 
-    /// `HttpClient` stub that records requests and fails them.
+    /// `HttpClient` stub: serves the media host (`media.rs`), records
+    /// every other request and fails it.
     pub fn http_client(&self) -> PeerHttpClient {
         PeerHttpClient {
             shared: self.shared.clone(),
