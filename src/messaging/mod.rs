@@ -10,6 +10,7 @@
 //!
 //! The runner wires them together (`runner::deliver`).
 
+pub mod attach;
 pub mod config;
 pub mod events;
 pub mod hook;
@@ -303,6 +304,7 @@ pub async fn perform(
     client: &whatsapp_rust::Client,
     q: &queue::Queued,
     action: &hook::Action,
+    media: &attach::Policy,
 ) -> std::result::Result<u64, DeliveryError> {
     if !may_act_in(&q.chat) {
         return Err(DeliveryError::NotHere);
@@ -329,6 +331,39 @@ pub async fn perform(
                     what: "reaction",
                     reason: e.to_string(),
                 })
+        }
+        hook::Action::SendFile {
+            caption,
+            kind,
+            file_name,
+            mimetype,
+            ..
+        } => {
+            let refused = |reason: String| DeliveryError::Action {
+                what: "send_file",
+                reason,
+            };
+            let src = action
+                .file_source()
+                .ok_or_else(|| refused("needs exactly one of path, url or base64".into()))?;
+            let bytes = media.load(&src).await.map_err(refused)?;
+            let kind = kind
+                .as_deref()
+                .map(attach::MediaKind::parse)
+                .transpose()
+                .map_err(refused)?;
+            let file = attach::Attachment::new(
+                bytes,
+                kind,
+                mimetype.clone(),
+                file_name.clone(),
+                caption.clone(),
+            )
+            .map_err(|e| refused(e.to_string()))?;
+            attach::send(client, &chat, &file, None)
+                .await
+                .map(|_| 1)
+                .map_err(|e| e.error)
         }
         hook::Action::Read => {
             let who = chat.is_group().then_some(&sender);
