@@ -467,12 +467,15 @@ impl Connection {
         match attr(node, "type").as_deref() {
             Some("result") | Some("error") => self.on_answer(session, node),
             _ => {
-                let replies = match contact::answer_iq(shared, &session.client, node).await {
+                let replies = match super::media::answer_iq(node) {
                     Some(replies) => replies,
-                    None => super::login::answer_iq(node).unwrap_or_else(|| {
-                        self.unsupported(node);
-                        vec![super::login::not_implemented(node)]
-                    }),
+                    None => match contact::answer_iq(shared, &session.client, node).await {
+                        Some(replies) => replies,
+                        None => super::login::answer_iq(node).unwrap_or_else(|| {
+                            self.unsupported(node);
+                            vec![super::login::not_implemented(node)]
+                        }),
+                    },
                 };
                 for reply in replies {
                     self.send(session, reply)?;

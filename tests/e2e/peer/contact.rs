@@ -50,6 +50,10 @@ pub struct ContactMessage {
     pub text: Option<String>,
     /// (target message id, emoji) for a reaction.
     pub reaction: Option<(String, String)>,
+    /// For a media message: the file, fetched from the peer's media host
+    /// and decrypted (`media.rs`); `None` also when that failed (recorded
+    /// in `contact_media_errors`).
+    pub media: Option<super::ReceivedMedia>,
 }
 
 impl ContactMessage {
@@ -74,6 +78,7 @@ impl ContactMessage {
             message,
             text,
             reaction,
+            media: None,
         }
     }
 }
@@ -333,6 +338,21 @@ impl Contact {
     ) -> anyhow::Result<String> {
         let prepared = self.encrypt_message(bot_phone, message).await?;
         Ok(self.post(prepared))
+    }
+
+    /// Sends the bot logged in as `bot_phone` a media message: encrypts
+    /// the file with whatsapp-rust's media crypto (a fresh media key),
+    /// uploads the blob to the peer's media host and sends the matching
+    /// proto message (image, video, audio with `ptt` for a voice note,
+    /// document, sticker) like [`Contact::send_message`]. Returns the
+    /// message id.
+    pub async fn send_media(
+        &self,
+        bot_phone: &str,
+        media: super::OutMedia,
+    ) -> anyhow::Result<String> {
+        let message = super::media::encrypt_and_upload(&self.shared, &self.state.phone, &media)?;
+        self.send_message(bot_phone, &message).await
     }
 
     /// Encrypts `text` for the bot like [`Contact::send_text`] but keeps it:
@@ -744,7 +764,8 @@ pub(crate) async fn on_bot_message(
         }
         match decrypt_for(&state, phone, *device, enc).await {
             Ok(message) => {
-                let msg = ContactMessage::new(phone.clone(), id.clone(), message);
+                let mut msg = ContactMessage::new(phone.clone(), id.clone(), message);
+                msg.media = super::media::receive(shared, &state.phone, &id, &msg.message);
                 state.received.send_modify(|all| all.push(msg));
                 // The contact's phone confirms delivery, from the JID the
                 // bot addressed.

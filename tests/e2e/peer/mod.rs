@@ -30,6 +30,7 @@ mod bot;
 mod connection;
 mod contact;
 mod login;
+mod media;
 mod noise;
 mod pairing;
 mod signal;
@@ -51,6 +52,7 @@ use whatsapp_rust::wacore_binary::Node;
 pub use bot::{is_connected, is_logged_out, is_qr, is_stream_replaced};
 pub use bot::{BotOptions, EventLog, RunningBot};
 pub use contact::{Contact, ContactMessage, ReceiptRecord, NACK_UNKNOWN_RECIPIENT};
+pub use media::{MediaDownload, MediaKind, MediaUpload, OutMedia, ReceivedMedia, MEDIA_HOST};
 pub use noise::HandshakeKind;
 pub use pairing::QrCode;
 pub use stanza::{attr, child};
@@ -175,6 +177,13 @@ pub struct PeerLog {
     /// `tag xmlns=… child=…`. Tests that use only supported features
     /// assert it stays empty.
     pub unsupported: Vec<String>,
+    /// Blobs stored by the media host (`media.rs`), bots' and contacts'.
+    pub media_uploads: Vec<MediaUpload>,
+    /// Blobs the media host served (or refused), to bots and contacts.
+    pub media_downloads: Vec<MediaDownload>,
+    /// Media of bot messages a contact could not fetch or decrypt (tests
+    /// assert none).
+    pub contact_media_errors: Vec<String>,
 }
 
 impl PeerLog {
@@ -326,6 +335,8 @@ pub(crate) struct Shared {
     /// Bots' pre-key bundles and the per-phone message queues.
     mailbox: Mutex<contact::Mailbox>,
     contacts: Mutex<HashMap<String, Arc<contact::ContactState>>>,
+    /// The media host's blobs (`media.rs`).
+    media: Mutex<media::MediaStore>,
     refusing: AtomicBool,
     /// Phones whose logins get no answer (the client waits, then retries).
     stalled: Mutex<std::collections::HashSet<String>>,
@@ -448,6 +459,7 @@ impl Peer {
                 accounts: Mutex::new(HashMap::new()),
                 mailbox: Mutex::new(contact::Mailbox::default()),
                 contacts: Mutex::new(HashMap::new()),
+                media: Mutex::new(media::MediaStore::default()),
                 refusing: AtomicBool::new(false),
                 stalled: Mutex::new(std::collections::HashSet::new()),
                 next_conn: AtomicU64::new(1),
@@ -465,7 +477,8 @@ impl Peer {
         }
     }
 
-    /// `HttpClient` stub that records requests and fails them.
+    /// `HttpClient` stub: serves the media host (`media.rs`), records
+    /// every other request and fails it.
     pub fn http_client(&self) -> PeerHttpClient {
         PeerHttpClient {
             shared: self.shared.clone(),

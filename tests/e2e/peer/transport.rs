@@ -70,9 +70,10 @@ impl Transport for PeerTransport {
     }
 }
 
-/// HTTP stub: records every request and fails it, as if offline. With the
-/// pinned version a plain login makes no HTTP request at all, which the
-/// tests assert.
+/// HTTP stub: serves the peer's media host ([`super::MEDIA_HOST`], see
+/// `media.rs`); records every other request and fails it, as if offline.
+/// With the pinned version a plain login makes no HTTP request at all,
+/// which the tests assert.
 #[derive(Clone)]
 pub struct PeerHttpClient {
     pub(crate) shared: Arc<Shared>,
@@ -81,6 +82,29 @@ pub struct PeerHttpClient {
 #[whatsapp_rust::async_trait]
 impl HttpClient for PeerHttpClient {
     async fn execute(&self, request: HttpRequest) -> anyhow::Result<HttpResponse> {
+        let body = request.body.clone();
+        if let Some(answer) = super::media::serve(&self.shared, &request, body.as_deref()) {
+            return Ok(answer);
+        }
+        let line = format!("{} {}", request.method, request.url);
+        self.shared
+            .modify_log(|log| log.http_requests.push(line.clone()));
+        Err(anyhow!("no network in tests: {line}"))
+    }
+
+    /// A streamed upload (`Client::upload_stream`): the body is read whole
+    /// and stored like a buffered one.
+    fn execute_upload(
+        &self,
+        request: HttpRequest,
+        mut body: whatsapp_rust::wacore::net::UploadBody,
+        _content_length: u64,
+    ) -> anyhow::Result<HttpResponse> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut body, &mut bytes)?;
+        if let Some(answer) = super::media::serve(&self.shared, &request, Some(&bytes)) {
+            return Ok(answer);
+        }
         let line = format!("{} {}", request.method, request.url);
         self.shared
             .modify_log(|log| log.http_requests.push(line.clone()));
