@@ -208,6 +208,11 @@ fn parse_msgid(s: &str) -> std::result::Result<String, String> {
 /// connecting the bot alone for the send.
 pub fn send(g: &Global, args: SendArgs) -> Result<()> {
     crate::messaging::parse_recipient(&args.to)?;
+    if args.file.is_none() && (args.caption.is_some() || args.kind.is_some()) {
+        return Err(Error::Usage(
+            "--caption and --as need --file (a text is the TEXT argument)".into(),
+        ));
+    }
     let progress = Progress::new();
     let (text, file) = match (&args.file, args.text) {
         (Some(path), _) => {

@@ -16,6 +16,7 @@ mod fault_tests;
 mod hook_server;
 mod live_tests;
 mod log_tests;
+mod media_send_tests;
 mod media_tests;
 mod messaging_tests;
 mod move_tests;
