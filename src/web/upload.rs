@@ -103,8 +103,11 @@ struct JsonFile {
 }
 
 fn json_send(body: &[u8]) -> Result<(Outgoing, Vec<u8>), Refused> {
-    let b: JsonBody = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("the body is not a valid send ({e}): {FORMS}")))?;
+    let b: JsonBody = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "the body must be JSON describing a send ({e}): {FORMS}"
+        ))
+    })?;
     let file = match b.file {
         None => None,
         Some(f) => {
