@@ -10,7 +10,8 @@
 //! - `{"reply": "text"}`;
 //! - `{"actions": [...]}` or a bare `[...]` of
 //!   `{"type":"reply","text":"..."}`, `{"type":"react","emoji":"👍"}`,
-//!   `{"type":"read"}` (mark the message read).
+//!   `{"type":"read"}` (mark the message read), `{"send_file": {...}}` /
+//!   `{"type":"send_file",...}` (a file: `messaging::attach`).
 //!
 //! Limits of an answer (README "Messages: hooks, replies, sending"): at
 //! most [`MAX_ACTIONS`] actions, a reply of at most [`MAX_TEXT`] bytes (the

@@ -396,3 +396,49 @@ async fn files_go_out_by_cli_api_and_hook_and_arrive_byte_identical() {
     );
     runner.shutdown().await.unwrap();
 }
+
+/// With no `run` (`send_once`, what `send --file` does alone): a voice note
+/// goes out as an AudioMessage with `ptt`, its Ogg/Opus mimetype sniffed,
+/// and the contact decrypts it byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_note_sent_without_run_arrives_as_ptt() {
+    use wavault::messaging::attach::MediaKind;
+    use wavault::messaging::outbox::{OutFile, Outgoing};
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["alone"]);
+    synth_paired(&vault, "alone", BOT_PHONE + 10).await;
+    let peer = Peer::new();
+    let dave = peer.contact("4918200000012");
+    let mut ogg = b"OggS\0\x02\0\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\0\0\0\0\x01\x13OpusHead".to_vec();
+    ogg.extend((0..=255u8).cycle().take(4000));
+    let msg = Outgoing {
+        file: Some(OutFile {
+            kind: Some(MediaKind::Voice),
+            bytes: std::sync::Arc::new(ogg.clone()),
+            ..Default::default()
+        }),
+        ..Outgoing::text(dave.phone(), "")
+    };
+    let id = wavault::runner::send_once(vault.clone(), cfg(&peer), &bot("alone"), &msg, DEADLINE)
+        .await
+        .unwrap();
+    let got = dave
+        .wait_received("the voice note", DEADLINE, |r| {
+            r.iter().any(|m| m.id == id && m.media.is_some())
+        })
+        .await
+        .unwrap();
+    let m = got.into_iter().find(|m| m.id == id).unwrap();
+    let audio = m
+        .message
+        .audio_message
+        .as_option()
+        .expect("an AudioMessage");
+    assert_eq!(audio.ptt, Some(true), "a voice note");
+    let md = m.media.unwrap();
+    assert_eq!(
+        (md.kind.as_str(), md.mimetype.as_str()),
+        ("audio", "audio/ogg; codecs=opus")
+    );
+    assert!(md.bytes == ogg, "the voice note arrives byte-identical");
+}
