@@ -1,6 +1,7 @@
 //! Outbound media (issue 14): the bot sends images and documents by
 //! `wavault send --file` (the real CLI through the control socket), by the
-//! API (multipart and JSON base64) and by a hook's `send_file` answer; the
+//! API (multipart and JSON base64) and by a hook's `send_file` answer
+//! (base64, a path under `--media-dir`, a URL on the allow-list); the
 //! contact downloads and decrypts them byte-identical. A hook's file from
 //! a URL off the allow-list or a path outside `--media-dir` is refused.
 //!
@@ -37,6 +38,32 @@ fn document(tag: u8) -> Vec<u8> {
     let mut b = b"%PDF-1.7\n".to_vec();
     b.extend((0..=255u8).rev().map(|i| i ^ tag).cycle().take(5000));
     b
+}
+
+/// Serves `body` to one GET on a loopback port (bound here, kept by the
+/// serving thread); returns `http://127.0.0.1:PORT`.
+fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        let mut s = s;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: image/jpeg\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(&body);
+    });
+    base
 }
 
 /// Waits for the message `id` at `contact` and returns its decrypted media:
@@ -162,12 +189,16 @@ async fn files_go_out_by_cli_api_and_hook_and_arrive_byte_identical() {
     std::fs::create_dir(&media).unwrap();
     let vault = new_vault(dir.path(), &["filer"]);
     let phone = synth_paired(&vault, "filer", BOT_PHONE).await;
+    let files = serve_once(image(7));
     let hook = HookServer::start(Mode::Reply(String::new())).await;
     let peer = Peer::new();
     let mut c = cfg(&peer);
     c.hooks.target = Some(Target::Webhook(hook.url.clone()));
     c.media_out.dir = Some(media.clone());
-    c.media_out.url_allow = vec!["https://files.example.invalid/ok/".into()];
+    c.media_out.url_allow = vec![
+        "https://files.example.invalid/ok/".into(),
+        format!("{files}/ok/"),
+    ];
     let runner = Runner::start(vault.clone(), c).unwrap();
     wait_connected(&runner, "filer").await;
     wait_prekeys(&peer, &phone).await;
@@ -318,15 +349,16 @@ async fn files_go_out_by_cli_api_and_hook_and_arrive_byte_identical() {
     .await;
     assert_eq!(code, 400, "{e}");
 
-    // A hook's answer: base64 and a path under --media-dir.
+    // A hook's answer: base64, a path under --media-dir, an allowed URL.
     std::fs::write(media.join("menu.pdf"), document(5)).unwrap();
     hook.set_mode(Mode::Answer(json!({"actions": [
         {"send_file": {"base64": b64(&image(5)), "caption": "from the hook"}},
         {"send_file": {"path": "menu.pdf", "file_name": "menu.pdf"}},
+        {"send_file": {"url": format!("{files}/ok/pic.jpg")}},
     ]})));
     let bob = peer.contact("4918200000003");
     bob.send_text(&phone, "the menu, please").await.unwrap();
-    let got = wait_media(&bob, "the hook's two files", 2).await;
+    let got = wait_media(&bob, "the hook's three files", 3).await;
     assert_eq!(got[0].0, "image");
     assert_eq!(got[0].1.as_deref(), Some("from the hook"));
     assert!(
@@ -338,13 +370,18 @@ async fn files_go_out_by_cli_api_and_hook_and_arrive_byte_identical() {
         got[1].2 == document(5),
         "the hook's file arrives byte-identical"
     );
+    assert_eq!(got[2].0, "image");
+    assert!(
+        got[2].2 == image(7),
+        "the allowed URL's image arrives byte-identical"
+    );
     let uploads = peer
         .seen()
         .media_uploads
         .iter()
         .filter(|u| u.by == "bot")
         .count();
-    assert_eq!(uploads, 8, "one upload per file sent");
+    assert_eq!(uploads, 9, "one upload per file sent");
 
     // Refused: a URL off the allow-list, a path outside the media folder
     // (the vault itself). Each stays queued with the reason; nothing sent.
