@@ -11,6 +11,10 @@
 //! - orphan records (belonging to no bot), whatever their age;
 //! - idempotency keys of sends older than 24 h, whatever the retention
 //!   (`messaging::outbox`; not in the report, logged);
+//! - the sealed download parameters of inbound media (media key, path,
+//!   hashes) of messages queued before the cutoff (`messaging::media`;
+//!   not in the report, logged): past the retention a message's media can
+//!   no longer be fetched;
 //! - automatic backups beyond the kept count or age.
 //!
 //! Then, when the vault is marked "rotation due" (this sweep purged
@@ -197,6 +201,15 @@ pub fn sweep(vault: &Vault, mut opts: SweepOptions<'_>) -> Result<SweepReport> {
     }
     if keys > 0 {
         tracing::info!("sweep: {keys} idempotency key(s) older than 24 h removed");
+    }
+    let mut media = 0;
+    for cfg in vault.list_bots()? {
+        media += crate::messaging::media::prune(&vault.view(&cfg.id), cutoff)?;
+    }
+    if media > 0 {
+        tracing::info!(
+            "sweep: media download parameters of {media} message(s) past the retention removed"
+        );
     }
     vault.flush()?;
     let current = report.auto_backup.clone().unwrap_or_default();

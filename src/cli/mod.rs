@@ -8,6 +8,7 @@ mod bot;
 mod docs;
 mod durations;
 mod lifecycle;
+mod media;
 mod messages;
 mod run;
 mod vaultcmd;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Inbound messages waiting for a bot's hook: list, retry held ones, drop held ones
     #[command(subcommand)]
     Queue(messages::QueueCommand),
+    /// The files of media messages bots received: `media get BOT MESSAGE_ID -o FILE`
+    #[command(subcommand)]
+    Media(media::MediaCommand),
     /// Check every key slot, term and record; exit 0 only when all is sound
     Validate {
         /// Machine-readable output
@@ -273,6 +277,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bot(cmd) => bot::run(&cli.global, cmd),
         Command::Send(args) => messages::send(&cli.global, args),
         Command::Queue(cmd) => messages::queue(&cli.global, cmd),
+        Command::Media(cmd) => media::media(&cli.global, cmd),
         Command::Validate { json } => vaultcmd::validate(&cli.global, json),
         Command::Rotate(RotateCommand::Passphrase {
             new_passphrase_file,

@@ -51,6 +51,12 @@ pub struct RunArgs {
     /// Allow --listen on a non-loopback address
     #[arg(long, requires = "listen")]
     pub listen_any: bool,
+    /// Largest inbound media file the media API and `media get` download (larger: refused before downloading)
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::messaging::media::parse_size)]
+    pub media_max: u64,
+    /// Also put media up to SIZE base64 in the hook's `message` event (`media.base64`; off by default)
+    #[arg(long, value_name = "SIZE", value_parser = crate::messaging::media::parse_size)]
+    pub media_inline_max: Option<u64>,
     /// Log lines on stderr as text or as one JSON object per line (journald, Loki)
     #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
     pub log_format: crate::logs::LogFormat,
@@ -133,6 +139,8 @@ impl RunArgs {
         }
         cfg.media_out.dir = self.media_dir;
         cfg.media_out.url_allow = self.media_url_allow;
+        cfg.media_max = self.media_max;
+        cfg.media_inline_max = self.media_inline_max;
         cfg.check()?;
         Ok(RunPlan {
             runner: cfg,

@@ -14,6 +14,7 @@ pub mod attach;
 pub mod config;
 pub mod events;
 pub mod hook;
+pub mod media;
 pub mod outbox;
 pub mod pacing;
 pub mod process;
@@ -131,6 +132,9 @@ pub fn summary(bot: &BotId, m: &InboundMessage, ids: &Identities) -> Value {
         "media_type": m.info.media_type,
         "text": base.text_content(),
         "caption": base.get_caption(),
+        // Kind, type, size, hash…, and where to fetch the file; never its
+        // key or path (those are sealed: `media`).
+        "media": media::of_message(bot.as_str(), &m.info.id, base, 0).map(|(obj, _)| obj),
     })
 }
 

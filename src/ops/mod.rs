@@ -78,6 +78,18 @@ pub trait Host: Send + Sync {
             "bot {bot} is not running here: sending needs `wavault run`"
         )))
     }
+    /// Downloads and verifies the media of message `message_id` a running
+    /// bot received (`media get`, the media API).
+    fn media(
+        &self,
+        bot: &BotId,
+        _message_id: &str,
+    ) -> std::result::Result<crate::messaging::media::MediaFile, crate::messaging::media::MediaError>
+    {
+        Err(crate::messaging::media::MediaError::Unavailable(format!(
+            "bot {bot} is not running here: fetching media needs its connection"
+        )))
+    }
 }
 
 /// The host of a command run with no `wavault run` holding the vault.
@@ -185,6 +197,17 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
         Request::RotateKey => Response::RotateKey(v.rotate_key(&mut |_, _| {})?),
         Request::RotatePassphrase { current, new, kdf } => {
             rotate_passphrase(host, &current, new, kdf)?
+        }
+        Request::MediaGet { bot, id } => {
+            let f = host.media(&bot, &id).map_err(Error::from)?;
+            let r = Response::Media {
+                bot: bot.to_string(),
+                id,
+                kind: f.kind.clone(),
+                content_type: f.content_type.clone(),
+                size: f.bytes.len() as u64,
+            };
+            return Ok((r, f.bytes));
         }
         Request::Export {
             bots,

@@ -112,6 +112,9 @@ pub enum Request {
         bot: BotId,
         message: crate::messaging::outbox::Outgoing,
     },
+    /// `media get`: the answer's payload is the verified file (only
+    /// through a running `run`).
+    MediaGet { bot: BotId, id: String },
     /// `sweep`.
     Sweep { older_than_secs: u64, dry_run: bool },
     /// `token show`.
@@ -178,6 +181,7 @@ impl Request {
             Request::Reauth { .. } => "reauth",
             Request::Queue { .. } => "queue",
             Request::Send { .. } => "send",
+            Request::MediaGet { .. } => "media_get",
             Request::Sweep { .. } => "sweep",
             Request::TokenShow => "token_show",
             Request::TokenRotate => "token_rotate",
@@ -204,6 +208,7 @@ impl Request {
                 | Request::Sweep { .. }
                 | Request::Reauth { .. }
                 | Request::Send { .. }
+                | Request::MediaGet { .. }
         )
     }
 }
@@ -352,6 +357,14 @@ pub enum Response {
     },
     Sent {
         id: String,
+    },
+    /// `media get`: the file is the answer's payload.
+    Media {
+        bot: String,
+        id: String,
+        kind: String,
+        content_type: String,
+        size: u64,
     },
     Sweep(crate::sweep::SweepReport),
     Token(String),

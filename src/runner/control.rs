@@ -273,6 +273,16 @@ impl Host for Served {
     fn send(&self, bot: &BotId, msg: &crate::messaging::outbox::Outgoing) -> Result<String> {
         ops::block_on(super::deliver::send(&self.0, bot, msg))?
     }
+
+    fn media(
+        &self,
+        bot: &BotId,
+        message_id: &str,
+    ) -> std::result::Result<crate::messaging::media::MediaFile, crate::messaging::media::MediaError>
+    {
+        ops::block_on(super::deliver::media(&self.0, bot, message_id))
+            .map_err(|e| crate::messaging::media::MediaError::Vault(e.to_string()))?
+    }
 }
 
 #[cfg(test)]

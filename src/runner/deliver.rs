@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+use wacore::proto_helpers::MessageExt as _;
 use wacore::types::events::InboundMessage;
 use whatsapp_rust::Client;
 
@@ -159,7 +160,16 @@ impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook 
             return Ok(());
         }
         let mut msgs: Vec<NewMessage> = Vec::with_capacity(batch.len());
+        let mut media = Vec::new();
         for m in batch {
+            // Media download parameters are sealed before the message is
+            // queued (durable with it: `enqueue` waits for both).
+            let base = m.message.get_base_message();
+            if let Some((_, Some(sealed))) =
+                messaging::media::of_message(self.bot.as_str(), &m.info.id, base, now())
+            {
+                media.push(messaging::media::put_op(&m.info.id, &sealed));
+            }
             let ids = messaging::Identities::of(m, Some(&client)).await;
             let (chat, id) = (m.info.source.chat.to_string(), m.info.id.to_string());
             msgs.push(NewMessage {
@@ -186,6 +196,9 @@ impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook 
                 });
             }
         }
+        if !media.is_empty() {
+            self.shared.vault.view(&self.bot).apply(&media)?;
+        }
         match self.inbox.queue.enqueue(&msgs, s.queue_max, now()).await? {
             Ok(created) => {
                 self.inbox.handed_over(created);
@@ -206,6 +219,119 @@ impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook 
             }
         }
     }
+}
+
+/// Downloads the media of message `message_id` of `bot` through its
+/// connected client (`GET /api/bots/{id}/media/{message_id}`, `wavault
+/// media get`): unknown bot or message, or one past its retention, is
+/// `NotFound`; larger than `--media-max` is refused before downloading.
+pub(crate) async fn media(
+    shared: &Shared,
+    bot: &BotId,
+    message_id: &str,
+) -> std::result::Result<messaging::media::MediaFile, messaging::media::MediaError> {
+    use messaging::media::{self as m, MediaError};
+    let vault_err = |e: Error| match e {
+        Error::NotFound(_) => MediaError::NotFound(format!("bot {bot}")),
+        e => MediaError::Vault(e.to_string()),
+    };
+    shared.vault.bot_config(bot).map_err(vault_err)?;
+    let sealed = m::load(&shared.vault.view(bot), message_id)
+        .map_err(vault_err)?
+        .ok_or_else(|| {
+            MediaError::NotFound(format!(
+                "media of message {message_id} of bot {bot} (unknown message, no media, never queued for the hook, or past its retention)"
+            ))
+        })?;
+    if sealed.file_length > shared.cfg.media_max {
+        return Err(MediaError::TooLarge {
+            id: message_id.to_string(),
+            size: sealed.file_length,
+            max: shared.cfg.media_max,
+        });
+    }
+    let Some(link) = shared.link(bot) else {
+        return Err(MediaError::Unavailable(format!(
+            "bot {bot} is not running in this wavault (disabled, stopped or failed; see `wavault status`)"
+        )));
+    };
+    let mut connected = link.connected.clone();
+    let up = tokio::time::timeout(Duration::from_secs(30), connected.wait_for(|c| *c))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !up {
+        return Err(MediaError::Unavailable(format!(
+            "bot {bot} is not connected right now; try again once `wavault status` shows it connected"
+        )));
+    }
+    let out = m::download(&link.client, message_id, &sealed, shared.cfg.media_max).await;
+    if let Err(e) = &out {
+        // Without the message id or the error text (which may name them).
+        let why = match e {
+            MediaError::HashMismatch { .. } => "hash mismatch",
+            MediaError::TooLarge { .. } => "larger than --media-max",
+            _ => "download failed",
+        };
+        tracing::warn!(bot = %bot, "media download refused: {why}");
+    }
+    out
+}
+
+/// With `--media-inline-max`: a message event whose media is small enough
+/// gets the file base64 in `media.base64`, once (the entry is updated, so
+/// retries send the same body). A download that fails leaves the event as
+/// it was, with `media.inline_error` saying why.
+async fn inline_media(shared: &Shared, bot: &BotId, queue: &Queue, q: &mut Queued) -> Result<()> {
+    let Some(limit) = shared.cfg.media_inline_max else {
+        return Ok(());
+    };
+    if events::is_event_sender(&q.sender) {
+        return Ok(());
+    }
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&q.summary) else {
+        return Ok(());
+    };
+    let Some(media) = v.get("media").filter(|m| m.is_object()) else {
+        return Ok(());
+    };
+    let small = media["size"].as_u64().is_some_and(|s| s <= limit);
+    if !small || media["url"].is_null() || media.get("base64").is_some() {
+        return Ok(());
+    }
+    if media.get("inline_error").is_some() {
+        return Ok(());
+    }
+    let (key, value) = match media_file_limited(shared, bot, &q.id, limit).await {
+        Ok(bytes) => {
+            use base64::Engine as _;
+            (
+                "base64",
+                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            )
+        }
+        Err(e) => ("inline_error", serde_json::Value::String(e.to_string())),
+    };
+    v["media"][key] = value;
+    q.summary = v.to_string();
+    queue.update(q).await
+}
+
+/// [`media`] with `limit` as the size bound.
+async fn media_file_limited(
+    shared: &Shared,
+    bot: &BotId,
+    message_id: &str,
+    limit: u64,
+) -> std::result::Result<Vec<u8>, messaging::media::MediaError> {
+    let f = media(shared, bot, message_id).await?;
+    if f.bytes.len() as u64 > limit {
+        return Err(messaging::media::MediaError::TooLarge {
+            id: message_id.to_string(),
+            size: f.bytes.len() as u64,
+            max: limit,
+        });
+    }
+    Ok(f.bytes)
 }
 
 /// Backoff before retry number `n` (1-based): base · 2^(n-1), capped.
@@ -494,6 +620,7 @@ async fn deliver_inner(call: &Call<'_>, q: &mut Queued) -> std::result::Result<(
     } = *call;
     let queue = &link.inbox.queue;
     if q.accepted.is_none() {
+        inline_media(shared, bot, queue, q).await?;
         let stamp = match stamp(queue, bot, target, q) {
             Ok(s) => s,
             Err(e) => {

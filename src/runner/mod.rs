@@ -75,6 +75,12 @@ pub struct RunConfig {
     /// Outbound files: the size limit, and where a hook's `send_file` may
     /// read (`--media-dir`) or fetch (`--media-url-allow`) from.
     pub media_out: crate::messaging::attach::Policy,
+    /// Largest inbound media file `media get` and the media API download
+    /// (`--media-max`); larger ones are refused before downloading.
+    pub media_max: u64,
+    /// Media up to this size are also put base64 in the hook's event
+    /// (`--media-inline-max`; off when `None`).
+    pub media_inline_max: Option<u64>,
 }
 
 impl RunConfig {
@@ -100,6 +106,8 @@ impl RunConfig {
             idle_check_every: Duration::from_secs(3600),
             status_debounce: Duration::from_secs(10),
             media_out: Default::default(),
+            media_max: crate::messaging::media::DEFAULT_MAX,
+            media_inline_max: None,
         }
     }
 
@@ -110,6 +118,7 @@ impl RunConfig {
     /// would delete all history), zero hook limits. [`Runner::start`] calls
     /// it, so a configuration built in code meets the same rules as the flags.
     pub fn check(&self) -> Result<()> {
+        crate::messaging::media::check_limits(self.media_max, self.media_inline_max)?;
         let periods = [
             ("the sweep period (--sweep-every)", Some(self.sweep_every)),
             (
@@ -488,6 +497,17 @@ impl Runner {
         deliver::send(&self.shared, bot, msg).await
     }
 
+    /// Downloads the media of message `message_id` (received by `bot`):
+    /// verified bytes, or why not.
+    pub async fn media(
+        &self,
+        bot: &BotId,
+        message_id: &str,
+    ) -> std::result::Result<crate::messaging::media::MediaFile, crate::messaging::media::MediaError>
+    {
+        deliver::media(&self.shared, bot, message_id).await
+    }
+
     /// Messages waiting in the bot's inbound queue.
     pub fn queued(&self, bot: &BotId) -> Result<Vec<crate::messaging::queue::Queued>> {
         self.shared.inbox(bot).queue.pending()
@@ -655,6 +675,68 @@ pub async fn send_once(
     let id = sent?;
     stopped?;
     Ok(id)
+}
+
+/// `wavault media get` when no `wavault run` holds the vault: connects
+/// `bot` alone like [`send_once`], downloads and verifies the media of
+/// message `message_id`, disconnects.
+pub async fn media_once(
+    vault: Vault,
+    mut cfg: RunConfig,
+    bot: &BotId,
+    message_id: &str,
+    deadline: Duration,
+) -> Result<crate::messaging::media::MediaFile> {
+    vault.bot_config(bot)?;
+    if crate::messaging::media::load(&vault.view(bot), message_id)?.is_none() {
+        return Err(Error::NotFound(format!(
+            "media of message {message_id} of bot {bot} (unknown message, no media, \
+             never queued for the hook, or past its retention)"
+        )));
+    }
+    if crate::store::credentials_state(&vault.view(bot)) != Some(crate::store::Credentials::Paired)
+    {
+        return Err(Error::Unavailable(format!(
+            "bot {bot} is not paired: pair it first (`wavault run` shows its QR code)"
+        )));
+    }
+    cfg.bots = vec![bot.clone()];
+    cfg.console = false;
+    cfg.control_socket = false;
+    cfg.stagger = Duration::ZERO;
+    cfg.rotate_key_every = None;
+    cfg.sweep_every = Duration::from_secs(u32::MAX as u64);
+    cfg.idle_check_every = Duration::from_secs(u32::MAX as u64);
+    let runner = Runner::start(vault, cfg)?;
+    let got = async {
+        let id = bot.as_str().to_owned();
+        let connected = runner
+            .wait_until(deadline, |rows| {
+                rows.iter()
+                    .any(|r| r.bot == id && (r.status == Status::Connected || r.status.is_permanent()))
+            })
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "bot {bot} did not connect within {deadline:?}; see `wavault status` for its last error"
+                ))
+            })?;
+        if connected
+            .iter()
+            .find(|r| r.bot == id)
+            .is_some_and(|r| r.status != Status::Connected)
+        {
+            return Err(Error::Unavailable(format!(
+                "bot {bot} cannot connect; see `wavault status`"
+            )));
+        }
+        runner.media(bot, message_id).await.map_err(Error::from)
+    }
+    .await;
+    let stopped = runner.shutdown().await;
+    let file = got?;
+    stopped?;
+    Ok(file)
 }
 
 fn select_bots(vault: &Vault, named: &[BotId]) -> Result<Vec<crate::vault::BotConfig>> {

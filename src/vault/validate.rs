@@ -73,6 +73,7 @@ pub fn kind_name(kind: Kind, names: Names<'_>) -> String {
         Kind::TRAFFIC => "traffic".into(),
         Kind::IDEMPOTENCY => "idempotency_key".into(),
         Kind::WEBHOOK_SECRET => "webhook_secret".into(),
+        Kind::MEDIA => "media".into(),
         Kind::TEST => "test".into(),
         other => names(other).map_or_else(|| format!("kind_{:02x}", other.0), str::to_owned),
     }

@@ -31,6 +31,8 @@ impl Kind {
     pub const IDEMPOTENCY: Kind = Kind(0x08);
     /// The bot's webhook signing secrets (one record, `messaging::signing`).
     pub const WEBHOOK_SECRET: Kind = Kind(0x0a);
+    /// Download parameters of inbound media, by message id (`messaging::media`).
+    pub const MEDIA: Kind = Kind(0x0b);
     /// Scratch records used by tests and benchmarks.
     pub const TEST: Kind = Kind(0x0f);
 }

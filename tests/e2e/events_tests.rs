@@ -290,13 +290,14 @@ async fn message_names_both_identities_and_default_settings_get_messages_only() 
     for m in &seen.accepted {
         assert_eq!(m["event"], "message", "{m}");
         let keys: Vec<&str> = m.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        for k in TODAYS_FIELDS
-            .iter()
-            .chain(&["sender_lid", "sender_pn", "chat_lid", "chat_pn"])
+        for k in
+            TODAYS_FIELDS
+                .iter()
+                .chain(&["sender_lid", "sender_pn", "chat_lid", "chat_pn", "media"])
         {
             assert!(keys.contains(k), "{k} missing in {m}");
         }
-        assert_eq!(keys.len(), TODAYS_FIELDS.len() + 4, "{m}");
+        assert_eq!(keys.len(), TODAYS_FIELDS.len() + 5, "{m}");
     }
     assert_eq!(seen.accepted.len(), 3, "{:?}", seen.accepted);
     // Nor is any other event waiting in the queue.

@@ -339,6 +339,83 @@ fn send_key_reply_to_and_send_rate_usage_errors() {
     assert_eq!(rate(dir).as_deref(), Some("off"));
 }
 
+/// `media get` usage errors and lookups, with no `run`: a missing `-o`, a
+/// bad message id, a folder that does not exist or a folder as FILE, and
+/// absurd sizes are exit 2 before anything is fetched; an unknown bot is
+/// exit 6, an unknown message of a known bot too; `run` refuses absurd
+/// `--media-max` / `--media-inline-max` values before opening the vault.
+#[test]
+fn media_get_usage_errors_and_unknown_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    init(dir);
+    assert_eq!(code(&run(wavault(dir).args(["bot", "add", "b"]))), 0);
+    let missing = dir.join("no-such-folder").join("f.jpg");
+    let folder = dir.to_str().unwrap();
+    for (args, says) in [
+        (vec!["media", "get", "b", "3EB0AA"], "--output"),
+        (
+            vec!["media", "get", "b", "not an id", "-o", "-"],
+            "id of a message",
+        ),
+        (
+            vec![
+                "media",
+                "get",
+                "b",
+                "3EB0AA",
+                "-o",
+                missing.to_str().unwrap(),
+            ],
+            "does not exist",
+        ),
+        (
+            vec!["media", "get", "b", "3EB0AA", "-o", folder],
+            "is a folder",
+        ),
+        (
+            vec!["media", "get", "b", "3EB0AA", "-o", "-", "--media-max", "0"],
+            "--media-max",
+        ),
+        (
+            vec![
+                "media",
+                "get",
+                "b",
+                "3EB0AA",
+                "-o",
+                "-",
+                "--media-max",
+                "12parsecs",
+            ],
+            "unknown size unit",
+        ),
+    ] {
+        let out = run(wavault(dir).args(&args));
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    let out = run(wavault(dir).args(["media", "get", "nobody", "3EB0AA", "-o", "-"]));
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    let out = run(wavault(dir).args(["media", "get", "b", "3EB0AA", "-o", "-"]));
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("media of message 3EB0AA"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+    for args in [
+        vec!["run", "--media-max", "3GiB"],
+        vec!["run", "--media-inline-max", "0"],
+        vec!["run", "--media-max", "1MiB", "--media-inline-max", "2MiB"],
+    ] {
+        let out = run(wavault(dir).args(&args));
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("media"), "{args:?}: {}", stderr(&out));
+    }
+}
+
 /// `send --file` usage errors, each exit 2 with a clear message, before
 /// the vault is needed: a missing file, a folder, a file over 64 MiB (a
 /// sparse file: nothing is read), an unknown `--as`, a TEXT with `--file`,
