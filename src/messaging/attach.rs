@@ -375,7 +375,7 @@ pub struct SendError {
 pub async fn send(
     client: &whatsapp_rust::Client,
     to: &whatsapp_rust::Jid,
-    file: &Attachment,
+    mut file: Attachment,
     reply_to: Option<&str>,
 ) -> std::result::Result<String, SendError> {
     use whatsapp_rust::wacore_binary::JidExt;
@@ -383,8 +383,9 @@ pub async fn send(
         error: DeliveryError::Action { what, reason },
         unknown: false,
     };
+    // The bytes go to the upload (not copied: a file may be 64 MiB).
     let upload = client.upload(
-        file.bytes.clone(),
+        std::mem::take(&mut file.bytes),
         file.kind.media_type(),
         whatsapp_rust::upload::UploadOptions::new(),
     );

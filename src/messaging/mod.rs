@@ -364,7 +364,7 @@ pub async fn perform(
                 caption.clone(),
             )
             .map_err(|e| refused(e.to_string()))?;
-            attach::send(client, &chat, &file, None)
+            attach::send(client, &chat, file, None)
                 .await
                 .map(|_| 1)
                 .map_err(|e| e.error)

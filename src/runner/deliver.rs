@@ -914,7 +914,7 @@ async fn send_recorded(
             "bot {bot} lost its connection before the message went out; try again once `wavault status` shows it connected"
         ))));
     }
-    let id = if let Some(f) = &file {
+    let id = if let Some(f) = file {
         messaging::attach::send(&link.client, to, f, msg.reply_to.as_deref())
             .await
             .map_err(|e| (Error::Other(e.error.to_string()), e.unknown))?
