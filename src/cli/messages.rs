@@ -167,8 +167,18 @@ pub struct SendArgs {
     pub bot: BotId,
     /// Phone number in international format (e.g. 4915112345678) or a JID
     pub to: String,
-    /// The text ("-" reads it from standard input)
-    pub text: String,
+    /// The text ("-" reads it from standard input); with --file, use --caption instead
+    #[arg(required_unless_present = "file")]
+    pub text: Option<String>,
+    /// Send this file (at most 64 MiB): an image, video, audio, voice note, document or sticker
+    #[arg(long, value_name = "PATH", conflicts_with = "text")]
+    pub file: Option<std::path::PathBuf>,
+    /// The file's caption (images, videos and documents show it)
+    #[arg(long, value_name = "TEXT", requires = "file")]
+    pub caption: Option<String>,
+    /// Send the file as this kind: image, video, audio, voice, document, sticker [default: from the content]
+    #[arg(long = "as", value_name = "KIND", requires = "file", value_parser = crate::messaging::attach::MediaKind::parse)]
+    pub kind: Option<crate::messaging::attach::MediaKind>,
     /// The same key for the same bot within 24 h sends once: a repeat prints the first message's id
     #[arg(long, value_name = "KEY", value_parser = parse_key)]
     pub idempotency_key: Option<String>,
@@ -198,13 +208,30 @@ fn parse_msgid(s: &str) -> std::result::Result<String, String> {
 /// connecting the bot alone for the send.
 pub fn send(g: &Global, args: SendArgs) -> Result<()> {
     crate::messaging::parse_recipient(&args.to)?;
-    let text = if args.text == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .map_err(|e| Error::io("reading the text from standard input", e))?;
-        s.trim_end_matches('\n').to_owned()
-    } else {
-        args.text
+    if args.file.is_none() && (args.caption.is_some() || args.kind.is_some()) {
+        return Err(Error::Usage(
+            "--caption and --as need --file (a text is the TEXT argument)".into(),
+        ));
+    }
+    let progress = Progress::new();
+    let (text, file) = match (&args.file, args.text) {
+        (Some(path), _) => {
+            let bytes = read_file(path, &progress)?;
+            let file = crate::messaging::outbox::OutFile {
+                kind: args.kind,
+                mimetype: None,
+                file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                bytes: std::sync::Arc::new(bytes),
+            };
+            (args.caption.unwrap_or_default(), Some(file))
+        }
+        (None, Some(t)) if t == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| Error::io("reading the text from standard input", e))?;
+            (s.trim_end_matches('\n').to_owned(), None)
+        }
+        (None, t) => (t.unwrap_or_default(), None),
     };
     let message = crate::messaging::outbox::Outgoing {
         to: args.to.clone(),
@@ -212,14 +239,27 @@ pub fn send(g: &Global, args: SendArgs) -> Result<()> {
         idempotency_key: args.idempotency_key,
         reply_to: args.reply_to,
         typing: args.typing,
+        file,
     };
     message.check()?;
+    message.attachment()?;
+    // The bytes go as the request's payload, not in its line.
+    let payload = message
+        .file
+        .as_ref()
+        .map(|f| f.bytes.clone())
+        .unwrap_or_default();
     let req = crate::ops::Request::Send {
         bot: args.bot.clone(),
         message: message.clone(),
     };
     let dir = g.dir()?;
-    let id = match crate::ops::client::call(&dir, &req, &[])? {
+    let answer = crate::ops::client::call_with_progress(&dir, &req, &payload, &mut |sent| {
+        progress.handed_over(sent, payload.len() as u64)
+    });
+    drop(payload);
+    let answer = answer.inspect_err(|_| progress.done())?;
+    let id = match answer {
         Some((crate::ops::Response::Sent { id }, _)) => id,
         Some(_) => return Err(super::unexpected("send")),
         None => {
@@ -230,20 +270,141 @@ pub fn send(g: &Global, args: SendArgs) -> Result<()> {
                 .build()
                 .map_err(|e| Error::io("starting the async runtime", e))?;
             let cfg = crate::runner::RunConfig::new(crate::runner::net::Net::production());
-            rt.block_on(crate::runner::send_once(
+            if let Some(f) = &message.file {
+                progress.uploading(f.bytes.len() as u64, false);
+            }
+            let sent = rt.block_on(crate::runner::send_once(
                 vault,
                 cfg,
                 &args.bot,
                 &message,
                 args.connect_timeout,
-            ))?
+            ));
+            progress.done();
+            sent?
         }
     };
+    progress.done();
     if args.json {
         super::print_json(&serde_json::json!({"bot": args.bot, "id": id}))
     } else {
         println!("{id}");
         Ok(())
+    }
+}
+
+/// `send --file`: the file's bytes (usage errors: missing, unreadable,
+/// not a regular file, over [`crate::messaging::attach::DEFAULT_MAX`]).
+fn read_file(path: &std::path::Path, progress: &Progress) -> Result<Vec<u8>> {
+    use crate::messaging::attach::{check_size, DEFAULT_MAX};
+    use std::io::Read;
+    let cannot = |e: std::io::Error| Error::Usage(format!("cannot read {}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(cannot)?;
+    let meta = f.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(Error::Usage(format!(
+            "cannot send {}: not a regular file",
+            path.display()
+        )));
+    }
+    check_size(meta.len(), DEFAULT_MAX)
+        .map_err(|e| Error::Usage(format!("cannot send {}: {e}", path.display())))?;
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(cannot)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        check_size(out.len() as u64, DEFAULT_MAX)
+            .map_err(|e| Error::Usage(format!("cannot send {}: {e}", path.display())))?;
+        progress.read(out.len() as u64, meta.len());
+    }
+    Ok(out)
+}
+
+/// Progress of `send --file` on stderr, only when stderr is a terminal
+/// and the file is large (1 MiB or more). It shows what this process can
+/// measure: the bytes read from disk, then the bytes handed to the running
+/// `wavault run`; the upload to WhatsApp happens there (or, with no `run`,
+/// in this process inside whatsapp-rust), so it shows a spinner with the
+/// time spent, not a percentage.
+struct Progress(std::sync::Mutex<Option<indicatif::ProgressBar>>);
+
+impl Progress {
+    const LARGE: u64 = 1 << 20;
+
+    fn new() -> Progress {
+        Progress(std::sync::Mutex::new(None))
+    }
+
+    fn bar(&self, total: u64, msg: &'static str) {
+        use std::io::IsTerminal;
+        if total < Self::LARGE || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let mut pb = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let p = pb.get_or_insert_with(|| indicatif::ProgressBar::new(total));
+        if p.message() != msg {
+            p.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            p.set_length(total);
+            p.set_message(msg);
+        }
+    }
+
+    fn set(&self, done: u64) {
+        if let Some(p) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            p.set_position(done);
+        }
+    }
+
+    fn read(&self, done: u64, total: u64) {
+        self.bar(total, "reading the file");
+        self.set(done);
+    }
+
+    fn handed_over(&self, done: u64, total: u64) {
+        self.bar(total, "handing it to wavault run");
+        self.set(done);
+        if done >= total {
+            self.uploading(total, true);
+        }
+    }
+
+    fn uploading(&self, total: u64, run: bool) {
+        use std::io::IsTerminal;
+        if total < Self::LARGE || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let mut pb = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pb.take() {
+            p.finish_and_clear();
+        }
+        let p = indicatif::ProgressBar::new_spinner();
+        p.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        p.set_message(if run {
+            "wavault run encrypts, uploads and sends it (no percentage: the upload happens there)"
+        } else {
+            "connecting the bot, then encrypting, uploading and sending (no percentage available)"
+        });
+        p.enable_steady_tick(std::time::Duration::from_millis(200));
+        *pb = Some(p);
+    }
+
+    fn done(&self) {
+        if let Some(p) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            p.finish_and_clear();
+        }
     }
 }
 

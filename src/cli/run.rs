@@ -60,6 +60,12 @@ pub struct RunArgs {
     /// Log lines on stderr as text or as one JSON object per line (journald, Loki)
     #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
     pub log_format: crate::logs::LogFormat,
+    /// A hook's send_file may name files by path only under this folder (none by default)
+    #[arg(long, value_name = "DIR")]
+    pub media_dir: Option<std::path::PathBuf>,
+    /// A hook's send_file may fetch URLs starting with this prefix (repeatable; none by default; no redirects followed)
+    #[arg(long = "media-url-allow", value_name = "PREFIX", value_parser = crate::messaging::attach::check_url_prefix)]
+    pub media_url_allow: Vec<String>,
 }
 
 /// `--listen`: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (loopback,
@@ -123,6 +129,16 @@ impl RunArgs {
         cfg.retention = self.retention;
         cfg.rotate_key_every = self.rotate_key_every;
         cfg.push_name = self.push_name;
+        if let Some(d) = &self.media_dir {
+            if !d.is_dir() {
+                return Err(Error::Usage(format!(
+                    "--media-dir {}: not a folder",
+                    d.display()
+                )));
+            }
+        }
+        cfg.media_out.dir = self.media_dir;
+        cfg.media_out.url_allow = self.media_url_allow;
         cfg.media_max = self.media_max;
         cfg.media_inline_max = self.media_inline_max;
         cfg.check()?;

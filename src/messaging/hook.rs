@@ -10,7 +10,8 @@
 //! - `{"reply": "text"}`;
 //! - `{"actions": [...]}` or a bare `[...]` of
 //!   `{"type":"reply","text":"..."}`, `{"type":"react","emoji":"👍"}`,
-//!   `{"type":"read"}` (mark the message read).
+//!   `{"type":"read"}` (mark the message read), `{"send_file": {...}}` /
+//!   `{"type":"send_file",...}` (a file: `messaging::attach`).
 //!
 //! Limits of an answer (README "Messages: hooks, replies, sending"): at
 //! most [`MAX_ACTIONS`] actions, a reply of at most [`MAX_TEXT`] bytes (the
@@ -170,6 +171,58 @@ pub enum Action {
     React { emoji: String },
     /// Mark the message read.
     Read,
+    /// Send a file (`{"send_file": {...}}` in an answer): exactly one of
+    /// `path` (under `run --media-dir`), `url` (on `run --media-url-allow`)
+    /// or `base64`; the rest as for `send --file`.
+    SendFile {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base64: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption: Option<String>,
+        #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mimetype: Option<String>,
+    },
+}
+
+impl Action {
+    /// A `send_file` action's source of bytes.
+    pub fn file_source(&self) -> Option<crate::messaging::attach::Source> {
+        use crate::messaging::attach::Source;
+        match self {
+            Action::SendFile {
+                path, url, base64, ..
+            } => match (path, url, base64) {
+                (Some(p), None, None) => Some(Source::Path(p.clone())),
+                (None, Some(u), None) => Some(Source::Url(u.clone())),
+                (None, None, Some(b)) => Some(Source::Base64(b.clone())),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// `{"send_file": {...}}` as the tagged form `{"type": "send_file", ...}`;
+/// anything else as it is.
+fn untag_send_file(a: &serde_json::Value) -> serde_json::Value {
+    if let Some(o) = a.as_object() {
+        if o.len() == 1 {
+            if let Some(serde_json::Value::Object(f)) = o.get("send_file") {
+                let mut f = f.clone();
+                f.insert("type".into(), "send_file".into());
+                return serde_json::Value::Object(f);
+            }
+        }
+    }
+    a.clone()
 }
 
 /// Reads a hook's answer. `Err` names what is wrong with a JSON answer that
@@ -212,9 +265,9 @@ pub fn parse_answer(body: &str) -> std::result::Result<Vec<Action>, AnswerIgnore
     }
     list.into_iter()
         .map(|a| {
-            let action: Action = serde_json::from_value(a.clone()).map_err(|e| {
+            let action: Action = serde_json::from_value(untag_send_file(a)).map_err(|e| {
                 AnswerIgnored(format!(
-                    "bad action: {} (types: reply, react, read; an action acts in the message's chat only)",
+                    "bad action: {} (types: reply, react, read, send_file; an action acts in the message's chat only)",
                     shorten(&e.to_string())
                 ))
             })?;
@@ -248,6 +301,37 @@ fn check_action(a: &Action) -> std::result::Result<(), AnswerIgnored> {
             "a reaction's emoji is {} bytes; the limit is {MAX_EMOJI}",
             emoji.len()
         ),
+        Action::SendFile { .. } if a.file_source().is_none() => {
+            "a send_file needs exactly one of \"path\", \"url\" or \"base64\"".to_string()
+        }
+        Action::SendFile {
+            base64: Some(b), ..
+        } if crate::messaging::attach::decode_base64(b).is_err() => {
+            "a send_file's base64 is invalid".to_string()
+        }
+        Action::SendFile { kind: Some(k), .. }
+            if crate::messaging::attach::MediaKind::parse(k).is_err() =>
+        {
+            format!(
+                "a send_file's \"as\" {k:?} is not one of {}",
+                crate::messaging::attach::KINDS
+            )
+        }
+        Action::SendFile {
+            caption: Some(c), ..
+        } if c.len() > MAX_TEXT => format!(
+            "a send_file's caption is {} bytes; the limit is {MAX_TEXT}",
+            c.len()
+        ),
+        Action::SendFile {
+            mimetype,
+            file_name,
+            ..
+        } if crate::messaging::attach::check_meta(mimetype.as_deref(), file_name.as_deref())
+            .is_err() =>
+        {
+            "a send_file's mimetype or file_name is invalid".to_string()
+        }
         _ => return Ok(()),
     };
     Err(AnswerIgnored(e))
@@ -452,6 +536,55 @@ mod tests {
         );
         assert!(parse_answer(r#"{"reply":3}"#).is_err());
         assert!(parse_answer(r#"[{"type":"dance"}]"#).is_err());
+    }
+
+    /// `{"send_file": {...}}` and the tagged form parse alike; no source,
+    /// two sources, bad base64, an unknown kind or field: the answer is ignored.
+    #[test]
+    fn send_file_answers() {
+        let want = Action::SendFile {
+            path: None,
+            url: None,
+            base64: Some("aGk=".into()),
+            caption: Some("c".into()),
+            kind: Some("image".into()),
+            file_name: None,
+            mimetype: None,
+        };
+        for body in [
+            r#"{"actions":[{"send_file":{"base64":"aGk=","caption":"c","as":"image"}}]}"#,
+            r#"[{"type":"send_file","base64":"aGk=","caption":"c","as":"image"}]"#,
+        ] {
+            assert_eq!(parse_answer(body), Ok(vec![want.clone()]), "{body}");
+        }
+        let stored = serde_json::to_string(&vec![want.clone()]).unwrap();
+        assert_eq!(
+            parse_answer(&stored),
+            Ok(vec![want]),
+            "stored form reads back"
+        );
+        for (body, says) in [
+            (
+                r#"{"actions":[{"send_file":{"caption":"c"}}]}"#,
+                "exactly one",
+            ),
+            (
+                r#"{"actions":[{"send_file":{"path":"a","url":"https://x/"}}]}"#,
+                "exactly one",
+            ),
+            (r#"{"actions":[{"send_file":{"base64":"***"}}]}"#, "base64"),
+            (
+                r#"{"actions":[{"send_file":{"base64":"aGk=","as":"gif"}}]}"#,
+                "\"as\"",
+            ),
+            (
+                r#"{"actions":[{"send_file":{"base64":"aGk=","to":"x"}}]}"#,
+                "unknown field",
+            ),
+        ] {
+            let e = parse_answer(body).unwrap_err();
+            assert!(e.contains(says), "{body}: {e}");
+        }
     }
 
     #[test]
@@ -926,7 +1059,7 @@ mod tests {
                                 assert!(!text.is_empty() && text.len() <= MAX_TEXT)
                             }
                             Action::React { emoji } => assert!(emoji.len() <= MAX_EMOJI),
-                            Action::Read => {}
+                            Action::Read | Action::SendFile { .. } => {}
                         }
                     }
                 }

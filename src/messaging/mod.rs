@@ -10,6 +10,7 @@
 //!
 //! The runner wires them together (`runner::deliver`).
 
+pub mod attach;
 pub mod config;
 pub mod events;
 pub mod hook;
@@ -226,6 +227,11 @@ pub enum DeliveryError {
     /// WhatsApp refused an action (send, reaction, read receipt).
     #[error("{what} failed: {reason}")]
     Action { what: &'static str, reason: String },
+    /// The operator's policy refuses an action the hook asked for (see
+    /// `attach::Policy`): trying again would be refused again, so the
+    /// action is skipped with an `action_refused` alert.
+    #[error("{what} refused: {reason}")]
+    Refused { what: &'static str, reason: String },
     /// An action ran past its limit.
     #[error("action timed out")]
     ActionTimedOut,
@@ -316,6 +322,7 @@ pub async fn perform(
     client: &whatsapp_rust::Client,
     q: &queue::Queued,
     action: &hook::Action,
+    media: &attach::Policy,
 ) -> std::result::Result<u64, DeliveryError> {
     if !may_act_in(&q.chat) {
         return Err(DeliveryError::NotHere);
@@ -342,6 +349,48 @@ pub async fn perform(
                     what: "reaction",
                     reason: e.to_string(),
                 })
+        }
+        hook::Action::SendFile {
+            caption,
+            kind,
+            file_name,
+            mimetype,
+            ..
+        } => {
+            let refused = |reason: String| DeliveryError::Action {
+                what: "send_file",
+                reason,
+            };
+            let src = action
+                .file_source()
+                .ok_or_else(|| refused("needs exactly one of path, url or base64".into()))?;
+            let bytes = media.load(&src).await.map_err(|reason| {
+                if reason.starts_with(attach::REFUSED) {
+                    DeliveryError::Refused {
+                        what: "send_file",
+                        reason,
+                    }
+                } else {
+                    refused(reason)
+                }
+            })?;
+            let kind = kind
+                .as_deref()
+                .map(attach::MediaKind::parse)
+                .transpose()
+                .map_err(refused)?;
+            let file = attach::Attachment::new(
+                bytes,
+                kind,
+                mimetype.clone(),
+                file_name.clone(),
+                caption.clone(),
+            )
+            .map_err(|e| refused(e.to_string()))?;
+            attach::send(client, &chat, file, None)
+                .await
+                .map(|_| 1)
+                .map_err(|e| e.error)
         }
         hook::Action::Read => {
             let who = chat.is_group().then_some(&sender);

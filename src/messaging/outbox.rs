@@ -18,6 +18,7 @@
 //! overwritten) and by the retention sweep, which deletes expired records
 //! ([`prune`]).
 
+use super::attach::{Attachment, MediaKind};
 use super::MAX_TEXT;
 use crate::codec;
 use crate::error::{Error, Result};
@@ -25,7 +26,7 @@ use crate::vault::{BotView, Kind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a key is remembered.
@@ -49,6 +50,26 @@ pub struct Outgoing {
     /// Show "typing…" for a time proportional to the text first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub typing: bool,
+    /// A file to send; `text` is then its caption (may be empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<OutFile>,
+}
+
+/// The file of a send (`send --file`, the API's multipart or base64 form).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutFile {
+    /// What it is sent as; `None`: from the content.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<MediaKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimetype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// The bytes. Never in the request line of the control socket: they
+    /// are its payload.
+    #[serde(skip)]
+    pub bytes: Arc<Vec<u8>>,
 }
 
 impl Outgoing {
@@ -64,7 +85,9 @@ impl Outgoing {
     /// Checks every field (usage errors naming the problem).
     pub fn check(&self) -> Result<()> {
         super::parse_recipient(&self.to)?;
-        if self.text.is_empty() {
+        if let Some(f) = &self.file {
+            super::attach::check_meta(f.mimetype.as_deref(), f.file_name.as_deref())?;
+        } else if self.text.is_empty() {
             return Err(Error::Usage("the message text is empty".into()));
         }
         if self.text.len() > MAX_TEXT {
@@ -82,17 +105,42 @@ impl Outgoing {
         Ok(())
     }
 
-    /// What the key binds: recipient, text and quote. The same key with
+    /// The file ready to send, `None` for a text (usage errors: an empty
+    /// file, a bad mimetype or file name).
+    pub fn attachment(&self) -> Result<Option<Attachment>> {
+        let Some(f) = &self.file else {
+            return Ok(None);
+        };
+        Attachment::new(
+            f.bytes.to_vec(),
+            f.kind,
+            f.mimetype.clone(),
+            f.file_name.clone(),
+            Some(self.text.clone()),
+        )
+        .map(Some)
+    }
+
+    /// What the key binds: recipient, text (a file's caption) and quote,
+    /// and a file's SHA-256, kind, mimetype and name. The same key with
     /// another message is refused.
     fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
-        for part in [
-            self.to.as_bytes(),
-            self.text.as_bytes(),
-            self.reply_to.as_deref().unwrap_or("").as_bytes(),
-        ] {
+        let mut parts = vec![
+            self.to.clone(),
+            self.text.clone(),
+            self.reply_to.clone().unwrap_or_default(),
+        ];
+        if let Some(f) = &self.file {
+            parts.push("file".into());
+            parts.push(super::attach::sha256_hex(&f.bytes));
+            parts.push(f.kind.map(|k| k.as_str()).unwrap_or("").into());
+            parts.push(f.mimetype.clone().unwrap_or_default());
+            parts.push(f.file_name.clone().unwrap_or_default());
+        }
+        for part in &parts {
             h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
+            h.update(part.as_bytes());
         }
         crate::vault::hex(&h.finalize())
     }
@@ -195,7 +243,7 @@ impl Keys {
                     if r.fingerprint != fp {
                         return Err(Error::Usage(format!(
                             "idempotency key {key:?} of bot {bot} was used within 24 h for another message \
-                             (recipient, text or reply-to differ): use a new key for a new message"
+                             (recipient, text, reply-to or file differ): use a new key for a new message"
                         )));
                     }
                     match (r.state, r.id) {
@@ -335,6 +383,26 @@ mod tests {
             let other = Outgoing::text("4917300000099", "other");
             let e = k.begin("a", &other, 102).await.unwrap_err();
             assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
+            // A file: the same key with other bytes is another message.
+            let file = |b: &[u8]| Outgoing {
+                file: Some(OutFile {
+                    bytes: Arc::new(b.to_vec()),
+                    ..Default::default()
+                }),
+                ..Outgoing::text("4917300000099", "")
+            };
+            assert_eq!(
+                k.begin("f", &file(b"one"), 100).await.unwrap(),
+                Begin::Fresh
+            );
+            k.sent("f", "IDF").await.unwrap();
+            assert_eq!(
+                k.begin("f", &file(b"one"), 101).await.unwrap(),
+                Begin::Done("IDF".into())
+            );
+            let e = k.begin("f", &file(b"two"), 101).await.unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
+            assert!(e.to_string().contains("file differ"), "{e}");
             // Crash between the two writes: `b` stays `sending`.
             assert_eq!(k.begin("b", &msg, 100).await.unwrap(), Begin::Fresh);
             // Abandoned (nothing went out): a retry sends.
@@ -359,7 +427,7 @@ mod tests {
         // The retention sweep prunes: `b` and `c` are expired, `a`
         // (rewritten) is not, whatever the sweep's own retention.
         let later = 101 + KEEP.as_secs() as i64;
-        assert_eq!(view.count(Kind::IDEMPOTENCY).unwrap(), 3);
+        assert_eq!(view.count(Kind::IDEMPOTENCY).unwrap(), 4);
         let opts = crate::sweep::SweepOptions {
             retention: Duration::from_secs(30 * 86_400),
             dry_run: false,

@@ -29,6 +29,16 @@ const LONG: Duration = Duration::from_secs(3600);
 /// (no socket, or nobody accepting): the caller does the work itself.
 /// An error answer becomes the error with the same exit code.
 pub fn call(dir: &Path, req: &Request, payload: &[u8]) -> Result<Option<(Response, Vec<u8>)>> {
+    call_with_progress(dir, req, payload, &mut |_| {})
+}
+
+/// [`call`], telling `sent` how many payload bytes were written so far.
+pub fn call_with_progress(
+    dir: &Path,
+    req: &Request,
+    payload: &[u8],
+    sent: &mut dyn FnMut(u64),
+) -> Result<Option<(Response, Vec<u8>)>> {
     let Ok(mut s) = UnixStream::connect(socket_path(dir)) else {
         return Ok(None);
     };
@@ -50,11 +60,16 @@ pub fn call(dir: &Path, req: &Request, payload: &[u8]) -> Result<Option<(Respons
         serde_json::to_vec(&env).map_err(|e| Error::Other(format!("encoding a request: {e}")))?,
     );
     line.push(b'\n');
-    let sent = s
-        .write_all(&line)
-        .and_then(|_| s.write_all(payload))
-        .and_then(|_| s.flush());
-    if let Err(e) = sent {
+    let written = s.write_all(&line).and_then(|_| {
+        let mut done = 0u64;
+        for chunk in payload.chunks(1 << 20) {
+            s.write_all(chunk)?;
+            done += chunk.len() as u64;
+            sent(done);
+        }
+        s.flush()
+    });
+    if let Err(e) = written {
         return Err(Error::io(
             "writing to the running wavault's control socket",
             e,

@@ -172,7 +172,17 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
         }
         Request::Reauth { bot } => bots::reauth(host, &bot)?,
         Request::Queue { bot, action } => queue::run(host, &bot, action)?,
-        Request::Send { bot, message } => {
+        Request::Send { bot, mut message } => {
+            // A file's bytes are the payload (the request line has its name and kind).
+            match message.file.as_mut() {
+                Some(f) => f.bytes = Arc::new(payload),
+                None if !payload.is_empty() => {
+                    return Err(Error::Usage(
+                        "a send with data needs a \"file\" in its message".into(),
+                    ))
+                }
+                None => {}
+            }
             message.check()?;
             v.bot_config(&bot)?;
             Response::Sent {

@@ -81,11 +81,15 @@ pub enum AlertKind {
     /// The connection flapped, or was lost and not back, over the
     /// `--status-debounce` window (one alert per settled window).
     Connection,
+    /// The hook asked for an action the operator's policy refuses (a
+    /// `send_file` path outside `--media-dir`, a URL off
+    /// `--media-url-allow`): that action is skipped, the rest carried out.
+    ActionRefused,
 }
 
 impl AlertKind {
     /// Every kind (metrics list each, raised or not).
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::LoggedOut,
         AlertKind::Replaced,
         AlertKind::Banned,
@@ -97,6 +101,7 @@ impl AlertKind {
         AlertKind::QueueExpired,
         AlertKind::HookFailing,
         AlertKind::Connection,
+        AlertKind::ActionRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +117,7 @@ impl AlertKind {
             AlertKind::QueueExpired => "queue_expired",
             AlertKind::HookFailing => "hook_failing",
             AlertKind::Connection => "connection",
+            AlertKind::ActionRefused => "action_refused",
         }
     }
 }

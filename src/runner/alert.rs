@@ -26,12 +26,7 @@ pub struct Alert {
 
 /// Raises an alert: logged at error level, announced to subscribers, and
 /// handed to `--alert-command` when there is one.
-pub(crate) async fn raise(
-    shared: &std::sync::Arc<super::Shared>,
-    bot: &BotId,
-    kind: AlertKind,
-    reason: String,
-) {
+pub(crate) async fn raise(shared: &super::Shared, bot: &BotId, kind: AlertKind, reason: String) {
     let a = Alert {
         bot: bot.to_string(),
         kind,

@@ -671,14 +671,17 @@ async fn deliver_inner(call: &Call<'_>, q: &mut Queued) -> std::result::Result<(
         if !up {
             return fail(queue, q, DeliveryError::NotConnected, false).await;
         }
-        if matches!(action, Action::Reply { .. } | Action::React { .. }) {
+        if matches!(
+            action,
+            Action::Reply { .. } | Action::React { .. } | Action::SendFile { .. }
+        ) {
             // Messages the bot sends keep its pace (never refused: the
             // actions are durable here).
             let _ = pace.0.pace(pace.1, false).await;
         }
         match tokio::time::timeout(
-            timeout.max(Duration::from_secs(30)),
-            messaging::perform(&link.client, q, &action),
+            action_limit(&action, timeout),
+            messaging::perform(&link.client, q, &action, &shared.cfg.media_out),
         )
         .await
         {
@@ -694,11 +697,34 @@ async fn deliver_inner(call: &Call<'_>, q: &mut Queued) -> std::result::Result<(
                     queue.update(q).await?;
                 }
             }
+            Ok(Err(DeliveryError::Refused { what, reason })) => {
+                // The same answer would be refused again: skip the action
+                // (the chat's later messages must not wait behind it) and
+                // tell the operator.
+                let why = format!(
+                    "the hook's {what} was refused and skipped: {reason}; \
+                     the message's other actions are carried out"
+                );
+                raise(shared, bot, AlertKind::ActionRefused, why).await;
+                actions.remove(0);
+                q.accepted = Some(stored_actions(&actions)?);
+                queue.update(q).await?;
+            }
             Ok(Err(e)) => return fail(queue, q, e, false).await,
             Err(_) => return fail(queue, q, DeliveryError::ActionTimedOut, false).await,
         }
     }
     Ok(queue.remove(q, now(), 0).await?)
+}
+
+/// How long one action may take: a file's fetch and upload get their own
+/// limits, the rest the hook's time limit (at least 30 s).
+fn action_limit(action: &Action, hook_timeout: Duration) -> Duration {
+    use messaging::attach::{FETCH_TIMEOUT, UPLOAD_TIMEOUT};
+    match action {
+        Action::SendFile { .. } => FETCH_TIMEOUT + UPLOAD_TIMEOUT + Duration::from_secs(30),
+        _ => hook_timeout.max(Duration::from_secs(30)),
+    }
 }
 
 /// This attempt's stamp: the entry's event id (the same for every attempt,
@@ -841,6 +867,10 @@ pub(crate) async fn send(shared: &Arc<Shared>, bot: &BotId, msg: &Outgoing) -> R
             "bot {bot} is not connected right now; try again once `wavault status` shows it connected"
         )));
     }
+    let file = msg.attachment()?;
+    if let Some(f) = &file {
+        messaging::attach::check_size(f.bytes.len() as u64, shared.cfg.media_out.max)?;
+    }
     let outbox = shared.outbox(bot);
     let key = msg.idempotency_key.as_deref();
     if let Some(k) = key {
@@ -848,7 +878,7 @@ pub(crate) async fn send(shared: &Arc<Shared>, bot: &BotId, msg: &Outgoing) -> R
             return Ok(id);
         }
     }
-    let out = send_recorded(shared, bot, &link, &outbox, &to, msg).await;
+    let out = send_recorded(shared, bot, &link, &outbox, &to, msg, file).await;
     let Some(k) = key else {
         return out.map_err(|(e, _)| e);
     };
@@ -884,6 +914,7 @@ async fn send_recorded(
     outbox: &Outbox,
     to: &whatsapp_rust::Jid,
     msg: &Outgoing,
+    file: Option<messaging::attach::Attachment>,
 ) -> std::result::Result<String, (Error, bool)> {
     let unsent = |e: Error| (e, false);
     let rate = settings(shared, bot).map_err(unsent)?.send_rate;
@@ -903,16 +934,23 @@ async fn send_recorded(
             "bot {bot} lost its connection before the message went out; try again once `wavault status` shows it connected"
         ))));
     }
-    let id = tokio::time::timeout(
-        Duration::from_secs(30),
-        messaging::send_quoting(&link.client, to, &msg.text, msg.reply_to.as_deref()),
-    )
-    .await
-    .map_err(|_| {
-        let e = "WhatsApp did not take the message within 30 s: it may or may not have been sent";
-        (Error::Other(e.into()), true)
-    })?
-    .map_err(|e| unsent(Error::Other(e.to_string())))?;
+    let id = if let Some(f) = file {
+        messaging::attach::send(&link.client, to, f, msg.reply_to.as_deref())
+            .await
+            .map_err(|e| (Error::Other(e.error.to_string()), e.unknown))?
+    } else {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            messaging::send_quoting(&link.client, to, &msg.text, msg.reply_to.as_deref()),
+        )
+        .await
+        .map_err(|_| {
+            let e =
+                "WhatsApp did not take the message within 30 s: it may or may not have been sent";
+            (Error::Other(e.into()), true)
+        })?
+        .map_err(|e| unsent(Error::Other(e.to_string())))?
+    };
     let t = now();
     if let Err(e) = link.inbox.queue.count(t, 0, 1, 0) {
         tracing::warn!(bot = %bot, "outbound count not recorded: {e}");

@@ -74,6 +74,9 @@ pub struct RunConfig {
     /// How long a bot's connection must stay unchanged before its changes
     /// make one `status` event (and at most one connection alert).
     pub status_debounce: Duration,
+    /// Outbound files: the size limit, and where a hook's `send_file` may
+    /// read (`--media-dir`) or fetch (`--media-url-allow`) from.
+    pub media_out: crate::messaging::attach::Policy,
     /// Largest inbound media file `media get` and the media API download
     /// (`--media-max`); larger ones are refused before downloading.
     pub media_max: u64,
@@ -104,6 +107,7 @@ impl RunConfig {
             idle_warning: status::IDLE_WARNING,
             idle_check_every: Duration::from_secs(3600),
             status_debounce: Duration::from_secs(10),
+            media_out: Default::default(),
             media_max: crate::messaging::media::DEFAULT_MAX,
             media_inline_max: None,
         }

@@ -1,8 +1,8 @@
 //! The web surface of `wavault run --listen ADDR:PORT`: a dashboard page,
 //! the JSON API, Prometheus metrics and health checks. It reads the same
 //! session metadata and history as `wavault status`; the one thing it does
-//! is `POST /api/bots/{id}/messages` (`{"to": "...", "text": "..."}`, JSON
-//! only), which sends like `wavault send`.
+//! is `POST /api/bots/{id}/messages` (`{"to": "...", "text": "..."}`, or a
+//! file as JSON base64 or multipart: [`upload`]), which sends like `wavault send`.
 //!
 //! Every request needs the bearer token (`Authorization: Bearer TOKEN`, or
 //! the `wavault_token_<port>` cookie that `POST /login` sets: `HttpOnly`,
@@ -24,6 +24,7 @@
 
 pub mod bot_page;
 pub mod metrics;
+pub mod upload;
 pub use crate::token;
 
 use std::future::Future;
@@ -406,7 +407,12 @@ async fn check_host(State(app): State<App>, req: Request, next: Next) -> Respons
 /// Buffers the request body within the body-read timeout and the size
 /// limit, so a half-sent body cannot hold a handler.
 async fn read_body(State(app): State<App>, req: Request, next: Next) -> Response {
-    let limits = app.site.limits;
+    let mut limits = app.site.limits;
+    if req.method() == axum::http::Method::POST && is_send_path(req.uri().path()) {
+        // A send may carry a file (after the token was checked).
+        limits.max_body = limits.max_body.max(upload::MAX_BODY);
+        limits.body_read_timeout = limits.body_read_timeout.max(Duration::from_secs(300));
+    }
     let (parts, body) = req.into_parts();
     let bytes = match tokio::time::timeout(
         limits.body_read_timeout,
@@ -436,6 +442,13 @@ async fn read_body(State(app): State<App>, req: Request, next: Next) -> Response
     };
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// `/api/bots/{id}/messages`.
+fn is_send_path(p: &str) -> bool {
+    p.strip_prefix("/api/bots/")
+        .and_then(|r| r.strip_suffix("/messages"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
 fn presented(headers: &HeaderMap, cookie: &str) -> Option<Zeroizing<String>> {
@@ -728,19 +741,6 @@ async fn no_route() -> Response {
     (StatusCode::NOT_FOUND, "no such page\n").into_response()
 }
 
-/// Body of `POST /api/bots/{id}/messages`.
-#[derive(Debug, serde::Deserialize)]
-struct SendBody {
-    to: String,
-    text: String,
-    /// Message id to quote.
-    #[serde(default)]
-    reply_to: Option<String>,
-    /// Show "typing…" first.
-    #[serde(default)]
-    typing: bool,
-}
-
 /// The `Idempotency-Key` header of a send: absent, or a key
 /// (`messaging::outbox::check_key`).
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
@@ -761,13 +761,14 @@ async fn send_message(
     State(shared): State<Svc>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: std::result::Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
+    body: Bytes,
 ) -> Response {
-    let Ok(Json(body)) = body else {
-        return error_response(&Error::Usage(
-            "the body must be JSON (content-type: application/json): {\"to\": \"4915112345678\", \"text\": \"...\"}".into(),
-        ));
+    // JSON or multipart, a file apart (upload.rs).
+    let (mut message, file) = match upload::parse(&headers, &body) {
+        Ok(m) => m,
+        Err(upload::Refused(status, msg)) => return json_error(status, &msg),
     };
+    drop(body);
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
         Err(e) => return error_response(&e),
@@ -776,17 +777,12 @@ async fn send_message(
         Ok(id) => id,
         Err(_) => return error_response(&Error::NotFound(format!("bot {id}"))),
     };
+    message.idempotency_key = key;
     let req = ops::Request::Send {
         bot: id.clone(),
-        message: crate::messaging::outbox::Outgoing {
-            to: body.to,
-            text: body.text,
-            idempotency_key: key,
-            reply_to: body.reply_to,
-            typing: body.typing,
-        },
+        message,
     };
-    match blocking(move || ops::execute(&*shared, req, Vec::new())).await {
+    match blocking(move || ops::execute(&*shared, req, file)).await {
         Ok((ops::Response::Sent { id: mid }, _)) => {
             Json(serde_json::json!({ "bot": id, "id": mid })).into_response()
         }

@@ -17,6 +17,7 @@ mod group_tests;
 mod hook_server;
 mod live_tests;
 mod log_tests;
+mod media_send_tests;
 mod media_tests;
 mod messaging_tests;
 mod move_tests;

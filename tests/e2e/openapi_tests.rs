@@ -730,6 +730,7 @@ async fn every_endpoint_answers_as_the_document_says() {
         json!({"reply": "echo: hello"}),
         json!({"actions": [{"type": "react", "emoji": "👍"}, {"type": "read"}]}),
         json!([{"type": "reply", "text": "x"}]),
+        json!({"actions": [{"send_file": {"base64": "aGk=", "caption": "c", "as": "image"}}, {"type": "send_file", "path": "menu.pdf"}]}),
     ] {
         let mut errs = Vec::new();
         check(&doc, &answer_schema, &answer, "answer", &mut errs);

@@ -415,3 +415,49 @@ fn media_get_usage_errors_and_unknown_messages() {
         assert!(stderr(&out).contains("media"), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// `send --file` usage errors, each exit 2 with a clear message, before
+/// the vault is needed: a missing file, a folder, a file over 64 MiB (a
+/// sparse file: nothing is read), an unknown `--as`, a TEXT with `--file`,
+/// `--caption` without `--file`.
+#[test]
+fn send_file_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    init(dir);
+    assert_eq!(code(&run(wavault(dir).args(["bot", "add", "b"]))), 0);
+    let big = dir.join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(64 * 1024 * 1024 + 1)
+        .unwrap();
+    let pdf = dir.join("a.pdf");
+    std::fs::write(&pdf, b"%PDF-1.4").unwrap();
+    let (big, pdf, folder) = (
+        big.to_str().unwrap().to_owned(),
+        pdf.to_str().unwrap().to_owned(),
+        dir.to_str().unwrap().to_owned(),
+    );
+    let to = "4918200000009";
+    for (args, says) in [
+        (
+            vec!["--file", "/nonexistent/x.pdf"],
+            "cannot read /nonexistent/x.pdf",
+        ),
+        (vec!["--file", folder.as_str()], "not a regular file"),
+        (
+            vec!["--file", big.as_str()],
+            "the limit for sending is 64.0 MiB",
+        ),
+        (
+            vec!["--file", pdf.as_str(), "--as", "gif"],
+            "unknown media kind",
+        ),
+        (vec!["--file", pdf.as_str(), "hello"], "cannot be used with"),
+        (vec!["--caption", "c", "hello"], "--file"),
+    ] {
+        let out = run(wavault(dir).args(["send", "b", to]).args(&args));
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+}
