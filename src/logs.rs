@@ -6,6 +6,8 @@
 //! from `error`. whatsapp-rust logs contacts' Signal addresses (phone
 //! numbers) at info during normal message receipt: they stay out of the
 //! journal unless the operator asks for them with `RUST_LOG`.
+//! Its warnings can still name a user, so with the default filter every
+//! line has its JIDs replaced by their kind ([`redact_jids`]).
 //! wavault's own lines at info, warn and error may name a bot by its id (an
 //! operator-chosen label), never a contact's number, a JID or message text.
 
@@ -17,6 +19,74 @@ pub const DEFAULT_FILTER: &str = "warn,wavault=info,sled=error";
 /// `RUST_LOG` if set and valid, else [`DEFAULT_FILTER`].
 pub fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+}
+
+/// Whether the default filter applies (`RUST_LOG` unset or invalid): then
+/// every line is passed through [`redact_jids`], because other crates'
+/// warnings can name a user (whatsapp-rust's usync: "User …@s.whatsapp.net
+/// has companion devices but no signedKeyIndexBytes"). An operator who sets
+/// `RUST_LOG` asked for the details and gets them as they are.
+fn default_filter_applies() -> bool {
+    EnvFilter::try_from_default_env().is_err()
+}
+
+/// WhatsApp's JID servers: a user part before one of these is a phone
+/// number, a LID or a group id.
+const JID_SERVERS: &[&str] = &[
+    "s.whatsapp.net",
+    "hosted.lid",
+    "hosted",
+    "lid",
+    "g.us",
+    "c.us",
+    "broadcast",
+    "newsletter",
+    "bot",
+];
+
+/// `line` with every JID (`4915112345678@s.whatsapp.net`, `…:12@lid`,
+/// `1203…@g.us`) replaced by what kind of address it was (`<phone JID>`,
+/// `<LID>`, `<group JID>`, `<JID>`).
+pub fn redact_jids(line: &str) -> std::borrow::Cow<'_, str> {
+    let is_user = |c: char| c.is_ascii_digit() || matches!(c, ':' | '.' | '-' | '_');
+    let mut out = String::new();
+    let mut done = 0; // bytes of `line` already in `out`
+    for (at, _) in line.match_indices('@') {
+        let after = &line[at + 1..];
+        let ends = |rest: &str| !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        let Some(server) = JID_SERVERS
+            .iter()
+            .find(|s| after.strip_prefix(**s).is_some_and(ends))
+        else {
+            continue;
+        };
+        if at < done {
+            continue;
+        }
+        let start = line[done..at]
+            .char_indices()
+            .rev()
+            .take_while(|&(_, c)| is_user(c))
+            .last()
+            .map(|(i, _)| done + i);
+        let Some(start) = start else { continue };
+        if !line[start..at].bytes().any(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        out.push_str(&line[done..start]);
+        out.push_str(match *server {
+            "s.whatsapp.net" | "c.us" => "<phone JID>",
+            "lid" | "hosted.lid" => "<LID>",
+            "g.us" => "<group JID>",
+            _ => "<JID>",
+        });
+        done = at + 1 + server.len();
+    }
+    if done == 0 {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    out.push_str(&line[done..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Whether log lines get ANSI colours: only on a terminal, and never when
@@ -46,9 +116,10 @@ pub fn init() {
 /// [`init`] in the given format.
 pub fn init_with(format: LogFormat) {
     use std::io::IsTerminal;
+    let redact = default_filter_applies();
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter())
-        .with_writer(|| OneLine(std::io::stderr()))
+        .with_writer(move || OneLine(std::io::stderr(), redact))
         .with_target(false);
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -137,7 +208,8 @@ pub fn bot_span(bot: &crate::BotId) -> tracing::Span {
 /// One log event, one line: the formatter writes each event with one
 /// `write_all`; line breaks inside it (multi-line error values, such as
 /// anyhow's `Caused by:` lists that whatsapp-rust logs) become `; `.
-struct OneLine<W>(W);
+/// With `true`, JIDs are redacted too ([`redact_jids`]).
+struct OneLine<W>(W, bool);
 
 /// `text` without its inner line breaks: lines trimmed, empty ones
 /// dropped, joined by `; `; the final newline kept.
@@ -162,10 +234,19 @@ pub fn one_line(text: &str) -> String {
 impl<W: std::io::Write> std::io::Write for OneLine<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match std::str::from_utf8(buf) {
-            Ok(s) if s.trim_end_matches('\n').contains('\n') => {
-                self.0.write_all(one_line(s).as_bytes())?
+            Ok(s) => {
+                let joined = if s.trim_end_matches('\n').contains('\n') {
+                    std::borrow::Cow::Owned(one_line(s))
+                } else {
+                    std::borrow::Cow::Borrowed(s)
+                };
+                if self.1 {
+                    self.0.write_all(redact_jids(&joined).as_bytes())?
+                } else {
+                    self.0.write_all(joined.as_bytes())?
+                }
             }
-            _ => self.0.write_all(buf)?,
+            Err(_) => self.0.write_all(buf)?,
         }
         Ok(buf.len())
     }
@@ -246,13 +327,55 @@ mod tests {
     #[test]
     fn the_writer_joins_an_event_into_one_line() {
         use std::io::Write;
-        let mut w = super::OneLine(Vec::new());
+        let mut w = super::OneLine(Vec::new(), true);
         w.write_all(b"a WARN x(first\n\nCaused by:\n    second)\n")
             .unwrap();
         w.write_all(b"next event\n").unwrap();
         assert_eq!(
             String::from_utf8(w.0).unwrap(),
             "a WARN x(first; caused by: second)\nnext event\n"
+        );
+    }
+
+    /// Every JID is replaced by its kind; other `@`s, numbers and text
+    /// stay; a line with none is untouched.
+    #[test]
+    fn jids_are_redacted() {
+        use super::redact_jids;
+        let cases = [
+            (
+                "WARN bot{bot=logs}: User 4915100001017@s.whatsapp.net has companion devices",
+                "WARN bot{bot=logs}: User <phone JID> has companion devices",
+            ),
+            (
+                "from 4915100001017:12@s.whatsapp.net and 123456789012345@lid.",
+                "from <phone JID> and <LID>.",
+            ),
+            (
+                r#"{"message":"group 120363048183000001@g.us (x@g.us)"}"#,
+                r#"{"message":"group <group JID> (x@g.us)"}"#,
+            ),
+            (
+                "retrying in 5s after 3 attempts",
+                "retrying in 5s after 3 attempts",
+            ),
+            (
+                "mail ops@example.com; 12@lidl.de",
+                "mail ops@example.com; 12@lidl.de",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(redact_jids(line), want, "{line}");
+        }
+        use std::io::Write;
+        let mut w = super::OneLine(Vec::new(), true);
+        w.write_all(b"a 4915112345678@s.whatsapp.net\n").unwrap();
+        let mut raw = super::OneLine(Vec::new(), false);
+        raw.write_all(b"a 4915112345678@s.whatsapp.net\n").unwrap();
+        assert_eq!(w.0, b"a <phone JID>\n");
+        assert_eq!(
+            raw.0, b"a 4915112345678@s.whatsapp.net\n",
+            "RUST_LOG set: as it is"
         );
     }
 }

@@ -532,10 +532,9 @@ mod tests {
         assert!(of_message("shop", "x", &wa::Message::default(), 0).is_none());
     }
 
-    /// The sealed record reads back by message id, and the sweep's prune
-    /// removes it once its message is older than the cutoff (not before).
-    #[test]
-    fn sealed_record_round_trips_and_is_pruned_at_retention() {
+    /// A vault with bot `shop` holding the media records of message `OLD`
+    /// (received at 1000) and `NEW` (received at `new_at`).
+    fn with_old_and_new(new_at: i64) -> (tempfile::TempDir, Vault, crate::vault::BotView) {
         let dir = tempfile::tempdir().unwrap();
         let v = Vault::create(&dir.path().join("v"), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();
         let bot = crate::BotId::parse("shop").unwrap();
@@ -543,9 +542,17 @@ mod tests {
             .unwrap();
         let view = v.view(&bot);
         let (_, old) = of_message("shop", "OLD", &image(), 1_000).unwrap();
-        let (_, new) = of_message("shop", "NEW", &image(), 5_000).unwrap();
+        let (_, new) = of_message("shop", "NEW", &image(), new_at).unwrap();
         view.apply(&[put_op("OLD", &old.unwrap()), put_op("NEW", &new.unwrap())])
             .unwrap();
+        (dir, v, view)
+    }
+
+    /// The sealed record reads back by message id, and the sweep's prune
+    /// removes it once its message is older than the cutoff (not before).
+    #[test]
+    fn sealed_record_round_trips_and_is_pruned_at_retention() {
+        let (_dir, v, view) = with_old_and_new(5_000);
         assert_eq!(load(&view, "OLD").unwrap().unwrap().received_at, 1_000);
         assert_eq!(prune(&view, 1_000).unwrap(), 0, "not older than the cutoff");
         assert_eq!(prune(&view, 1_001).unwrap(), 1);
@@ -565,16 +572,7 @@ mod tests {
     /// retention and keeps the newer ones.
     #[test]
     fn the_sweep_removes_media_past_the_retention() {
-        let dir = tempfile::tempdir().unwrap();
-        let v = Vault::create(&dir.path().join("v"), b"pw", KdfParams::INSECURE_FOR_TESTS).unwrap();
-        let bot = crate::BotId::parse("shop").unwrap();
-        v.add_bot(&crate::vault::BotConfig::new(bot.clone()))
-            .unwrap();
-        let view = v.view(&bot);
-        let (_, old) = of_message("shop", "OLD", &image(), 1_000).unwrap();
-        let (_, new) = of_message("shop", "NEW", &image(), 90_000).unwrap();
-        view.apply(&[put_op("OLD", &old.unwrap()), put_op("NEW", &new.unwrap())])
-            .unwrap();
+        let (_dir, v, view) = with_old_and_new(90_000);
         let opts = |dry_run| crate::sweep::SweepOptions {
             retention: std::time::Duration::from_secs(86_400),
             dry_run,

@@ -14,7 +14,6 @@ pub mod control;
 pub(crate) mod deliver;
 mod events;
 pub(crate) mod groups;
-pub use groups::groups_once;
 mod meta;
 pub mod net;
 pub mod qr;
@@ -622,20 +621,17 @@ fn mark_aborted_disconnected(v: &Vault) -> Result<()> {
     Ok(())
 }
 
-/// The bots to start: the named ones (which must exist), else every enabled one.
-/// `wavault send` when no `wavault run` holds the vault: connects `bot`
-/// alone (its hook and queue work as in `run` meanwhile), waits up to
-/// `deadline` for the connection, sends, disconnects. Refused at once for a
-/// bot that is not paired (it would need a QR scan first).
-pub async fn send_once(
+/// Starts a one-bot runner for `bot` when no `wavault run` holds the vault
+/// (`send`, `media get` and `groups list` alone; its hook and queue work
+/// as in `run` meanwhile) and waits up to `deadline` for the connection.
+/// Refused at once for a bot that is not paired (it would need a QR scan
+/// first). End it with [`end_alone`].
+async fn start_alone(
     vault: Vault,
     mut cfg: RunConfig,
     bot: &BotId,
-    msg: &crate::messaging::outbox::Outgoing,
     deadline: Duration,
-) -> Result<String> {
-    msg.check()?;
-    vault.bot_config(bot)?;
+) -> Result<Runner> {
     if crate::store::credentials_state(&vault.view(bot)) != Some(crate::store::Credentials::Paired)
     {
         return Err(Error::Unavailable(format!(
@@ -650,41 +646,68 @@ pub async fn send_once(
     cfg.sweep_every = Duration::from_secs(u32::MAX as u64);
     cfg.idle_check_every = Duration::from_secs(u32::MAX as u64);
     let runner = Runner::start(vault, cfg)?;
-    let sent = async {
-        let id = bot.as_str().to_owned();
-        let connected = runner
-            .wait_until(deadline, |rows| {
-                rows.iter()
-                    .any(|r| r.bot == id && (r.status == Status::Connected || r.status.is_permanent()))
-            })
-            .await
-            .map_err(|_| {
-                Error::Unavailable(format!(
-                    "bot {bot} did not connect within {deadline:?}; see `wavault status` for its last error"
-                ))
-            })?;
-        let row = connected.iter().find(|r| r.bot == id);
-        if row.is_some_and(|r| r.status != Status::Connected) {
-            return Err(Error::Unavailable(format!(
-                "bot {bot} cannot connect ({}); see `wavault status`",
-                row.map(|r| r.status.as_str()).unwrap_or_default()
-            )));
+    let id = bot.as_str().to_owned();
+    let waited = runner
+        .wait_until(deadline, |rows| {
+            rows.iter()
+                .any(|r| r.bot == id && (r.status == Status::Connected || r.status.is_permanent()))
+        })
+        .await;
+    let refused = match waited {
+        Err(_) => Some(format!(
+            "bot {bot} did not connect within {deadline:?}; see `wavault status` for its last error"
+        )),
+        Ok(rows) => rows
+            .iter()
+            .find(|r| r.bot == id && r.status != Status::Connected)
+            .map(|r| {
+                format!(
+                    "bot {bot} cannot connect ({}); see `wavault status`",
+                    r.status.as_str()
+                )
+            }),
+    };
+    match refused {
+        None => Ok(runner),
+        Some(why) => {
+            // The connection's error is the one worth reporting.
+            let _ = runner.shutdown().await;
+            Err(Error::Unavailable(why))
         }
-        runner.send_message(bot, msg).await
     }
-    .await;
+}
+
+/// Ends a runner from [`start_alone`]: `work`'s error first, then the
+/// shutdown's.
+async fn end_alone<T>(runner: Runner, work: Result<T>) -> Result<T> {
     let stopped = runner.shutdown().await;
-    let id = sent?;
+    let value = work?;
     stopped?;
-    Ok(id)
+    Ok(value)
+}
+
+/// `wavault send` when no `wavault run` holds the vault: connects `bot`
+/// alone ([`start_alone`]), sends, disconnects.
+pub async fn send_once(
+    vault: Vault,
+    cfg: RunConfig,
+    bot: &BotId,
+    msg: &crate::messaging::outbox::Outgoing,
+    deadline: Duration,
+) -> Result<String> {
+    msg.check()?;
+    vault.bot_config(bot)?;
+    let runner = start_alone(vault, cfg, bot, deadline).await?;
+    let sent = runner.send_message(bot, msg).await;
+    end_alone(runner, sent).await
 }
 
 /// `wavault media get` when no `wavault run` holds the vault: connects
-/// `bot` alone like [`send_once`], downloads and verifies the media of
+/// `bot` alone ([`start_alone`]), downloads and verifies the media of
 /// message `message_id`, disconnects.
 pub async fn media_once(
     vault: Vault,
-    mut cfg: RunConfig,
+    cfg: RunConfig,
     bot: &BotId,
     message_id: &str,
     deadline: Duration,
@@ -696,51 +719,26 @@ pub async fn media_once(
              never queued for the hook, or past its retention)"
         )));
     }
-    if crate::store::credentials_state(&vault.view(bot)) != Some(crate::store::Credentials::Paired)
-    {
-        return Err(Error::Unavailable(format!(
-            "bot {bot} is not paired: pair it first (`wavault run` shows its QR code)"
-        )));
-    }
-    cfg.bots = vec![bot.clone()];
-    cfg.console = false;
-    cfg.control_socket = false;
-    cfg.stagger = Duration::ZERO;
-    cfg.rotate_key_every = None;
-    cfg.sweep_every = Duration::from_secs(u32::MAX as u64);
-    cfg.idle_check_every = Duration::from_secs(u32::MAX as u64);
-    let runner = Runner::start(vault, cfg)?;
-    let got = async {
-        let id = bot.as_str().to_owned();
-        let connected = runner
-            .wait_until(deadline, |rows| {
-                rows.iter()
-                    .any(|r| r.bot == id && (r.status == Status::Connected || r.status.is_permanent()))
-            })
-            .await
-            .map_err(|_| {
-                Error::Unavailable(format!(
-                    "bot {bot} did not connect within {deadline:?}; see `wavault status` for its last error"
-                ))
-            })?;
-        if connected
-            .iter()
-            .find(|r| r.bot == id)
-            .is_some_and(|r| r.status != Status::Connected)
-        {
-            return Err(Error::Unavailable(format!(
-                "bot {bot} cannot connect; see `wavault status`"
-            )));
-        }
-        runner.media(bot, message_id).await.map_err(Error::from)
-    }
-    .await;
-    let stopped = runner.shutdown().await;
-    let file = got?;
-    stopped?;
-    Ok(file)
+    let runner = start_alone(vault, cfg, bot, deadline).await?;
+    let got = runner.media(bot, message_id).await.map_err(Error::from);
+    end_alone(runner, got).await
 }
 
+/// `wavault groups list` when no `wavault run` holds the vault: connects
+/// `bot` alone ([`start_alone`]), lists its groups, disconnects.
+pub async fn groups_once(
+    vault: Vault,
+    cfg: RunConfig,
+    bot: &BotId,
+    deadline: Duration,
+) -> Result<Vec<crate::ops::proto::GroupRow>> {
+    vault.bot_config(bot)?;
+    let runner = start_alone(vault, cfg, bot, deadline).await?;
+    let listed = groups::of_running(&runner.shared, bot).await;
+    end_alone(runner, listed).await
+}
+
+/// The bots to start: the named ones (which must exist), else every enabled one.
 fn select_bots(vault: &Vault, named: &[BotId]) -> Result<Vec<crate::vault::BotConfig>> {
     if named.is_empty() {
         return Ok(vault

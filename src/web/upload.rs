@@ -355,6 +355,7 @@ fn multipart_send(ctype: &str, body: &[u8]) -> Result<(Outgoing, Vec<u8>), Refus
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
 
     fn headers(ctype: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -466,5 +467,56 @@ mod tests {
             boundary("multipart/form-data; boundary=\"ab c\"").as_deref(),
             Some("ab c")
         );
+    }
+
+    /// Pieces a hostile multipart body is spliced from: boundaries (whole,
+    /// cut short, closing), part headers (good, odd, unterminated), the
+    /// field names the parser knows, and stray CRLFs.
+    const PIECES: &[&str] = &[
+        "--XyZ\r\n",
+        "--XyZ--\r\n",
+        "--XyZ",
+        "--Xy",
+        "\r\n",
+        "\r\n\r\n",
+        "Content-Disposition: form-data; name=\"",
+        "Content-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n",
+        "Content-Disposition: form-data; name=to\r\n\r\n4915112345678\r\n",
+        "Content-Disposition: attachment; filename*=UTF-8''%FF\r\n",
+        "Content-Type: image/png\r\n",
+        "Content-Type: \r\n",
+        "name=\"as\"\r\n\r\nsticker",
+        "name=\"typing\"\r\n\r\nmaybe",
+        "\"\"\";;;==",
+        "%PDF-1.4",
+        "\u{FEFF}\u{1F600}",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// No body panics the parser: arbitrary bytes, or pieces of
+        /// multipart structure in any order, under a multipart (with or
+        /// without a boundary, or an odd one) or JSON content type, give a
+        /// message or a refusal.
+        #[test]
+        fn any_body_gets_a_message_or_a_refusal(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(PIECES).prop_map(|p| p.as_bytes().to_vec()),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+                ],
+                0..40,
+            ),
+            ctype in proptest::prop_oneof![
+                proptest::strategy::Just("multipart/form-data; boundary=XyZ".to_string()),
+                proptest::strategy::Just("multipart/form-data; boundary=\"XyZ\"".to_string()),
+                proptest::strategy::Just("multipart/form-data".to_string()),
+                proptest::strategy::Just("application/json".to_string()),
+                "multipart/form-data; boundary=[ -~]{0,80}",
+            ],
+        ) {
+            let body: Vec<u8> = pieces.concat();
+            let _ = parse(&headers(&ctype), &body);
+        }
     }
 }
