@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{parse_period, print_json, unexpected, Global};
 use crate::botid::BotId;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::proto::GroupRow;
 
 #[derive(Debug, clap::Subcommand)]
@@ -34,12 +34,7 @@ pub fn groups(g: &Global, cmd: GroupsCommand) -> Result<()> {
         Some((crate::ops::Response::Groups(rows), _)) => rows,
         Some(_) => return Err(unexpected("groups list")),
         None => {
-            let vault = g.open()?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io("starting the async runtime", e))?;
-            let cfg = crate::runner::RunConfig::new(crate::runner::net::Net::production());
+            let (vault, rt, cfg) = super::alone(g)?;
             rt.block_on(crate::runner::groups_once(
                 vault,
                 cfg,

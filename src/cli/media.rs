@@ -68,12 +68,7 @@ fn get(g: &Global, args: GetArgs) -> Result<()> {
         Some(_) => return Err(super::unexpected("media get")),
         None => {
             // No `run`: connect this bot alone for the download.
-            let vault = g.open()?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io("starting the async runtime", e))?;
-            let mut cfg = crate::runner::RunConfig::new(crate::runner::net::Net::production());
+            let (vault, rt, mut cfg) = super::alone(g)?;
             cfg.media_max = args.media_max;
             rt.block_on(crate::runner::media_once(
                 vault,

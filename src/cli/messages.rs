@@ -264,12 +264,7 @@ pub fn send(g: &Global, args: SendArgs) -> Result<()> {
         Some(_) => return Err(super::unexpected("send")),
         None => {
             // No `run`: connect this bot alone for the send.
-            let vault = g.open()?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io("starting the async runtime", e))?;
-            let cfg = crate::runner::RunConfig::new(crate::runner::net::Net::production());
+            let (vault, rt, cfg) = super::alone(g)?;
             if let Some(f) = &message.file {
                 progress.uploading(f.bytes.len() as u64, false);
             }

@@ -418,6 +418,25 @@ pub(crate) fn confirm(command: &str, question: &str, yes: bool) -> Result<()> {
     }
 }
 
+/// What a command needs to connect a bot alone when no `wavault run`
+/// holds the vault (`send`, `media get`, `groups list`): the vault, an
+/// async runtime and the production network configuration.
+pub(super) fn alone(
+    g: &Global,
+) -> Result<(
+    crate::Vault,
+    tokio::runtime::Runtime,
+    crate::runner::RunConfig,
+)> {
+    let vault = g.open()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let cfg = crate::runner::RunConfig::new(crate::runner::net::Net::production());
+    Ok((vault, rt, cfg))
+}
+
 /// An answer of the wrong kind (a client and a runner of different versions).
 pub(crate) fn unexpected(what: &str) -> Error {
     Error::Other(format!(
