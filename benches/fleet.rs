@@ -31,6 +31,7 @@
 //! Run: `cargo bench --bench fleet` (about 1-2 minutes after the release
 //! build). Needs `nats-server` (2.9 or later) on PATH. Not run in CI.
 
+#[allow(dead_code)]
 #[path = "../tests/support/bench_runner.rs"]
 mod bench_runner;
 #[path = "../tests/support/paired.rs"]
@@ -81,9 +82,29 @@ const PHONE: u64 = 491_920_000_000;
 const CONTACT: u64 = 491_920_001_000;
 const BOTS: u64 = 100;
 const DEADLINE: Duration = Duration::from_secs(120);
+/// The fleet's prefix (its stream `fleetbench-events`).
+const PREFIX: &str = "fleetbench";
 
 fn bot_id(i: u64) -> BotId {
     BotId::parse(&format!("bot-{i:03}")).unwrap()
+}
+
+/// The nats-server's process id (its CPU time is read around each burst).
+static NATS_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// CPU time (user + system) of process `pid` ("self" for this one), from
+/// /proc (clock ticks of 10 ms, as Linux reports them to user space).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `after` starts at field 3.
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(14) + ticks(15)) / 100.0
 }
 
 /// A `nats-server -js` on a random loopback port, killed when dropped.
@@ -111,8 +132,9 @@ impl NatsServer {
             let mut tx = Some(tx);
             for line in std::io::BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) =
-                    line.split("Listening for client connections on 127.0.0.1:").nth(1)
+                if let Some(rest) = line
+                    .split("Listening for client connections on 127.0.0.1:")
+                    .nth(1)
                 {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(rest.trim().parse::<u16>().unwrap());
@@ -120,6 +142,7 @@ impl NatsServer {
                 }
             }
         });
+        NATS_PID.store(child.id(), Ordering::Relaxed);
         let port = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("nats-server said which port it listens on");
@@ -153,13 +176,13 @@ struct Track {
 }
 
 impl Track {
-    fn expect(&self, text: &str) -> Option<oneshot::Receiver<()>> {
+    fn expect(&self, text: &str) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         self.sent
             .lock()
             .unwrap()
             .insert(text.to_owned(), (Instant::now(), Some(tx)));
-        Some(rx)
+        rx
     }
 
     fn expect_no_wait(&self, text: &str) {
@@ -225,6 +248,10 @@ struct PathResult {
     burst_sent_secs: f64,
     burst_p50: Duration,
     burst_p99: Duration,
+    /// CPU time per burst event: this process (peer, runner, receiver),
+    /// and nats-server.
+    burst_cpu_self: Duration,
+    burst_cpu_nats: Duration,
     other: u64,
 }
 
@@ -244,7 +271,10 @@ async fn drive(
     let runner = Runner::start(vault.clone(), cfg).unwrap();
     runner
         .wait_until(DEADLINE, |rows| {
-            rows.iter().filter(|r| r.status == Status::Connected).count() as u64 == BOTS
+            rows.iter()
+                .filter(|r| r.status == Status::Connected)
+                .count() as u64
+                == BOTS
         })
         .await
         .unwrap();
@@ -266,7 +296,7 @@ async fn drive(
         let (c, track) = (c.clone(), track.clone());
         warm.push(tokio::spawn(async move {
             let text = format!("warm b{i}");
-            let rx = track.expect(&text).unwrap();
+            let rx = track.expect(&text);
             c.send_text(&(PHONE + i as u64).to_string(), &text)
                 .await
                 .unwrap();
@@ -287,7 +317,7 @@ async fn drive(
             tokio::time::sleep(pause * i as u32 / BOTS as u32).await;
             for k in 0..rounds {
                 let text = format!("light b{i} m{k}");
-                let rx = track.expect(&text).unwrap();
+                let rx = track.expect(&text);
                 c.send_text(&(PHONE + i as u64).to_string(), &text)
                     .await
                     .unwrap();
@@ -305,6 +335,8 @@ async fn drive(
     let mut counted = track.count.subscribe();
     let base = *counted.borrow_and_update();
     let target = base + burst * BOTS;
+    let nats_pid = NATS_PID.load(Ordering::Relaxed).to_string();
+    let cpu = (cpu_secs("self"), cpu_secs(&nats_pid));
     let start = Instant::now();
     let mut senders = Vec::new();
     for (i, c) in contacts.iter().enumerate() {
@@ -328,6 +360,11 @@ async fn drive(
         .expect("every burst message received")
         .unwrap();
     let last = track.last.lock().unwrap().unwrap();
+    let per_event = |before: f64, now: f64| {
+        Duration::from_secs_f64((now - before).max(0.0) / (burst * BOTS) as f64)
+    };
+    let burst_cpu_self = per_event(cpu.0, cpu_secs("self"));
+    let burst_cpu_nats = per_event(cpu.1, cpu_secs(&nats_pid));
     let burst_secs = (last - start).as_secs_f64();
     let mut burst_lat = track.reset();
     runner.shutdown().await.unwrap();
@@ -340,6 +377,8 @@ async fn drive(
         burst_sent_secs: sent_secs,
         burst_p50: pct(&mut burst_lat, 0.5),
         burst_p99: pct(&mut burst_lat, 0.99),
+        burst_cpu_self,
+        burst_cpu_nats,
         other: track.other.load(Ordering::Relaxed),
     }
 }
@@ -468,6 +507,73 @@ async fn raw_webhook(
     (one, par)
 }
 
+/// (a) Every bot's hook is a recording webhook on loopback.
+async fn web_path(vault: &Vault, peer: &peer::Peer) -> PathResult {
+    let track = Arc::new(Track::default());
+    let url = recording_hook(track.clone()).await;
+    let mut cfg = bench_runner::config(peer, url);
+    cfg.stagger = Duration::from_millis(20);
+    drive(vault, peer, cfg, &track, async {}).await
+}
+
+/// (b) No hook, the fleet on `url`: events go to the events stream, where
+/// an ordered consumer (made once the runner made the stream) receives
+/// them. The last event body received is left in `sample`.
+async fn nats_path(
+    vault: &Vault,
+    peer: &peer::Peer,
+    url: &str,
+    sample: &Arc<Mutex<Option<bytes::Bytes>>>,
+) -> PathResult {
+    let mut fleet = FleetConfig::new(url, "bench");
+    fleet.prefix = PREFIX.into();
+    let stream_name = fleet.events_stream();
+    let mut cfg = bench_runner::config(peer, String::new());
+    cfg.hooks.target = None;
+    cfg.stagger = Duration::from_millis(20);
+    cfg.fleet = Some(fleet);
+    let track = Arc::new(Track::default());
+    let (url, t, sample) = (url.to_owned(), track.clone(), sample.clone());
+    let (tx, stop) = oneshot::channel::<()>();
+    let consume = async move {
+        let client = async_nats::connect(&url).await.unwrap();
+        let js = jetstream::new(client);
+        let stream = js.get_stream(&stream_name).await.unwrap();
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: format!("{PREFIX}.events.>"),
+                deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut msgs = consumer.messages().await.unwrap();
+        tokio::spawn(async move {
+            let mut stop = stop;
+            loop {
+                let m = tokio::select! {
+                    m = msgs.next() => m,
+                    _ = &mut stop => break,
+                };
+                let m = match m {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        eprintln!("  consumer: {e}");
+                        continue;
+                    }
+                    None => break,
+                };
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+                t.received(v["text"].as_str());
+                sample.lock().unwrap().replace(m.payload.clone());
+            }
+        });
+    };
+    let r = drive(vault, peer, cfg, &track, consume).await;
+    let _ = tx.send(());
+    r
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -492,57 +598,20 @@ fn main() {
         vault.flush().unwrap();
         let peer = peer::Peer::new();
 
-        // (a) the webhook path.
-        eprintln!("webhook path");
-        let hook_track = Arc::new(Track::default());
-        let url = recording_hook(hook_track.clone()).await;
-        let mut cfg = bench_runner::config(&peer, url);
-        cfg.stagger = Duration::from_millis(20);
-        let web = drive(&vault, &peer, cfg, &hook_track, async {}).await;
-
-        // (b) the NATS path: no hook, the fleet's events stream.
-        eprintln!("NATS path");
-        let mut fleet = FleetConfig::new(nats.url.clone(), "bench");
-        fleet.prefix = "fleetbench".into();
-        let stream_name = fleet.events_stream();
-        let mut cfg = bench_runner::config(&peer, String::new());
-        cfg.hooks.target = None;
-        cfg.stagger = Duration::from_millis(20);
-        cfg.fleet = Some(fleet);
-        let nats_track = Arc::new(Track::default());
+        // (a) the webhook path and (b) the NATS path, alternately (the
+        // first runs after the bots' first login, with its background work).
         let sample: Arc<Mutex<Option<bytes::Bytes>>> = Arc::default();
-        let (url, track, sample2) = (nats.url.clone(), nats_track.clone(), sample.clone());
-        // Once the runner made the stream: an ordered (ephemeral) consumer.
-        let consume = async move {
-            let client = async_nats::connect(&url).await.unwrap();
-            let js = jetstream::new(client);
-            let stream = js.get_stream(&stream_name).await.unwrap();
-            let consumer = stream
-                .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                    filter_subject: "fleetbench.events.>".into(),
-                    deliver_policy: jetstream::consumer::DeliverPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            let mut msgs = consumer.messages().await.unwrap();
-            tokio::spawn(async move {
-                while let Some(m) = msgs.next().await {
-                    let m = match m {
-                        Ok(m) => m,
-                        Err(e) => {
-                            eprintln!("  consumer: {e}");
-                            continue;
-                        }
-                    };
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&m.payload).unwrap_or_default();
-                    track.received(v["text"].as_str());
-                    sample2.lock().unwrap().replace(m.payload.clone());
-                }
-            });
-        };
-        let jet = drive(&vault, &peer, cfg, &nats_track, consume).await;
+        let runs = env_num("WAVAULT_BENCH_RUNS", 2);
+        let mut results = Vec::new();
+        for run in 1..=runs {
+            eprintln!("webhook path, run {run}");
+            results.push((format!("webhook (loopback), run {run}"), web_path(&vault, &peer).await));
+            eprintln!("NATS path, run {run}");
+            results.push((
+                format!("NATS JetStream (loopback), run {run}"),
+                nats_path(&vault, &peer, &nats.url, &sample).await,
+            ));
+        }
 
         // (c) references on the same server and loopback.
         eprintln!("references");
@@ -563,13 +632,13 @@ fn main() {
         );
         println!();
         println!(
-            "| path | light load: contact send → received, p50 / p99 | burst of {} events: events/s (sent in) | burst latency p50 / p99 | not expected |",
-            web.burst_n
+            "| path | light load: contact send → received, p50 / p99 | burst of {} events: events/s (sent in) | burst latency p50 / p99 | burst CPU per event: wavault process / nats-server | not expected |",
+            results[0].1.burst_n
         );
-        println!("|---|---|---|---|---|");
-        for (name, r) in [("webhook (loopback)", &web), ("NATS JetStream (loopback)", &jet)] {
+        println!("|---|---|---|---|---|---|");
+        for (name, r) in &results {
             println!(
-                "| {name} | {:.2} / {:.2} ms ({} events) | {:.0} ({:.2} s; contacts done sending after {:.2} s) | {:.0} / {:.0} ms | {} |",
+                "| {name} | {:.2} / {:.2} ms ({} events) | {:.0} ({:.2} s; contacts done sending after {:.2} s) | {:.0} / {:.0} ms | {:.0} / {:.0} µs | {} |",
                 ms(r.light_p50),
                 ms(r.light_p99),
                 r.light_n,
@@ -578,14 +647,22 @@ fn main() {
                 r.burst_sent_secs,
                 ms(r.burst_p50),
                 ms(r.burst_p99),
+                r.burst_cpu_self.as_secs_f64() * 1e6,
+                r.burst_cpu_nats.as_secs_f64() * 1e6,
                 r.other
             );
         }
-        println!(
-            "added by NATS instead of the webhook, light load: p50 {:+.2} ms, p99 {:+.2} ms",
-            ms(jet.light_p50) - ms(web.light_p50),
-            ms(jet.light_p99) - ms(web.light_p99)
-        );
+        for pair in results.chunks(2).filter(|p| p.len() == 2) {
+            let (web, jet) = (&pair[0].1, &pair[1].1);
+            println!(
+                "NATS instead of the webhook ({} vs {}): light load p50 {:+.2} ms, p99 {:+.2} ms; burst throughput {:+.0}%",
+                pair[1].0,
+                pair[0].0,
+                ms(jet.light_p50) - ms(web.light_p50),
+                ms(jet.light_p99) - ms(web.light_p99),
+                100.0 * (web.burst_secs / jet.burst_secs - 1.0)
+            );
+        }
         println!();
         println!("| reference | one at a time: per s, p50 / p99 | {BOTS} at once: per s, p50 / p99 |");
         println!("|---|---|---|");
