@@ -21,6 +21,7 @@ mod media_send_tests;
 mod media_tests;
 mod messaging_tests;
 mod move_tests;
+mod nats_server;
 mod openapi_tests;
 #[path = "../support/paired.rs"]
 mod paired;
