@@ -146,7 +146,6 @@ impl NatsServer {
 /// One message of the events stream, as a consumer sees it.
 #[derive(Debug, Clone)]
 pub struct Event {
-    pub seq: u64,
     pub subject: String,
     /// The `Nats-Msg-Id` header.
     pub msg_id: Option<String>,
@@ -212,7 +211,6 @@ impl Bus {
                 Err(e) => return Err(e.into()),
             };
             out.push(Event {
-                seq,
                 subject: m.subject.to_string(),
                 msg_id: m
                     .headers
