@@ -11,6 +11,7 @@ pub mod botid;
 pub mod cli;
 pub mod codec;
 pub mod error;
+pub mod fleet;
 pub mod fsutil;
 pub mod fuzzing;
 pub mod hardening;

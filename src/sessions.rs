@@ -43,6 +43,12 @@ pub enum Status {
     Replaced,
     /// A permanent failure other than the above (ban, outdated client, QR codes exhausted).
     Error,
+    /// Fleet (`run --nats`): another host holds the bot's owner key; this
+    /// host does not run it and takes it once the key is free.
+    HeldElsewhere,
+    /// Fleet: NATS cannot be reached (or refused), so ownership cannot be
+    /// known; the bot does not run here until it can.
+    FleetUnreachable,
 }
 
 impl Status {
@@ -56,6 +62,8 @@ impl Status {
             Status::LoggedOut => "logged_out",
             Status::Replaced => "replaced",
             Status::Error => "error",
+            Status::HeldElsewhere => "held_elsewhere",
+            Status::FleetUnreachable => "fleet_unreachable",
         }
     }
 

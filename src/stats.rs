@@ -570,7 +570,7 @@ mod tests {
         use super::super::*;
         use proptest::prelude::*;
 
-        const STATUSES: [Status; 7] = [
+        const STATUSES: [Status; 9] = [
             Status::Disconnected,
             Status::Connecting,
             Status::Connected,
@@ -578,6 +578,8 @@ mod tests {
             Status::LoggedOut,
             Status::Replaced,
             Status::Error,
+            Status::HeldElsewhere,
+            Status::FleetUnreachable,
         ];
 
         /// A consistent history (each `from` is the previous `to`) from

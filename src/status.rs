@@ -42,6 +42,9 @@ pub struct StatusRow {
     /// client's backoff has ±10 % jitter). Set with `retry_attempt`.
     #[serde(default)]
     pub next_retry_at: Option<i64>,
+    /// In a fleet (`run --nats`): the id of the host whose `run` answered.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// A running bot's retry state: see [`StatusRow::retry_attempt`].
@@ -225,6 +228,7 @@ pub fn collect(vault: &Vault) -> Result<Vec<StatusRow>> {
                 stale: false,
                 retry_attempt: None,
                 next_retry_at: None,
+                host: None,
             })
         })
         .collect()
@@ -352,6 +356,7 @@ mod tests {
             stale: false,
             retry_attempt: retry.map(|r| r.0),
             next_retry_at: retry.map(|r| r.1),
+            host: None,
         }
     }
 

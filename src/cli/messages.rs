@@ -38,6 +38,9 @@ pub struct HookArgs {
     /// Outbound messages (sends, hook replies, reactions) a minute, evenly spaced; more wait their turn; `off`: unpaced [default: off]
     #[arg(long, value_name = "N/min", value_parser = parse_send_rate)]
     pub send_rate: Option<SendRate>,
+    /// Where events go: webhook or command (the hook), nats (the fleet's events stream, with `run --nats`), or nats,webhook (the stream, then the hook) [default: the hook if there is one, else nats under `run --nats`]
+    #[arg(long, value_name = "SINK", value_parser = hook::Sink::parse)]
+    pub sink: Option<hook::Sink>,
 }
 
 /// `--send-rate`: `N/min`, or `off` (`None`).
@@ -59,18 +62,20 @@ impl HookArgs {
             && self.queue_max_age.is_none()
             && self.send_rate.is_none()
             && self.events.is_none()
+            && self.sink.is_none()
     }
 
     /// For commands that keep what is not given (`bot set`): the limits'
     /// help shows no default.
     pub fn unchanged_when_absent(a: clap::Arg) -> clap::Arg {
-        const LIMITS: [&str; 6] = [
+        const LIMITS: [&str; 7] = [
             "hook_timeout",
             "hook_concurrency",
             "queue_max",
             "queue_max_age",
             "send_rate",
             "events",
+            "sink",
         ];
         if !LIMITS.contains(&a.get_id().as_str()) {
             return a;
@@ -138,6 +143,7 @@ impl HookArgs {
             }),
         );
         set(keys::EVENTS, self.events.map(|e| e.to_string()));
+        set(keys::SINK, self.sink.map(|s| s.as_str().to_owned()));
         Ok(())
     }
 
@@ -157,6 +163,8 @@ impl HookArgs {
             queue_max_age: self.queue_max_age.unwrap_or(d.queue_max_age),
             send_rate: self.send_rate.and_then(|r| r.0),
             events: self.events.unwrap_or(d.events),
+            nats: d.nats,
+            sink: self.sink,
         })
     }
 }

@@ -7,6 +7,7 @@ mod backup;
 mod bot;
 mod docs;
 mod durations;
+mod fleet;
 mod groups;
 mod lifecycle;
 mod media;
@@ -61,7 +62,7 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every enabled bot (the main job); Ctrl-C or SIGTERM stops cleanly
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// One row per bot: status, phone (masked), last activity, attempts, last error
     Status(run::StatusArgs),
     /// Per-bot connection statistics over a window: availability, drops, reconnect times, pairings
@@ -82,6 +83,9 @@ pub enum Command {
     /// The files of media messages bots received: `media get BOT MESSAGE_ID -o FILE`
     #[command(subcommand)]
     Media(media::MediaCommand),
+    /// A fleet of hosts on NATS JetStream: `fleet status` shows which host runs which bot
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Check every key slot, term and record; exit 0 only when all is sound
     Validate {
         /// Machine-readable output
@@ -274,7 +278,8 @@ impl Global {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run(args) => run::run(&cli.global, args),
+        Command::Run(args) => run::run(&cli.global, *args),
+        Command::Fleet(cmd) => fleet::fleet(&cli.global, cmd),
         Command::Status(args) => run::status(&cli.global, args),
         Command::Stats(args) => run::stats(&cli.global, args),
         Command::Init(args) => vaultcmd::init(&cli.global, &args),

@@ -66,6 +66,9 @@ pub struct RunArgs {
     /// A hook's send_file may fetch URLs starting with this prefix (repeatable; none by default; no redirects followed)
     #[arg(long = "media-url-allow", value_name = "PREFIX", value_parser = crate::messaging::attach::check_url_prefix)]
     pub media_url_allow: Vec<String>,
+    /// A fleet of hosts: events to JetStream, sends from it, one owner per bot
+    #[command(flatten)]
+    pub fleet: super::fleet::FleetArgs,
 }
 
 /// `--listen`: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (loopback,
@@ -141,6 +144,7 @@ impl RunArgs {
         cfg.media_out.url_allow = self.media_url_allow;
         cfg.media_max = self.media_max;
         cfg.media_inline_max = self.media_inline_max;
+        cfg.fleet = self.fleet.plan()?;
         cfg.check()?;
         Ok(RunPlan {
             runner: cfg,
@@ -251,6 +255,9 @@ pub fn status(g: &Global, args: StatusArgs) -> Result<()> {
     if args.json {
         super::print_json(&rows)
     } else {
+        if let Some(h) = rows.first().and_then(|r| r.host.as_deref()) {
+            println!("host {h} (fleet)");
+        }
         print!("{}", status::table(&rows));
         Ok(())
     }

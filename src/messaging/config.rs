@@ -102,6 +102,9 @@ impl BotConfig {
                 return Err(problem(keys::EVENTS, e.to_string()));
             }
         }
+        if let Some(v) = self.extra.get(keys::SINK) {
+            hook::Sink::parse(v).map_err(|e| problem(keys::SINK, e))?;
+        }
         if let Some(p) = &self.phone {
             check_phone(p)?;
         }

@@ -46,6 +46,53 @@ pub mod keys {
     pub const SEND_RATE: &str = "send_rate";
     /// The kinds of event the hook gets (`messaging::events`), comma-separated.
     pub const EVENTS: &str = "events";
+    /// Where events go (`bot set --sink`): see [`super::Sink`].
+    pub const SINK: &str = "sink";
+}
+
+/// Where a bot's events go (`bot set --sink`, stored as written here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// The bot's hook (its webhook or command, or `run`'s default).
+    Hook,
+    /// The fleet's events stream only (`run --nats`).
+    Nats,
+    /// The events stream first, then the hook.
+    NatsAndHook,
+}
+
+impl Sink {
+    /// Parses `nats`, `hook` (also `webhook`, `command`), or both
+    /// comma-separated.
+    pub fn parse(s: &str) -> std::result::Result<Sink, String> {
+        let (mut nats, mut hook) = (false, false);
+        for w in s.split(',').map(str::trim) {
+            match w {
+                "nats" => nats = true,
+                "hook" | "webhook" | "command" => hook = true,
+                _ => {
+                    return Err(format!(
+                        "unknown sink {w:?}: give nats, webhook, command (or hook), or nats,webhook"
+                    ))
+                }
+            }
+        }
+        match (nats, hook) {
+            (true, true) => Ok(Sink::NatsAndHook),
+            (true, false) => Ok(Sink::Nats),
+            (false, true) => Ok(Sink::Hook),
+            (false, false) => Err("the sink is empty".into()),
+        }
+    }
+
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sink::Hook => "hook",
+            Sink::Nats => "nats",
+            Sink::NatsAndHook => "nats,hook",
+        }
+    }
 }
 
 /// Default time limit of one hook call.
@@ -74,8 +121,12 @@ pub enum Target {
 /// A bot's hook settings, resolved against the runner's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookSettings {
-    /// `None`: the bot has no hook; inbound messages are only counted.
+    /// `None`: the bot has no hook; inbound messages are only counted
+    /// (unless they go to NATS).
     pub target: Option<Target>,
+    /// Events are published to the fleet's events stream first (`--sink
+    /// nats`, or `run --nats` for a bot with no hook).
+    pub nats: bool,
     pub timeout: Duration,
     pub concurrency: usize,
     pub queue_max: usize,
@@ -90,6 +141,10 @@ pub struct HookSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookDefaults {
     pub target: Option<Target>,
+    /// `run --nats`: a bot with no hook and no `--sink` publishes to NATS.
+    pub nats: bool,
+    /// `run --sink`: the sink of bots with none of their own.
+    pub sink: Option<Sink>,
     pub timeout: Duration,
     pub concurrency: usize,
     pub queue_max: usize,
@@ -102,6 +157,8 @@ impl Default for HookDefaults {
     fn default() -> Self {
         HookDefaults {
             target: None,
+            nats: false,
+            sink: None,
             timeout: DEFAULT_TIMEOUT,
             concurrency: DEFAULT_CONCURRENCY,
             queue_max: DEFAULT_QUEUE_MAX,
@@ -117,6 +174,11 @@ fn num<T: std::str::FromStr>(cfg: &BotConfig, key: &str) -> Option<T> {
 }
 
 impl HookSettings {
+    /// Whether events are queued for anyone (a hook or NATS).
+    pub fn delivers(&self) -> bool {
+        self.target.is_some() || self.nats
+    }
+
     /// The bot's own settings, falling back to `d` for each one it leaves unset.
     pub fn resolve(cfg: &BotConfig, d: &HookDefaults) -> HookSettings {
         let own = match (&cfg.webhook, cfg.extra.get(keys::ON_MESSAGE)) {
@@ -124,8 +186,24 @@ impl HookSettings {
             (None, Some(c)) => Some(Target::Command(c.clone())),
             (None, None) => None,
         };
+        let target = own.or_else(|| d.target.clone());
+        let sink = cfg
+            .extra
+            .get(keys::SINK)
+            .and_then(|v| Sink::parse(v).ok())
+            .or(d.sink);
+        let (target, nats) = match sink {
+            Some(Sink::Nats) => (None, true),
+            Some(Sink::NatsAndHook) => (target, true),
+            Some(Sink::Hook) => (target, false),
+            None => {
+                let nats = d.nats && target.is_none();
+                (target, nats)
+            }
+        };
         HookSettings {
-            target: own.or_else(|| d.target.clone()),
+            target,
+            nats,
             timeout: num(cfg, keys::TIMEOUT_MS)
                 .map(Duration::from_millis)
                 .unwrap_or(d.timeout),
@@ -584,6 +662,41 @@ mod tests {
         ] {
             let e = parse_answer(body).unwrap_err();
             assert!(e.contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn sinks_resolve_per_bot_then_run_then_by_whether_there_is_a_hook() {
+        let mut cfg = BotConfig::new(crate::BotId::parse("a").unwrap());
+        let fleet = HookDefaults {
+            nats: true,
+            ..HookDefaults::default()
+        };
+        // No hook anywhere, in a fleet: NATS; outside one: nothing.
+        let s = HookSettings::resolve(&cfg, &fleet);
+        assert!(s.nats && s.target.is_none() && s.delivers());
+        assert!(!HookSettings::resolve(&cfg, &HookDefaults::default()).delivers());
+        // A hook of its own and no sink: the hook only.
+        cfg.webhook = Some("http://own/".into());
+        let s = HookSettings::resolve(&cfg, &fleet);
+        assert!(!s.nats && s.target.is_some());
+        // `run --sink nats,webhook` for bots without their own sink.
+        let both = HookDefaults {
+            sink: Some(Sink::NatsAndHook),
+            ..fleet.clone()
+        };
+        let s = HookSettings::resolve(&cfg, &both);
+        assert!(s.nats && s.target.is_some());
+        // The bot's own sink wins.
+        cfg.extra.insert(keys::SINK.into(), "nats".into());
+        let s = HookSettings::resolve(&cfg, &both);
+        assert!(s.nats && s.target.is_none());
+        assert_eq!(Sink::parse("webhook, nats"), Ok(Sink::NatsAndHook));
+        assert_eq!(Sink::parse("command"), Ok(Sink::Hook));
+        assert!(Sink::parse("kafka").unwrap_err().contains("unknown sink"));
+        assert!(Sink::parse("").is_err());
+        for s in [Sink::Hook, Sink::Nats, Sink::NatsAndHook] {
+            assert_eq!(Sink::parse(s.as_str()), Ok(s));
         }
     }
 

@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod pacing;
 pub mod process;
 pub mod queue;
+pub mod send_body;
 pub mod signing;
 
 use crate::botid::BotId;
@@ -244,6 +245,10 @@ pub enum DeliveryError {
     /// Reading or writing the queue failed.
     #[error("{0}")]
     Vault(String),
+    /// The fleet's events stream did not take the event (NATS down, no
+    /// acknowledgement, or no `run --nats` for a bot whose sink is NATS).
+    #[error("NATS: {0}")]
+    Nats(String),
 }
 
 impl From<crate::error::Error> for DeliveryError {

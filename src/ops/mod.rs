@@ -41,6 +41,10 @@ pub trait Host: Send + Sync {
     fn retry_state(&self) -> std::collections::HashMap<String, crate::status::Retry> {
         Default::default()
     }
+    /// This host's id in a fleet (`run --nats --host-id`).
+    fn host_id(&self) -> Option<String> {
+        None
+    }
     /// Stops a running bot cleanly (status and history recorded) and waits
     /// for it. False when it was not running.
     fn stop_bot(&self, _id: &BotId) -> bool {
@@ -151,6 +155,11 @@ pub fn execute(host: &dyn Host, req: Request, payload: Vec<u8>) -> Result<(Respo
         Request::Status => {
             let mut rows = crate::status::collect(v)?;
             crate::status::with_retry(&mut rows, &host.retry_state());
+            if let Some(h) = host.host_id() {
+                for r in &mut rows {
+                    r.host = Some(h.clone());
+                }
+            }
             Response::Status(rows)
         }
         Request::Bots => Response::Bots(bots::rows(v)?),

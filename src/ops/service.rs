@@ -85,11 +85,18 @@ pub enum AlertKind {
     /// `send_file` path outside `--media-dir`, a URL off
     /// `--media-url-allow`): that action is skipped, the rest carried out.
     ActionRefused,
+    /// Fleet: another host holds the bot's owner key; the bot does not run here.
+    HeldElsewhere,
+    /// Fleet: NATS cannot be reached, so no bot starts here.
+    FleetUnreachable,
+    /// Fleet: the bot's owner key was lost (not renewed in time, or taken):
+    /// the bot was stopped here.
+    OwnershipLost,
 }
 
 impl AlertKind {
     /// Every kind (metrics list each, raised or not).
-    pub const ALL: [AlertKind; 12] = [
+    pub const ALL: [AlertKind; 15] = [
         AlertKind::LoggedOut,
         AlertKind::Replaced,
         AlertKind::Banned,
@@ -102,6 +109,9 @@ impl AlertKind {
         AlertKind::HookFailing,
         AlertKind::Connection,
         AlertKind::ActionRefused,
+        AlertKind::HeldElsewhere,
+        AlertKind::FleetUnreachable,
+        AlertKind::OwnershipLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +128,9 @@ impl AlertKind {
             AlertKind::HookFailing => "hook_failing",
             AlertKind::Connection => "connection",
             AlertKind::ActionRefused => "action_refused",
+            AlertKind::HeldElsewhere => "held_elsewhere",
+            AlertKind::FleetUnreachable => "fleet_unreachable",
+            AlertKind::OwnershipLost => "ownership_lost",
         }
     }
 }

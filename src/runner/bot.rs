@@ -40,7 +40,11 @@ pub(crate) async fn supervise(
         _ = stop.wait() => true,
     };
     if !stopped {
-        if let Err(e) = run(&shared, &cfg, &mut stop).await {
+        let ran = match shared.fleet.clone() {
+            Some(fleet) => super::fleet::owned(&shared, fleet, &cfg, &mut stop).await,
+            None => run(&shared, &cfg, &mut stop).await,
+        };
+        if let Err(e) = ran {
             tracing::error!(bot = %bot, "the bot failed to start: {e}");
             let meta = Meta {
                 shared: shared.clone(),
@@ -58,7 +62,11 @@ pub(crate) async fn supervise(
     shared.emit(RunnerEvent::Stopped { bot });
 }
 
-async fn run(shared: &Arc<Shared>, cfg: &BotConfig, stop: &mut StopSignal) -> Result<()> {
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    cfg: &BotConfig,
+    stop: &mut StopSignal,
+) -> Result<()> {
     let id = &cfg.id;
     let view = shared.vault.view(id);
     let case = start_case(&view);

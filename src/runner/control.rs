@@ -229,6 +229,10 @@ impl Host for Served {
         ops::block_on(self.0.stop_bot(id)).unwrap_or(false)
     }
 
+    fn host_id(&self) -> Option<String> {
+        self.0.cfg.fleet.as_ref().map(|f| f.host_id.clone())
+    }
+
     fn start_bot(&self, cfg: &BotConfig) {
         self.0.start_bot(cfg.clone(), Duration::ZERO);
     }

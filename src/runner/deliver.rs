@@ -156,7 +156,7 @@ impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for QueueHook 
         batch: &[InboundMessage],
     ) -> whatsapp_rust::anyhow::Result<()> {
         let s = settings(&self.shared, &self.bot)?;
-        if s.target.is_none() || !s.events.has(EventKind::Message) {
+        if !s.delivers() || !s.events.has(EventKind::Message) {
             // No hook, or one that takes no messages: nothing to hold the
             // message for; count it and let the library acknowledge it.
             self.inbox.queue.count(now(), batch.len() as u64, 0, 0)?;
@@ -477,9 +477,11 @@ impl Worker {
     /// held, none under way, not backing off), up to the concurrency.
     /// Returns when the earliest backing-off chat may go again.
     fn dispatch(&mut self, s: &HookSettings) -> Option<Instant> {
-        let Some(target) = &s.target else {
+        if !s.delivers() {
             return None;
-        };
+        }
+        let target = &s.target;
+        let nats = s.nats;
         let now = Instant::now();
         let mut heads = HashSet::new();
         let mut next_retry: Option<Instant> = None;
@@ -512,7 +514,8 @@ impl Worker {
                     let call = Call {
                         bot: &bot,
                         link: &link,
-                        target: &target,
+                        target: target.as_ref(),
+                        nats,
                         timeout,
                         pace: &pace,
                         shared: &shared,
@@ -596,7 +599,10 @@ type Pace = (Arc<Outbox>, Option<u32>);
 struct Call<'a> {
     bot: &'a BotId,
     link: &'a Link,
-    target: &'a Target,
+    /// The hook, if the bot has one.
+    target: Option<&'a Target>,
+    /// Publish to the fleet's events stream first.
+    nats: bool,
     timeout: Duration,
     pace: &'a Pace,
     shared: &'a Shared,
@@ -621,6 +627,7 @@ async fn deliver_inner(call: &Call<'_>, q: &mut Queued) -> std::result::Result<(
         bot,
         link,
         target,
+        nats,
         timeout,
         pace,
         shared,
@@ -628,6 +635,18 @@ async fn deliver_inner(call: &Call<'_>, q: &mut Queued) -> std::result::Result<(
     let queue = &link.inbox.queue;
     if q.accepted.is_none() {
         inline_media(shared, bot, queue, q).await?;
+        if nats {
+            // The stream first (with the event id as `Nats-Msg-Id`: a
+            // republished event within the duplicate window is dropped).
+            let published = super::fleet::publish_event(shared, bot, q).await;
+            count_call(shared, &q.summary, published.is_ok());
+            if let Err(e) = published {
+                return fail(queue, q, e, true).await;
+            }
+        }
+        let Some(target) = target else {
+            return Ok(queue.remove(q, now(), 0).await?);
+        };
         let stamp = match stamp(queue, bot, target, q) {
             Ok(s) => s,
             Err(e) => {

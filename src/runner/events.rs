@@ -278,7 +278,7 @@ async fn queue_events(
         return;
     }
     let n = entries.len() as u64;
-    let outcome = if s.target.is_none() {
+    let outcome = if !s.delivers() {
         "dropped"
     } else {
         match inbox.queue_events(shared, &entries, s.queue_max).await {

@@ -13,6 +13,7 @@ pub mod certcheck;
 pub mod control;
 pub(crate) mod deliver;
 mod events;
+mod fleet;
 pub(crate) mod groups;
 mod meta;
 pub mod net;
@@ -82,6 +83,9 @@ pub struct RunConfig {
     /// Media up to this size are also put base64 in the hook's event
     /// (`--media-inline-max`; off when `None`).
     pub media_inline_max: Option<u64>,
+    /// The fleet this host belongs to (`--nats`); `None`: a single host,
+    /// nothing changes.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 impl RunConfig {
@@ -109,6 +113,7 @@ impl RunConfig {
             media_out: Default::default(),
             media_max: crate::messaging::media::DEFAULT_MAX,
             media_inline_max: None,
+            fleet: None,
         }
     }
 
@@ -120,6 +125,9 @@ impl RunConfig {
     /// it, so a configuration built in code meets the same rules as the flags.
     pub fn check(&self) -> Result<()> {
         crate::messaging::media::check_limits(self.media_max, self.media_inline_max)?;
+        if let Some(f) = &self.fleet {
+            f.check()?;
+        }
         let periods = [
             ("the sweep period (--sweep-every)", Some(self.sweep_every)),
             (
@@ -245,6 +253,8 @@ pub(crate) struct Shared {
     /// The passphrase automatic backups are sealed with (the vault's; a
     /// `rotate passphrase` through the control socket replaces it).
     backup_pass: std::sync::RwLock<Option<Arc<Passphrase>>>,
+    /// The fleet's connection (`--nats`).
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 pub use crate::ops::service::{JobCounter, Live};
@@ -255,19 +265,38 @@ pub(crate) struct BotTask {
     pub stop: watch::Sender<bool>,
 }
 
-/// Stop request for one bot: the runner's, or the bot's own.
+/// Stop request for one bot: the runner's, the bot's own, or (in a fleet)
+/// the loss of its owner key.
 pub(crate) struct StopSignal {
     global: watch::Receiver<bool>,
     own: watch::Receiver<bool>,
+    /// `Some(reason)` once the bot's owner key is lost (`runner::fleet`).
+    pub(crate) lease: Option<watch::Receiver<Option<String>>>,
 }
 
 impl StopSignal {
-    /// Completes once either switch is set (or its sender is gone).
+    /// Completes once either switch is set (or its sender is gone), or the
+    /// owner key is lost.
     pub async fn wait(&mut self) {
+        let StopSignal { global, own, lease } = self;
+        let lost = async {
+            match lease {
+                Some(l) => {
+                    let _ = l.wait_for(|r| r.is_some()).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = self.global.wait_for(|s| *s) => {}
-            _ = self.own.wait_for(|s| *s) => {}
+            _ = global.wait_for(|s| *s) => {}
+            _ = own.wait_for(|s| *s) => {}
+            _ = lost => {}
         }
+    }
+
+    /// Whether the runner or the bot's own switch asked to stop.
+    pub fn is_set(&self) -> bool {
+        *self.global.borrow() || *self.own.borrow()
     }
 }
 
@@ -281,6 +310,7 @@ impl Shared {
         let signal = StopSignal {
             global: self.stop.subscribe(),
             own: own_rx,
+            lease: None,
         };
         let id = cfg.id.clone();
         let span = crate::logs::bot_span(&id);
@@ -437,8 +467,11 @@ pub struct Runner {
 impl Runner {
     /// Starts every selected bot (staggered), the timers and the control
     /// socket. Must be called inside a tokio runtime.
-    pub fn start(vault: Vault, cfg: RunConfig) -> Result<Runner> {
+    pub fn start(vault: Vault, mut cfg: RunConfig) -> Result<Runner> {
         cfg.check()?;
+        // In a fleet, a bot with no hook of its own publishes to NATS.
+        cfg.hooks.nats = cfg.fleet.is_some();
+        let fleet = cfg.fleet.clone().map(crate::fleet::Fleet::start);
         let bots = select_bots(&vault, &cfg.bots)?;
         let (events, first) = broadcast::channel(4096);
         let (stop, _) = watch::channel(false);
@@ -454,6 +487,7 @@ impl Runner {
             outboxes: Default::default(),
             links: Default::default(),
             backup_pass: std::sync::RwLock::new(cfg_pass),
+            fleet,
         });
         let mut tasks = JoinSet::new();
         if shared.cfg.console {
@@ -472,6 +506,11 @@ impl Runner {
             tasks,
             first: std::sync::Mutex::new(Some(first)),
         })
+    }
+
+    /// This host's id in the fleet (`--host-id`), if it is in one.
+    pub fn host_id(&self) -> Option<&str> {
+        self.shared.cfg.fleet.as_ref().map(|f| f.host_id.as_str())
     }
 
     /// Subscribes to runner events. The first call receives every event

@@ -35,7 +35,11 @@ pub fn category(s: Status) -> &'static str {
         Status::Connected => "connected",
         Status::Connecting | Status::Reconnecting => "reconnecting",
         Status::LoggedOut => "logged_out",
-        Status::Disconnected | Status::Replaced | Status::Error => "down",
+        Status::Disconnected
+        | Status::Replaced
+        | Status::Error
+        | Status::HeldElsewhere
+        | Status::FleetUnreachable => "down",
     }
 }
 

@@ -16,7 +16,7 @@ use crate::ops::Service;
 use crate::sessions::{Sessions, Status};
 use crate::status;
 
-const STATUSES: [Status; 7] = [
+const STATUSES: [Status; 9] = [
     Status::Connecting,
     Status::Connected,
     Status::Disconnected,
@@ -24,6 +24,8 @@ const STATUSES: [Status; 7] = [
     Status::LoggedOut,
     Status::Replaced,
     Status::Error,
+    Status::HeldElsewhere,
+    Status::FleetUnreachable,
 ];
 
 /// The text being written, one metric family after another.
@@ -75,6 +77,15 @@ pub(crate) fn render(shared: &dyn Service) -> Result<String> {
     message_families(&mut out, &facts);
     vault_families(&mut out, v);
     runner_families(&mut out, &shared.live_state());
+    if let Some(h) = shared.host_id() {
+        let name = "wavault_host_info";
+        out.family(
+            name,
+            "gauge",
+            "1, labelled with this host's id in the fleet (--host-id)",
+        );
+        out.sample(name, &[("host", &h)], 1);
+    }
     Ok(out.0)
 }
 

@@ -777,7 +777,10 @@ async fn send_message(
         Ok(id) => id,
         Err(_) => return error_response(&Error::NotFound(format!("bot {id}"))),
     };
-    message.idempotency_key = key;
+    if key.is_some() {
+        // The header wins over a body's `idempotency_key`.
+        message.idempotency_key = key;
+    }
     let req = ops::Request::Send {
         bot: id.clone(),
         message,

@@ -15,8 +15,9 @@
 //! without a file are refused (400).
 
 use crate::error::Error;
-use crate::messaging::attach::{self, MediaKind};
-use crate::messaging::outbox::{OutFile, Outgoing};
+use crate::messaging::attach;
+use crate::messaging::outbox::Outgoing;
+use crate::messaging::send_body::{self, Form};
 use axum::http::{header, HeaderMap, StatusCode};
 
 /// Largest JSON body of a send.
@@ -75,106 +76,13 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(Outgoing, Vec<u8>), Re
     Ok((msg, bytes))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct JsonBody {
-    to: String,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    reply_to: Option<String>,
-    #[serde(default)]
-    typing: bool,
-    #[serde(default)]
-    file: Option<JsonFile>,
-    #[serde(default)]
-    caption: Option<String>,
-    #[serde(default, rename = "as")]
-    kind: Option<String>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonFile {
-    base64: String,
-    #[serde(default)]
-    mimetype: Option<String>,
-    #[serde(default)]
-    file_name: Option<String>,
-}
-
 fn json_send(body: &[u8]) -> Result<(Outgoing, Vec<u8>), Refused> {
-    let b: JsonBody = serde_json::from_slice(body).map_err(|e| {
-        bad(format!(
-            "the body must be JSON describing a send ({e}): {FORMS}"
-        ))
-    })?;
-    let file = match b.file {
-        None => None,
-        Some(f) => {
-            let bytes = attach::decode_base64(&f.base64).map_err(bad)?;
-            Some((f.mimetype, f.file_name, bytes))
-        }
-    };
-    build(Form {
-        to: b.to,
-        text: b.text,
-        caption: b.caption,
-        kind: b.kind,
-        reply_to: b.reply_to,
-        typing: b.typing,
-        file,
-    })
-}
-
-/// The fields of a send, whichever form they came in.
-struct Form {
-    to: String,
-    text: Option<String>,
-    caption: Option<String>,
-    kind: Option<String>,
-    reply_to: Option<String>,
-    typing: bool,
-    /// mimetype, file name, bytes
-    file: Option<(Option<String>, Option<String>, Vec<u8>)>,
+    let (msg, bytes) = send_body::parse_json(body).map_err(|e| bad(format!("{e}: {FORMS}")))?;
+    Ok((msg, bytes))
 }
 
 fn build(f: Form) -> Result<(Outgoing, Vec<u8>), Refused> {
-    let mut msg = Outgoing {
-        to: f.to,
-        reply_to: f.reply_to,
-        typing: f.typing,
-        ..Default::default()
-    };
-    match f.file {
-        None => {
-            if f.caption.is_some() || f.kind.is_some() {
-                return Err(bad("\"caption\" and \"as\" need a file"));
-            }
-            msg.text = f.text.unwrap_or_default();
-            Ok((msg, Vec::new()))
-        }
-        Some((mimetype, file_name, bytes)) => {
-            if f.text.is_some() {
-                return Err(bad(
-                    "with a file, give its caption as \"caption\", not \"text\"",
-                ));
-            }
-            let kind = f
-                .kind
-                .as_deref()
-                .map(MediaKind::parse)
-                .transpose()
-                .map_err(bad)?;
-            msg.text = f.caption.unwrap_or_default();
-            msg.file = Some(OutFile {
-                kind,
-                mimetype,
-                file_name,
-                bytes: Default::default(),
-            });
-            Ok((msg, bytes))
-        }
-    }
+    send_body::build(f).map_err(bad)
 }
 
 /// One part of a multipart body.

@@ -207,7 +207,7 @@ mod parsers {
         let mut argv = vec!["run"];
         argv.extend_from_slice(args);
         if let Some(Command::Run(a)) = cli(&argv) {
-            match a.plan() {
+            match (*a).plan() {
                 Ok(cfg) => cfg.runner.check().expect("a plan the runner refuses"),
                 Err(e) => assert_eq!(e.exit_code(), 2, "{argv:?}: {e}"),
             }
@@ -302,6 +302,6 @@ mod parsers {
         let Some(Command::Run(a)) = cli(&["run", "--listen", "0.0.0.0:8080"]) else {
             panic!("parses")
         };
-        assert_eq!(a.plan().unwrap_err().exit_code(), 2);
+        assert_eq!((*a).plan().unwrap_err().exit_code(), 2);
     }
 }
