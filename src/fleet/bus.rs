@@ -28,18 +28,31 @@ pub(crate) async fn ensure_owners(
     let name = cfg.owners_bucket();
     let store = match js.get_key_value(&name).await {
         Ok(s) => s,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.clone(),
-                description: "wavault: which host runs which bot".into(),
-                history: 1,
+        Err(_) => {
+            // The bucket's stream as async-nats' `create_key_value` makes
+            // it, created directly: `create_key_value` first reads the
+            // account info, which async-nats 0.51 cannot parse from
+            // nats-server 2.9 (no `max_ack_pending` in its limits).
+            js.create_stream(stream::Config {
+                name: format!("KV_{name}"),
+                description: Some("wavault: which host runs which bot".into()),
+                subjects: vec![format!("$KV.{name}.>")],
+                max_messages_per_subject: 1,
                 max_age: cfg.owner_ttl,
-                storage: jetstream::stream::StorageType::File,
+                storage: stream::StorageType::File,
                 num_replicas: cfg.replicas,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("creating the owners bucket {name}: {e} (is JetStream enabled: nats-server -js?)"))?,
+            .map_err(|e| format!("creating the owners bucket {name}: {e} (is JetStream enabled: nats-server -js?)"))?;
+            js.get_key_value(&name)
+                .await
+                .map_err(|e| format!("opening the owners bucket {name}: {e}"))?
+        }
     };
     let status = store
         .status()
