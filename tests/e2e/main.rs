@@ -13,6 +13,7 @@ mod claims_tests;
 mod contact_tests;
 mod events_tests;
 mod fault_tests;
+mod fleet_tests;
 mod group_tests;
 mod hook_server;
 mod live_tests;

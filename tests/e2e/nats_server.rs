@@ -128,7 +128,10 @@ impl NatsServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        if let Some(pid) = child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         if tokio::time::timeout(DEADLINE, child.wait()).await.is_err() {
@@ -216,9 +219,8 @@ impl Bus {
                     .headers
                     .get(async_nats::header::NATS_MESSAGE_ID)
                     .map(|v| v.to_string()),
-                body: serde_json::from_slice(&m.payload).unwrap_or_else(|e| {
-                    panic!("event {seq} on {} is not JSON: {e}", m.subject)
-                }),
+                body: serde_json::from_slice(&m.payload)
+                    .unwrap_or_else(|e| panic!("event {seq} on {} is not JSON: {e}", m.subject)),
             });
         }
         Ok(out)
@@ -241,7 +243,9 @@ impl Bus {
                 }
             }
             if tokio::time::Instant::now() >= until {
-                panic!("timed out after {deadline:?} waiting for {what}; the stream held {last:#?}");
+                panic!(
+                    "timed out after {deadline:?} waiting for {what}; the stream held {last:#?}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             last = self.try_events().await;
