@@ -721,6 +721,12 @@ async fn a_bot_held_by_one_host_starts_on_the_other_only_after_a_clean_stop() {
     assert_eq!(o.get(BOT).map(String::as_str), Some("hostA"), "{o:?}");
     let log = peer.seen();
     assert_eq!(
+        log.max_concurrent_logins(&phone),
+        1,
+        "never two logins of the bot at once: {:?}",
+        log.login_spans
+    );
+    assert_eq!(
         log.logins(&phone).filter(|c| c.accepted).count(),
         1,
         "host B did not log in"
@@ -815,14 +821,14 @@ async fn a_killed_owner_frees_its_bot_after_the_ttl_and_a_nats_outage_stops_it()
     let logins_before = peer.seen().logins(&phone).filter(|c| c.accepted).count();
     let connected_before = [host_a.count(&connected), host_b.count(&connected)];
     nats.stop().await;
-    host_b
-        .wait_line(&format!("EVENT alert {BOT} ownership_lost"), DEADLINE)
-        .await;
     peer.wait_for("no connection of the bot", DEADLINE, |log| {
         log.open_logins(&phone) == 0
     })
     .await
     .unwrap();
+    host_b
+        .wait_line(&format!("EVENT alert {BOT} ownership_lost"), DEADLINE)
+        .await;
     let log = peer.seen();
     assert_eq!(
         log.logins(&phone).filter(|c| c.accepted).count(),
