@@ -19,6 +19,8 @@
 
 pub mod bus;
 pub mod owners;
+#[cfg(test)]
+pub(crate) mod testserver;
 
 use crate::error::{Error, Result};
 use async_nats::jetstream;
@@ -393,4 +395,40 @@ pub async fn owners(cfg: &FleetConfig) -> Result<Vec<Owner>> {
         .await
         .map_err(|e| Error::Unavailable(format!("the owners bucket: {e}")))?;
     owners::list(&bucket).await.map_err(Error::Unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_fleet_settings_are_usage_errors() {
+        let ok = FleetConfig::new("nats://127.0.0.1:4222", "host-a");
+        assert!(ok.check().is_ok());
+        assert_eq!(ok.heartbeat(), Duration::from_secs(10));
+        assert_eq!(ok.keep_for(), Duration::from_secs(20));
+        let bad = |f: &dyn Fn(&mut FleetConfig)| {
+            let mut c = ok.clone();
+            f(&mut c);
+            let e = c.check().unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            e.to_string()
+        };
+        assert!(bad(&|c| c.prefix = "a.b".into()).contains("--nats-prefix"));
+        assert!(bad(&|c| c.prefix = String::new()).contains("--nats-prefix"));
+        assert!(bad(&|c| c.host_id = "two words".into()).contains("--host-id"));
+        assert!(bad(&|c| c.host_id = String::new()).contains("--host-id"));
+        assert!(bad(&|c| c.owner_ttl = Duration::from_secs(2)).contains("--nats-owner-ttl"));
+        assert!(bad(&|c| c.owner_ttl = Duration::from_secs(200_000)).contains("--nats-owner-ttl"));
+        assert!(bad(&|c| c.replicas = 0).contains("--nats-replicas"));
+        assert!(bad(&|c| c.replicas = 7).contains("--nats-replicas"));
+        assert!(bad(&|c| c.events_max_age = Duration::from_secs(1)).contains("--nats-max-age"));
+        assert!(bad(&|c| c.url = " ".into()).contains("--nats"));
+        assert_eq!(
+            ok.event_subject("b1", "message"),
+            "wavault.events.b1.message"
+        );
+        assert_eq!(ok.send_subject("b1"), "wavault.send.b1");
+        assert_eq!(ok.owners_bucket(), "wavault-owners");
+    }
 }
