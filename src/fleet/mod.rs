@@ -181,6 +181,28 @@ impl FleetConfig {
         Ok(())
     }
 
+    /// The server URL(s) as shown in messages, logs and status: any user
+    /// and password in them replaced by `***`.
+    pub fn shown_url(&self) -> String {
+        self.url
+            .split(',')
+            .map(|u| {
+                let u = u.trim();
+                let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+                let shown = match rest.split_once('@') {
+                    Some((_, host)) => format!("***@{host}"),
+                    None => rest.to_owned(),
+                };
+                if scheme.is_empty() {
+                    shown
+                } else {
+                    format!("{scheme}://{shown}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The events stream: `<prefix>-events`.
     pub fn events_stream(&self) -> String {
         format!("{}-events", self.prefix)
@@ -276,10 +298,10 @@ async fn client(cfg: &FleetConfig) -> std::result::Result<async_nats::Client, St
         .split(',')
         .map(|u| u.trim().parse())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| format!("--nats {:?}: {e}", cfg.url))?;
+        .map_err(|e| format!("--nats {:?}: {e}", cfg.shown_url()))?;
     opts.connect(urls)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", cfg.url))
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", cfg.shown_url()))
 }
 
 /// Where the connection stands.
@@ -430,5 +452,9 @@ mod tests {
         );
         assert_eq!(ok.send_subject("b1"), "wavault.send.b1");
         assert_eq!(ok.owners_bucket(), "wavault-owners");
+        let mut secret = ok.clone();
+        secret.url = "nats://bob:s3cret@n1:4222, tls://tok@n2:4222,n3:4222".into();
+        let shown = secret.shown_url();
+        assert_eq!(shown, "nats://***@n1:4222,tls://***@n2:4222,n3:4222");
     }
 }
