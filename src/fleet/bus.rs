@@ -26,34 +26,36 @@ pub(crate) async fn ensure_owners(
     js: &jetstream::Context,
 ) -> Result<kv::Store, String> {
     let name = cfg.owners_bucket();
-    let store = match js.get_key_value(&name).await {
-        Ok(s) => s,
-        Err(_) => {
-            // The bucket's stream as async-nats' `create_key_value` makes
-            // it, created directly: `create_key_value` first reads the
-            // account info, which async-nats 0.51 cannot parse from
-            // nats-server 2.9 (no `max_ack_pending` in its limits).
-            js.create_stream(stream::Config {
-                name: format!("KV_{name}"),
-                description: Some("wavault: which host runs which bot".into()),
-                subjects: vec![format!("$KV.{name}.>")],
-                max_messages_per_subject: 1,
-                max_age: cfg.owner_ttl,
-                storage: stream::StorageType::File,
-                num_replicas: cfg.replicas,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("creating the owners bucket {name}: {e} (is JetStream enabled: nats-server -js?)"))?;
-            js.get_key_value(&name)
-                .await
-                .map_err(|e| format!("opening the owners bucket {name}: {e}"))?
-        }
-    };
+    // The bucket's stream, made as the key-value convention has it
+    // (`KV_<bucket>`, subjects `$KV.<bucket>.>`, one value per key, rollups,
+    // direct gets). Not `create_key_value`: it first asks for the account's
+    // info, which nats-server 2.9 answers in a shape async-nats 0.51 cannot read.
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        description: Some("wavault: which host runs which bot".into()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_bytes: -1,
+        max_messages: -1,
+        max_message_size: -1,
+        max_consumers: -1,
+        max_age: cfg.owner_ttl,
+        storage: stream::StorageType::File,
+        num_replicas: cfg.replicas,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| {
+        format!("the owners bucket {name}: {e} (is JetStream enabled: nats-server -js?)")
+    })?;
+    let store = js
+        .get_key_value(&name)
+        .await
+        .map_err(|e| format!("the owners bucket {name}: {e}"))?;
     let status = store
         .status()
         .await
