@@ -161,6 +161,9 @@ pub struct Event {
 pub struct Bus {
     pub js: jetstream::Context,
     pub prefix: String,
+    /// What an ordered consumer of the events stream, from its first
+    /// message, received so far, in order.
+    feed: watch::Receiver<Vec<Event>>,
 }
 
 impl Bus {
@@ -181,9 +184,12 @@ impl Bus {
         })
         .await
         .unwrap_or_else(|_| panic!("connect to {url}"));
+        let js = jetstream::new(client);
+        let feed = consume(js.clone(), format!("{prefix}-events"));
         Bus {
-            js: jetstream::new(client),
+            js,
             prefix: prefix.to_string(),
+            feed,
         }
     }
 
@@ -226,29 +232,24 @@ impl Bus {
         Ok(out)
     }
 
-    /// Polls the events stream until `pred` holds (or panics after
-    /// `deadline`, with what the stream held).
+    /// Waits until `pred` holds for what the consumer received (or panics
+    /// after `deadline`, with what it received).
     pub async fn wait_events(
         &self,
         what: &str,
         deadline: Duration,
         mut pred: impl FnMut(&[Event]) -> bool,
     ) -> Vec<Event> {
-        let until = tokio::time::Instant::now() + deadline;
-        let mut last: anyhow::Result<Vec<Event>> = Err(anyhow::anyhow!("not read yet"));
-        loop {
-            if let Ok(ev) = &last {
-                if pred(ev) {
-                    return ev.clone();
-                }
-            }
-            if tokio::time::Instant::now() >= until {
-                panic!(
-                    "timed out after {deadline:?} waiting for {what}; the stream held {last:#?}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            last = self.try_events().await;
+        let mut rx = self.feed.clone();
+        let seen = tokio::time::timeout(deadline, rx.wait_for(|ev| pred(ev)))
+            .await
+            .map(|r| r.map(|ev| ev.clone()));
+        match seen {
+            Ok(Ok(ev)) => ev,
+            _ => panic!(
+                "timed out after {deadline:?} waiting for {what}; the consumer received {:#?}",
+                self.feed.borrow()
+            ),
         }
     }
 
@@ -303,6 +304,55 @@ impl Bus {
     }
 }
 
+/// An ordered consumer of `stream` from its first message, in a task: every
+/// message it receives is appended to the returned list. It waits for the
+/// stream to exist (the first host creates it). Not relied on across a
+/// restart of the server: make a new [`Bus`] after one.
+fn consume(js: jetstream::Context, stream: String) -> watch::Receiver<Vec<Event>> {
+    use futures_util::StreamExt as _;
+    let (tx, rx) = watch::channel(Vec::new());
+    tokio::spawn(async move {
+        let mut msgs = loop {
+            let opened = async {
+                let s = js.get_stream(&stream).await?;
+                let c = s
+                    .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                        ..Default::default()
+                    })
+                    .await?;
+                anyhow::Ok(c.messages().await?)
+            }
+            .await;
+            match opened {
+                Ok(m) => break m,
+                Err(_) if tx.is_closed() => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        while let Some(m) = msgs.next().await {
+            if tx.is_closed() {
+                return;
+            }
+            let Ok(m) = m else {
+                continue; // a transient error: the ordered consumer goes on
+            };
+            let e = Event {
+                subject: m.subject.to_string(),
+                msg_id: m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.to_string()),
+                body: serde_json::from_slice(&m.payload)
+                    .unwrap_or_else(|e| panic!("a message on {} is not JSON: {e}", m.subject)),
+            };
+            tx.send_modify(|v| v.push(e));
+        }
+    });
+    rx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_dedupes_keeps_its_store_and_restarts_on_its_port() {
     let mut nats = NatsServer::start().await;
@@ -318,8 +368,8 @@ async fn nats_server_dedupes_keeps_its_store_and_restarts_on_its_port() {
         })
         .await
         .unwrap();
-    let publish = |id: &'static str, n: u32| {
-        let js = bus.js.clone();
+    let publish = |js: &jetstream::Context, id: &'static str, n: u32| {
+        let js = js.clone();
         async move {
             let mut h = async_nats::HeaderMap::new();
             h.insert(async_nats::header::NATS_MESSAGE_ID, id);
@@ -334,9 +384,9 @@ async fn nats_server_dedupes_keeps_its_store_and_restarts_on_its_port() {
             .await
         }
     };
-    publish("evt_1", 1).await.unwrap();
-    publish("evt_1", 1).await.unwrap(); // a duplicate within the window
-    publish("evt_2", 2).await.unwrap();
+    publish(&bus.js, "evt_1", 1).await.unwrap();
+    publish(&bus.js, "evt_1", 1).await.unwrap(); // a duplicate within the window
+    publish(&bus.js, "evt_2", 2).await.unwrap();
     let ev = bus.try_events().await.unwrap();
     let ids: Vec<_> = ev.iter().map(|e| e.msg_id.clone().unwrap()).collect();
     assert_eq!(ids, ["evt_1", "evt_2"], "the server dropped the duplicate");
@@ -344,9 +394,17 @@ async fn nats_server_dedupes_keeps_its_store_and_restarts_on_its_port() {
     assert_eq!(ev[1].subject, "tnats.events.b1.message");
 
     bus.refuse_events(true).await;
-    assert!(publish("evt_3", 3).await.is_err(), "refused");
+    assert!(publish(&bus.js, "evt_3", 3).await.is_err(), "refused");
     bus.refuse_events(false).await;
-    publish("evt_3", 3).await.unwrap();
+    publish(&bus.js, "evt_3", 3).await.unwrap();
+    let ids =
+        |ev: &[Event]| -> Vec<String> { ev.iter().map(|e| e.msg_id.clone().unwrap()).collect() };
+    let got = bus
+        .wait_events("the consumer to receive 3 events", DEADLINE, |e| {
+            e.len() >= 3
+        })
+        .await;
+    assert_eq!(ids(&got), ["evt_1", "evt_2", "evt_3"]);
 
     let port = nats.port();
     nats.stop().await;
@@ -358,15 +416,17 @@ async fn nats_server_dedupes_keeps_its_store_and_restarts_on_its_port() {
     );
     nats.restart().await;
     assert_eq!(nats.port(), port);
-    let ev = bus
-        .wait_events("the stored events after the restart", DEADLINE, |e| {
-            e.len() == 3
-        })
-        .await;
-    assert_eq!(ev[2].msg_id.as_deref(), Some("evt_3"), "{ev:?}");
+    // A new consumer reads the stored events (the feed of a consumer made
+    // before the restart is not relied on: tests read after a restart with
+    // a new `Bus`).
+    let fresh = Bus::connect(&nats.url(), "tnats").await;
     // Still within the duplicate window after the restart.
-    publish("evt_2", 2).await.unwrap();
-    assert_eq!(bus.try_events().await.unwrap().len(), 3);
+    publish(&fresh.js, "evt_2", 2).await.unwrap();
+    publish(&fresh.js, "evt_4", 4).await.unwrap();
+    let got = fresh
+        .wait_events("4 events after the restart", DEADLINE, |e| e.len() >= 4)
+        .await;
+    assert_eq!(ids(&got), ["evt_1", "evt_2", "evt_3", "evt_4"]);
     assert!(
         nats.log().iter().any(|l| l.contains("Server is ready")),
         "{:?}",
