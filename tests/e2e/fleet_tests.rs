@@ -323,6 +323,39 @@ async fn cli(dir: &Path, pass: &[u8], args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// `wavault fleet status --json` (no vault): the owners bucket's rows.
+async fn fleet_status(url: &str, prefix: &str) -> serde_json::Value {
+    let out = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_wavault"))
+            .args([
+                "fleet",
+                "status",
+                "--json",
+                "--nats",
+                url,
+                "--nats-prefix",
+                prefix,
+            ])
+            .env_remove("WAVAULT_PASSPHRASE")
+            .env_remove("WAVAULT_NATS_URL")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the CLI answers")
+    .expect("spawn wavault");
+    assert!(
+        out.status.success(),
+        "wavault fleet status: {}; {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
 /// Copies `bot` from vault `from` into vault `to` with `wavault export` and
 /// `wavault restore` (live when runners hold the vaults).
 async fn copy_bot(bot: &str, from: &Path, from_pass: &[u8], to: &Path, to_pass: &[u8]) {
@@ -719,6 +752,19 @@ async fn a_bot_held_by_one_host_starts_on_the_other_only_after_a_clean_stop() {
         .await;
     let o = owners(&spec_a.fleet()).await;
     assert_eq!(o.get(BOT).map(String::as_str), Some("hostA"), "{o:?}");
+    let rows = fleet_status(&nats.url(), PREFIX).await;
+    let rows = rows.as_array().expect("an array");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (&rows[0]["bot"], &rows[0]["host"]),
+        (&json!(BOT), &json!("hostA")),
+        "{rows:?}"
+    );
+    assert!(rows[0]["since"].as_i64().is_some_and(|t| t > 0), "{rows:?}");
+    assert!(
+        rows[0]["revision"].as_u64().is_some_and(|r| r > 0),
+        "{rows:?}"
+    );
     let log = peer.seen();
     assert_eq!(
         log.max_concurrent_logins(&phone),
