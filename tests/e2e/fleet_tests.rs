@@ -997,6 +997,7 @@ async fn with_nats_unreachable_at_start_no_bot_starts_until_it_answers() {
             .and_then(|r| r.iter().find(|r| r["bot"] == b))
             .unwrap_or_else(|| panic!("no row for {b} in {status}"));
         assert_eq!(row["status"], "fleet_unreachable", "{status}");
+        assert_eq!(row["host"], "hostA", "the host id in status: {status}");
         assert!(
             row["last_connection_error"]
                 .as_str()
