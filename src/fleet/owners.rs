@@ -109,20 +109,10 @@ pub async fn claim(kv: &kv::Store, host: &str, bot: &str) -> Result<Claim, Strin
                     e.to_string(),
                 )
             }),
-        Some(e) if e.operation != Operation::Put => {
-            tokio::time::timeout(REQUEST_TIMEOUT, kv.update(bot, bytes.clone(), e.revision))
-                .await
-                .map_err(|_| timed_out("taking the owner key"))?
-                .map_err(|e| {
-                    (
-                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                        e.to_string(),
-                    )
-                })
-        }
-        Some(e) if ours(&e.value, host) => {
-            // Our own key, from before this process lost it (NATS was
-            // unreachable): the bot is stopped here, so take it back.
+        // A delete marker, or our own key from before this process lost it
+        // (NATS was unreachable; the bot is stopped here): take it on its
+        // revision.
+        Some(e) if e.operation != Operation::Put || ours(&e.value, host) => {
             tokio::time::timeout(REQUEST_TIMEOUT, kv.update(bot, bytes.clone(), e.revision))
                 .await
                 .map_err(|_| timed_out("taking the owner key"))?

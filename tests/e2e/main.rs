@@ -9,6 +9,7 @@
 
 mod backup_tests;
 mod browser_tests;
+mod child;
 mod claims_tests;
 mod contact_tests;
 mod events_tests;
