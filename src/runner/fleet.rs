@@ -19,34 +19,9 @@ use super::{Shared, StopSignal};
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::fleet::{bus, owners, Claim, Conn, Fleet, Link};
-use crate::messaging::events::EventKind;
-use crate::messaging::queue::Queued;
-use crate::messaging::{signing, DeliveryError};
-use crate::sessions::{Sessions, Status};
+use crate::sessions::Status;
 use crate::vault::BotConfig;
-use std::sync::{Arc, Mutex};
-
-/// Publishes a queued event to the events stream (before it leaves the
-/// queue): `<prefix>.events.<bot>.<kind>`, `Nats-Msg-Id` = the event id.
-pub(crate) async fn publish_event(
-    shared: &Shared,
-    bot: &BotId,
-    q: &Queued,
-) -> std::result::Result<(), DeliveryError> {
-    let Some(fleet) = &shared.fleet else {
-        return Err(DeliveryError::Nats(
-            "the bot's sink is NATS but `run` has no --nats: events stay queued".into(),
-        ));
-    };
-    let Some(conn) = fleet.conn() else {
-        return Err(DeliveryError::Nats("not connected to NATS yet".into()));
-    };
-    let kind = EventKind::of_summary(&q.summary).as_str();
-    let id = signing::event_id(bot, &q.record_name());
-    bus::publish_event(&conn, &fleet.cfg, bot.as_str(), kind, &id, &q.summary)
-        .await
-        .map_err(DeliveryError::Nats)
-}
+use std::sync::Arc;
 
 /// What this host last said about a bot it does not run (so each state is
 /// announced, and alerted, once).
@@ -146,14 +121,7 @@ async fn announce(shared: &Arc<Shared>, bot: &BotId, said: &mut Said, status: St
         return;
     }
     said.0 = Some((status, why.clone()));
-    let meta = Meta {
-        shared: shared.clone(),
-        bot: bot.clone(),
-        sessions: Mutex::new(Sessions::new(shared.vault.view(bot))),
-        just_paired: Default::default(),
-        connected: tokio::sync::watch::Sender::new(false),
-        client: Default::default(),
-    };
+    let meta = Meta::detached(shared, bot);
     meta.error(why.clone());
     meta.status(status, Some(status.as_str()));
     let kind = match status {
