@@ -190,10 +190,13 @@ async fn send_one(
     if let Some(f) = &mut msg.file {
         f.bytes = Arc::new(bytes);
     }
-    // Without a key of its own, the stream sequence is the key: a send
-    // redelivered after a crash between the send and the ack goes once.
+    // Without a key of its own, the stream (and when it was made: a
+    // stream made again counts from 1 again) and the sequence are the key:
+    // a send redelivered after a crash between the send and the ack goes once.
     if msg.idempotency_key.is_none() {
-        msg.idempotency_key = Some(format!("nats-{}-{seq}", fleet.cfg.sends_stream()));
+        let made = conn.sends.cached_info().created.unix_timestamp();
+        let stream = fleet.cfg.sends_stream();
+        msg.idempotency_key = Some(format!("nats-{stream}-{made}-{seq}"));
     }
     let key = msg.idempotency_key.clone();
     match super::deliver::send(shared, bot, &msg).await {
@@ -215,8 +218,9 @@ async fn send_one(
         Err(e) if delivered >= SEND_ATTEMPTS => {
             give_up(fleet, conn, bot, &m, Some(seq), key, e.to_string()).await
         }
-        Err(e) => {
-            tracing::warn!(bot = %bot, "a send from NATS failed (attempt {delivered}): {e}");
+        Err(_) => {
+            // Not the error's text: it may name the recipient.
+            tracing::warn!(bot = %bot, "a send from NATS failed (attempt {delivered}), retrying");
             let _ = m.ack_with(AckKind::Nak(Some(fleet.cfg.send_retry))).await;
         }
     }
@@ -233,7 +237,8 @@ async fn give_up(
     error: String,
 ) {
     use async_nats::jetstream::AckKind;
-    tracing::warn!(bot = %bot, "a send from NATS was given up: {error}");
+    // Not the error's text (it may name the recipient): the result says it.
+    tracing::warn!(bot = %bot, "a send from NATS was given up (the reason is in its result on the sent subject)");
     let seq = seq.unwrap_or_else(|| m.info().map(|i| i.stream_sequence).unwrap_or(0));
     let result = serde_json::json!({
         "bot": bot, "idempotency_key": key, "ok": false, "error": error,
