@@ -17,12 +17,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use zeroize::Zeroizing;
 
-/// The environment variables that carry passphrases.
-pub const ENV_VARS: [&str; 3] = [
+/// The environment variables that carry passphrases (and the NATS URL,
+/// which may hold a user and password).
+pub const ENV_VARS: [&str; 4] = [
     "WAVAULT_PASSPHRASE",
     "WAVAULT_NEW_PASSPHRASE",
     "WAVAULT_BACKUP_PASSPHRASE",
+    NATS_URL_VAR,
 ];
+
+/// `$WAVAULT_NATS_URL`: the fleet's NATS server when `--nats` is not given.
+pub const NATS_URL_VAR: &str = "WAVAULT_NATS_URL";
+
+/// A stashed (or live) variable of [`ENV_VARS`] as text.
+pub fn env_text(name: &str) -> Option<String> {
+    from_env(name).and_then(|p| String::from_utf8(p.expose().to_vec()).ok())
+}
 
 /// Passphrase variables taken out of the environment by [`stash_env`],
 /// kept (zeroizing) for the life of the process: a command may resolve the

@@ -15,23 +15,24 @@ use std::time::Duration;
 pub struct NatsArgs {
     /// Join a fleet over NATS JetStream at URL (nats://HOST:4222, tls://...;
     /// comma-separated for several servers); without it, nothing changes
-    #[arg(long = "nats", value_name = "URL", env = "WAVAULT_NATS_URL")]
+    /// [else $WAVAULT_NATS_URL, read once and removed from the environment]
+    #[arg(long = "nats", value_name = "URL")]
     pub url: Option<String>,
     /// NATS credentials file (JWT and NKey seed, as `nsc` writes them)
-    #[arg(long, value_name = "FILE", requires = "url")]
+    #[arg(long, value_name = "FILE")]
     pub nats_creds: Option<PathBuf>,
     /// Trust these root certificates (PEM) for TLS to NATS (and require TLS)
-    #[arg(long, value_name = "FILE", requires = "url")]
+    #[arg(long, value_name = "FILE")]
     pub nats_tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS to NATS (with --nats-tls-key)
-    #[arg(long, value_name = "FILE", requires_all = ["url", "nats_tls_key"])]
+    #[arg(long, value_name = "FILE", requires = "nats_tls_key")]
     pub nats_tls_cert: Option<PathBuf>,
     /// Client key (PEM) for mutual TLS to NATS (with --nats-tls-cert)
-    #[arg(long, value_name = "FILE", requires_all = ["url", "nats_tls_cert"])]
+    #[arg(long, value_name = "FILE", requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
-    /// Prefix of the subjects, streams and bucket on NATS
-    #[arg(long, value_name = "PREFIX", default_value = crate::fleet::DEFAULT_PREFIX)]
-    pub nats_prefix: String,
+    /// Prefix of the subjects, streams and bucket on NATS [default: wavault]
+    #[arg(long, value_name = "PREFIX", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub nats_prefix: Option<String>,
 }
 
 /// The fleet flags of `run`.
@@ -40,30 +41,43 @@ pub struct FleetArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
     /// This host's name in the fleet [default: the machine's hostname]
-    #[arg(long, value_name = "ID", requires = "url")]
+    #[arg(long, value_name = "ID")]
     pub host_id: Option<String>,
     /// A bot's owner key outlives its host's last renewal by this long (the
     /// bucket's TTL, the same on every host); renewed every third of it, a
-    /// host that cannot renew stops the bot after two thirds (3s to 1d)
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_period, requires = "url")]
-    pub nats_owner_ttl: Duration,
-    /// Replicas of the streams and the bucket when wavault creates them (1 to 5)
-    #[arg(long, value_name = "N", default_value_t = 1, requires = "url")]
-    pub nats_replicas: usize,
-    /// Age limit of the events stream when wavault creates it (60s to 3650d)
-    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_age, requires = "url")]
-    pub nats_max_age: Duration,
+    /// host that cannot renew stops the bot after two thirds (3s to 1d) [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_period)]
+    pub nats_owner_ttl: Option<Duration>,
+    /// Replicas of the streams and the bucket when wavault creates them (1 to 5) [default: 1]
+    #[arg(long, value_name = "N")]
+    pub nats_replicas: Option<usize>,
+    /// Age limit of the events stream when wavault creates it (60s to 3650d) [default: 7d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    pub nats_max_age: Option<Duration>,
 }
 
 impl NatsArgs {
+    /// Any connection option besides the URL.
+    fn given(&self) -> bool {
+        self.nats_creds.is_some()
+            || self.nats_tls_ca.is_some()
+            || self.nats_tls_cert.is_some()
+            || self.nats_prefix.is_some()
+    }
+
     /// The connection part of a fleet configuration (`None` without `--nats`).
     fn config(&self, host_id: String) -> Option<FleetConfig> {
-        let url = self.url.clone()?;
+        let url = self
+            .url
+            .clone()
+            .or_else(|| crate::passphrase::env_text(crate::passphrase::NATS_URL_VAR))?;
         let mut c = FleetConfig::new(url, host_id);
         c.creds = self.nats_creds.clone();
         c.tls_ca = self.nats_tls_ca.clone();
         c.tls_client = self.nats_tls_cert.clone().zip(self.nats_tls_key.clone());
-        c.prefix = self.nats_prefix.clone();
+        if let Some(p) = &self.nats_prefix {
+            c.prefix = p.clone();
+        }
         Some(c)
     }
 }
@@ -76,11 +90,22 @@ impl FleetArgs {
             .clone()
             .unwrap_or_else(crate::fleet::default_host_id);
         let Some(mut c) = self.nats.config(host) else {
+            let given = self.host_id.is_some()
+                || self.nats_owner_ttl.is_some()
+                || self.nats_replicas.is_some()
+                || self.nats_max_age.is_some()
+                || self.nats.given();
+            if given {
+                return Err(Error::Usage(
+                    "the fleet's options (--host-id, --nats-...) need --nats URL (or $WAVAULT_NATS_URL)"
+                        .into(),
+                ));
+            }
             return Ok(None);
         };
-        c.owner_ttl = self.nats_owner_ttl;
-        c.replicas = self.nats_replicas;
-        c.events_max_age = self.nats_max_age;
+        c.owner_ttl = self.nats_owner_ttl.unwrap_or(c.owner_ttl);
+        c.replicas = self.nats_replicas.unwrap_or(c.replicas);
+        c.events_max_age = self.nats_max_age.unwrap_or(c.events_max_age);
         c.check()?;
         for f in [&c.creds, &c.tls_ca].into_iter().flatten() {
             if !f.is_file() {
@@ -119,7 +144,10 @@ pub fn fleet(_g: &Global, cmd: FleetCommand) -> Result<()> {
         tokio::time::timeout(Duration::from_secs(15), crate::fleet::owners(&cfg))
             .await
             .map_err(|_| {
-                Error::Unavailable(format!("NATS at {} did not answer within 15s", cfg.url))
+                Error::Unavailable(format!(
+                    "NATS at {} did not answer within 15s",
+                    cfg.shown_url()
+                ))
             })?
     })?;
     if json {

@@ -19,6 +19,8 @@
 
 pub mod bus;
 pub mod owners;
+#[cfg(test)]
+pub(crate) mod testserver;
 
 use crate::error::{Error, Result};
 use async_nats::jetstream;
@@ -179,6 +181,28 @@ impl FleetConfig {
         Ok(())
     }
 
+    /// The server URL(s) as shown in messages, logs and status: any user
+    /// and password in them replaced by `***`.
+    pub fn shown_url(&self) -> String {
+        self.url
+            .split(',')
+            .map(|u| {
+                let u = u.trim();
+                let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+                let shown = match rest.split_once('@') {
+                    Some((_, host)) => format!("***@{host}"),
+                    None => rest.to_owned(),
+                };
+                if scheme.is_empty() {
+                    shown
+                } else {
+                    format!("{scheme}://{shown}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The events stream: `<prefix>-events`.
     pub fn events_stream(&self) -> String {
         format!("{}-events", self.prefix)
@@ -274,10 +298,10 @@ async fn client(cfg: &FleetConfig) -> std::result::Result<async_nats::Client, St
         .split(',')
         .map(|u| u.trim().parse())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| format!("--nats {:?}: {e}", cfg.url))?;
+        .map_err(|e| format!("--nats {:?}: {e}", cfg.shown_url()))?;
     opts.connect(urls)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", cfg.url))
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", cfg.shown_url()))
 }
 
 /// Where the connection stands.
@@ -393,4 +417,44 @@ pub async fn owners(cfg: &FleetConfig) -> Result<Vec<Owner>> {
         .await
         .map_err(|e| Error::Unavailable(format!("the owners bucket: {e}")))?;
     owners::list(&bucket).await.map_err(Error::Unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_fleet_settings_are_usage_errors() {
+        let ok = FleetConfig::new("nats://127.0.0.1:4222", "host-a");
+        assert!(ok.check().is_ok());
+        assert_eq!(ok.heartbeat(), Duration::from_secs(10));
+        assert_eq!(ok.keep_for(), Duration::from_secs(20));
+        let bad = |f: &dyn Fn(&mut FleetConfig)| {
+            let mut c = ok.clone();
+            f(&mut c);
+            let e = c.check().unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            e.to_string()
+        };
+        assert!(bad(&|c| c.prefix = "a.b".into()).contains("--nats-prefix"));
+        assert!(bad(&|c| c.prefix = String::new()).contains("--nats-prefix"));
+        assert!(bad(&|c| c.host_id = "two words".into()).contains("--host-id"));
+        assert!(bad(&|c| c.host_id = String::new()).contains("--host-id"));
+        assert!(bad(&|c| c.owner_ttl = Duration::from_secs(2)).contains("--nats-owner-ttl"));
+        assert!(bad(&|c| c.owner_ttl = Duration::from_secs(200_000)).contains("--nats-owner-ttl"));
+        assert!(bad(&|c| c.replicas = 0).contains("--nats-replicas"));
+        assert!(bad(&|c| c.replicas = 7).contains("--nats-replicas"));
+        assert!(bad(&|c| c.events_max_age = Duration::from_secs(1)).contains("--nats-max-age"));
+        assert!(bad(&|c| c.url = " ".into()).contains("--nats"));
+        assert_eq!(
+            ok.event_subject("b1", "message"),
+            "wavault.events.b1.message"
+        );
+        assert_eq!(ok.send_subject("b1"), "wavault.send.b1");
+        assert_eq!(ok.owners_bucket(), "wavault-owners");
+        let mut secret = ok.clone();
+        secret.url = "nats://bob:s3cret@n1:4222, tls://tok@n2:4222,n3:4222".into();
+        let shown = secret.shown_url();
+        assert_eq!(shown, "nats://***@n1:4222,tls://***@n2:4222,n3:4222");
+    }
 }

@@ -109,20 +109,10 @@ pub async fn claim(kv: &kv::Store, host: &str, bot: &str) -> Result<Claim, Strin
                     e.to_string(),
                 )
             }),
-        Some(e) if e.operation != Operation::Put => {
-            tokio::time::timeout(REQUEST_TIMEOUT, kv.update(bot, bytes.clone(), e.revision))
-                .await
-                .map_err(|_| timed_out("taking the owner key"))?
-                .map_err(|e| {
-                    (
-                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                        e.to_string(),
-                    )
-                })
-        }
-        Some(e) if ours(&e.value, host) => {
-            // Our own key, from before this process lost it (NATS was
-            // unreachable): the bot is stopped here, so take it back.
+        // A delete marker, or our own key from before this process lost it
+        // (NATS was unreachable; the bot is stopped here): take it on its
+        // revision.
+        Some(e) if e.operation != Operation::Put || ours(&e.value, host) => {
             tokio::time::timeout(REQUEST_TIMEOUT, kv.update(bot, bytes.clone(), e.revision))
                 .await
                 .map_err(|_| timed_out("taking the owner key"))?
@@ -270,4 +260,130 @@ pub async fn list(kv: &kv::Store) -> Result<Vec<Owner>, String> {
     }
     out.sort_by(|a, b| a.bot.cmp(&b.bot));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::testserver::NatsServer;
+    use std::time::Duration;
+
+    fn cfg(url: &str) -> FleetConfig {
+        let mut c = FleetConfig::new(url, "host-a");
+        c.prefix = "ownt".into();
+        c.owner_ttl = Duration::from_secs(3);
+        c
+    }
+
+    async fn bucket(c: &FleetConfig) -> kv::Store {
+        crate::fleet::connect(c).await.expect("connects").owners
+    }
+
+    /// The whole protocol against a real server: one holder at a time,
+    /// renewal past the TTL, release hands over at once, a dead holder's
+    /// key expires after the TTL (not before), and a holder cut off from
+    /// NATS learns it lost the key before the TTL is over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_holder_renewed_released_expired_and_lost() {
+        let mut server = NatsServer::start();
+        let c = cfg(&server.url);
+        let kv = bucket(&c).await;
+        let Claim::Taken(a) = claim(&kv, "host-a", "bot1").await.unwrap() else {
+            panic!("a free key is taken")
+        };
+        // Another host: held, naming the holder.
+        match claim(&kv, "host-b", "bot1").await.unwrap() {
+            Claim::Held { host, .. } => assert_eq!(host, "host-a"),
+            Claim::Taken(_) => panic!("two holders of one key"),
+        }
+        // Kept: still held after twice the TTL.
+        let (keeper, lost) = keep(kv.clone(), &c, &a);
+        let end = Instant::now() + c.owner_ttl * 2;
+        while Instant::now() < end {
+            assert!(
+                matches!(
+                    claim(&kv, "host-b", "bot1").await.unwrap(),
+                    Claim::Held { .. }
+                ),
+                "a renewed key was taken"
+            );
+            assert!(lost.borrow().is_none(), "{:?}", lost.borrow());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(a.revision() > 1, "renewals moved the revision");
+        // Released: the other host takes it at once.
+        keeper.abort();
+        release(&kv, &a).await.unwrap();
+        let Claim::Taken(b) = claim(&kv, "host-b", "bot1").await.unwrap() else {
+            panic!("a released key is free")
+        };
+        assert_eq!(list(&kv).await.unwrap()[0].host, "host-b");
+        // This very process takes back a key it wrote (after it lost it,
+        // its bot stopped); another process of the same host id may not.
+        let Claim::Taken(_) = claim(&kv, "host-e", "bot3").await.unwrap() else {
+            panic!("a free key is taken")
+        };
+        assert!(matches!(
+            claim(&kv, "host-e", "bot3").await.unwrap(),
+            Claim::Taken(_)
+        ));
+        assert!(matches!(
+            claim(&kv, "host-f", "bot3").await.unwrap(),
+            Claim::Held { .. }
+        ));
+        // host-b dies (no renewal, no release): held until the TTL, then free.
+        let died = Instant::now();
+        let mut taken_at = None;
+        while taken_at.is_none() {
+            if let Claim::Taken(_) = claim(&kv, "host-c", "bot1").await.unwrap() {
+                taken_at = Some(died.elapsed());
+            }
+            assert!(
+                died.elapsed() < Duration::from_secs(60),
+                "the dead holder's key never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = taken_at.unwrap();
+        assert!(
+            after >= c.keep_for(),
+            "taken {after:?} after the holder died: before its margin"
+        );
+        drop(b);
+        // A holder cut off from NATS is told before the TTL is over.
+        let Claim::Taken(d) = claim(&kv, "host-d", "bot2").await.unwrap() else {
+            panic!("a free key is taken")
+        };
+        let (_keeper, mut lost) = keep(kv.clone(), &c, &d);
+        let cut = Instant::now();
+        server.stop();
+        tokio::time::timeout(Duration::from_secs(30), lost.wait_for(|l| l.is_some()))
+            .await
+            .expect("the lost key is noticed")
+            .unwrap();
+        let noticed = cut.elapsed();
+        assert!(
+            noticed < c.owner_ttl,
+            "noticed {noticed:?} after the cut: others could take the key from {:?}",
+            c.owner_ttl
+        );
+        assert!(lost
+            .borrow()
+            .as_deref()
+            .unwrap()
+            .contains("could not be renewed"));
+    }
+
+    /// A bucket made with another TTL is refused: each host computes its
+    /// deadlines from its own TTL, so they must agree with the bucket's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bucket_with_another_ttl_is_refused() {
+        let server = NatsServer::start();
+        let c = cfg(&server.url);
+        bucket(&c).await;
+        let mut other = c.clone();
+        other.owner_ttl = Duration::from_secs(30);
+        let e = crate::fleet::connect(&other).await.err().expect("refused");
+        assert!(e.contains("--nats-owner-ttl 3s"), "{e}");
+    }
 }

@@ -1,4 +1,4 @@
-//! One bot's supervisor: builds the whatsapp-rust bot over its vault
+//! One bot's run (see `supervisor` for what starts it): builds the whatsapp-rust bot over its vault
 //! backend, turns events into session metadata, stops for good on permanent
 //! failures (with an alert), and on shutdown disconnects cleanly.
 
@@ -25,41 +25,6 @@ enum Flow {
         kind: AlertKind,
         reason: String,
     },
-}
-
-/// Runs one bot until shutdown or a permanent failure.
-pub(crate) async fn supervise(
-    shared: Arc<Shared>,
-    cfg: BotConfig,
-    delay: Duration,
-    mut stop: StopSignal,
-) {
-    let bot = cfg.id.clone();
-    let stopped = tokio::select! {
-        _ = tokio::time::sleep(delay) => false,
-        _ = stop.wait() => true,
-    };
-    if !stopped {
-        let ran = match shared.fleet.clone() {
-            Some(fleet) => super::fleet::owned(&shared, fleet, &cfg, &mut stop).await,
-            None => run(&shared, &cfg, &mut stop).await,
-        };
-        if let Err(e) = ran {
-            tracing::error!(bot = %bot, "the bot failed to start: {e}");
-            let meta = Meta {
-                shared: shared.clone(),
-                bot: bot.clone(),
-                sessions: Mutex::new(Sessions::new(shared.vault.view(&bot))),
-                just_paired: Default::default(),
-                connected: tokio::sync::watch::Sender::new(false),
-                client: Default::default(),
-            };
-            meta.error(e.to_string());
-            meta.status(Status::Error, Some("failed to start"));
-            raise(&shared, &bot, AlertKind::StartFailed, e.to_string()).await;
-        }
-    }
-    shared.emit(RunnerEvent::Stopped { bot });
 }
 
 pub(super) async fn run(

@@ -638,7 +638,7 @@ async fn deliver_inner(call: &Call<'_>, q: &mut Queued) -> std::result::Result<(
         if nats {
             // The stream first (with the event id as `Nats-Msg-Id`: a
             // republished event within the duplicate window is dropped).
-            let published = super::fleet::publish_event(shared, bot, q).await;
+            let published = publish_event(shared, bot, q).await;
             count_call(shared, &q.summary, published.is_ok());
             if let Err(e) = published {
                 return fail(queue, q, e, true).await;
@@ -734,6 +734,28 @@ async fn deliver_inner(call: &Call<'_>, q: &mut Queued) -> std::result::Result<(
         }
     }
     Ok(queue.remove(q, now(), 0).await?)
+}
+
+/// Publishes a queued event to the events stream (before it leaves the
+/// queue): `<prefix>.events.<bot>.<kind>`, `Nats-Msg-Id` = the event id.
+async fn publish_event(
+    shared: &Shared,
+    bot: &BotId,
+    q: &Queued,
+) -> std::result::Result<(), DeliveryError> {
+    let Some(fleet) = &shared.fleet else {
+        return Err(DeliveryError::Nats(
+            "the bot's sink is NATS but `run` has no --nats: events stay queued".into(),
+        ));
+    };
+    let Some(conn) = fleet.conn() else {
+        return Err(DeliveryError::Nats("not connected to NATS yet".into()));
+    };
+    let kind = EventKind::of_summary(&q.summary).as_str();
+    let id = crate::messaging::signing::event_id(bot, &q.record_name());
+    crate::fleet::bus::publish_event(&conn, &fleet.cfg, bot.as_str(), kind, &id, &q.summary)
+        .await
+        .map_err(DeliveryError::Nats)
 }
 
 /// How long one action may take: a file's fetch and upload get their own

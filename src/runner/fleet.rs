@@ -19,34 +19,9 @@ use super::{Shared, StopSignal};
 use crate::botid::BotId;
 use crate::error::{Error, Result};
 use crate::fleet::{bus, owners, Claim, Conn, Fleet, Link};
-use crate::messaging::events::EventKind;
-use crate::messaging::queue::Queued;
-use crate::messaging::{signing, DeliveryError};
-use crate::sessions::{Sessions, Status};
+use crate::sessions::Status;
 use crate::vault::BotConfig;
-use std::sync::{Arc, Mutex};
-
-/// Publishes a queued event to the events stream (before it leaves the
-/// queue): `<prefix>.events.<bot>.<kind>`, `Nats-Msg-Id` = the event id.
-pub(crate) async fn publish_event(
-    shared: &Shared,
-    bot: &BotId,
-    q: &Queued,
-) -> std::result::Result<(), DeliveryError> {
-    let Some(fleet) = &shared.fleet else {
-        return Err(DeliveryError::Nats(
-            "the bot's sink is NATS but `run` has no --nats: events stay queued".into(),
-        ));
-    };
-    let Some(conn) = fleet.conn() else {
-        return Err(DeliveryError::Nats("not connected to NATS yet".into()));
-    };
-    let kind = EventKind::of_summary(&q.summary).as_str();
-    let id = signing::event_id(bot, &q.record_name());
-    bus::publish_event(&conn, &fleet.cfg, bot.as_str(), kind, &id, &q.summary)
-        .await
-        .map_err(DeliveryError::Nats)
-}
+use std::sync::Arc;
 
 /// What this host last said about a bot it does not run (so each state is
 /// announced, and alerted, once).
@@ -146,14 +121,7 @@ async fn announce(shared: &Arc<Shared>, bot: &BotId, said: &mut Said, status: St
         return;
     }
     said.0 = Some((status, why.clone()));
-    let meta = Meta {
-        shared: shared.clone(),
-        bot: bot.clone(),
-        sessions: Mutex::new(Sessions::new(shared.vault.view(bot))),
-        just_paired: Default::default(),
-        connected: tokio::sync::watch::Sender::new(false),
-        client: Default::default(),
-    };
+    let meta = Meta::detached(shared, bot);
     meta.error(why.clone());
     meta.status(status, Some(status.as_str()));
     let kind = match status {
@@ -222,10 +190,13 @@ async fn send_one(
     if let Some(f) = &mut msg.file {
         f.bytes = Arc::new(bytes);
     }
-    // Without a key of its own, the stream sequence is the key: a send
-    // redelivered after a crash between the send and the ack goes once.
+    // Without a key of its own, the stream (and when it was made: a
+    // stream made again counts from 1 again) and the sequence are the key:
+    // a send redelivered after a crash between the send and the ack goes once.
     if msg.idempotency_key.is_none() {
-        msg.idempotency_key = Some(format!("nats-{}-{seq}", fleet.cfg.sends_stream()));
+        let made = conn.sends.cached_info().created.unix_timestamp();
+        let stream = fleet.cfg.sends_stream();
+        msg.idempotency_key = Some(format!("nats-{stream}-{made}-{seq}"));
     }
     let key = msg.idempotency_key.clone();
     match super::deliver::send(shared, bot, &msg).await {
@@ -247,8 +218,9 @@ async fn send_one(
         Err(e) if delivered >= SEND_ATTEMPTS => {
             give_up(fleet, conn, bot, &m, Some(seq), key, e.to_string()).await
         }
-        Err(e) => {
-            tracing::warn!(bot = %bot, "a send from NATS failed (attempt {delivered}): {e}");
+        Err(_) => {
+            // Not the error's text: it may name the recipient.
+            tracing::warn!(bot = %bot, "a send from NATS failed (attempt {delivered}), retrying");
             let _ = m.ack_with(AckKind::Nak(Some(fleet.cfg.send_retry))).await;
         }
     }
@@ -265,7 +237,8 @@ async fn give_up(
     error: String,
 ) {
     use async_nats::jetstream::AckKind;
-    tracing::warn!(bot = %bot, "a send from NATS was given up: {error}");
+    // Not the error's text (it may name the recipient): the result says it.
+    tracing::warn!(bot = %bot, "a send from NATS was given up (the reason is in its result on the sent subject)");
     let seq = seq.unwrap_or_else(|| m.info().map(|i| i.stream_sequence).unwrap_or(0));
     let result = serde_json::json!({
         "bot": bot, "idempotency_key": key, "ok": false, "error": error,

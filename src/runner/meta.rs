@@ -29,6 +29,19 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    /// A writer for a bot that has no client (it failed to start, or a
+    /// fleet host does not run it): status, errors and events as usual.
+    pub(super) fn detached(shared: &Arc<Shared>, bot: &BotId) -> Meta {
+        Meta {
+            shared: shared.clone(),
+            bot: bot.clone(),
+            sessions: Mutex::new(Sessions::new(shared.vault.view(bot))),
+            just_paired: Default::default(),
+            connected: tokio::sync::watch::Sender::new(false),
+            client: Default::default(),
+        }
+    }
+
     pub(super) fn update(
         &self,
         reason: Option<&str>,

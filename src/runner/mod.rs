@@ -18,6 +18,7 @@ pub(crate) mod groups;
 mod meta;
 pub mod net;
 pub mod qr;
+mod supervisor;
 
 use crate::botid::BotId;
 use crate::error::{Error, Result};
@@ -315,7 +316,7 @@ impl Shared {
         let id = cfg.id.clone();
         let span = crate::logs::bot_span(&id);
         let h = tokio::spawn(tracing::Instrument::instrument(
-            bot::supervise(self.clone(), cfg, delay, signal),
+            supervisor::supervise(self.clone(), cfg, delay, signal),
             span,
         ));
         let mut bots = self.bots.lock().unwrap_or_else(|e| e.into_inner());

@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(msg.to, "4918200000001");
         assert_eq!(msg.text, "the invoice");
         let f = msg.file.unwrap();
-        assert_eq!(f.kind, Some(MediaKind::Document));
+        assert_eq!(f.kind, Some(attach::MediaKind::Document));
         assert_eq!(f.file_name.as_deref(), Some("inv.pdf"));
         assert_eq!(f.mimetype, None, "octet-stream is left to sniffing");
         // A text by multipart.

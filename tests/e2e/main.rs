@@ -9,10 +9,12 @@
 
 mod backup_tests;
 mod browser_tests;
+mod child;
 mod claims_tests;
 mod contact_tests;
 mod events_tests;
 mod fault_tests;
+mod fleet_tests;
 mod group_tests;
 mod hook_server;
 mod live_tests;
@@ -21,6 +23,7 @@ mod media_send_tests;
 mod media_tests;
 mod messaging_tests;
 mod move_tests;
+mod nats_server;
 mod openapi_tests;
 #[path = "../support/paired.rs"]
 mod paired;

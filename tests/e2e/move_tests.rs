@@ -17,11 +17,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 use wavault::messaging::hook::Target;
 use wavault::passphrase::Passphrase;
-use wavault::runner::{Runner, RunnerEvent};
+use wavault::runner::Runner;
 use wavault::vault::crypto::KdfParams;
 use wavault::Vault;
 
@@ -76,127 +75,30 @@ async fn child_host() {
     c.hooks.target = Some(Target::Webhook(hook));
     c.backup_passphrase = Some(Arc::new(Passphrase::new(pass.into_bytes())));
     assert!(c.control_socket, "the CLI reaches this runner through it");
-    let runner = Runner::start(vault, c).unwrap();
-    let mut events = runner.subscribe();
-    tokio::spawn(async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            match events.recv().await {
-                Ok(RunnerEvent::Started { bot, case, .. }) => {
-                    println!("EVENT started {bot} {case:?}")
-                }
-                Ok(RunnerEvent::Qr { bot, .. }) => println!("EVENT qr {bot}"),
-                Ok(RunnerEvent::PairCode { bot, .. }) => println!("EVENT pair-code {bot}"),
-                Ok(RunnerEvent::Status { bot, status, .. }) => {
-                    println!("EVENT status {bot} {}", status.as_str())
-                }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break,
-            }
-        }
-    });
-    // libtest has printed "test <name> ... " without a newline: start a fresh line.
-    println!("\nREADY");
-    tokio::task::spawn_blocking(|| {
-        std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())
-    })
-    .await
-    .unwrap()
-    .ok();
-    runner.shutdown().await.unwrap();
-    println!("STOPPED");
+    crate::child::serve(Runner::start(vault, c).unwrap()).await;
 }
 
-/// A child running [`child_host`]; killed when dropped (a failing test
-/// leaves no process behind).
-struct Host {
+/// A child running [`child_host`].
+type Host = crate::child::Child;
+
+/// Starts [`child_host`] on `dir`, its default hook `hook`.
+async fn start_host(
     name: &'static str,
-    child: tokio::process::Child,
-    stdin: Option<tokio::process::ChildStdin>,
-    /// Its stdout lines so far, and whether it ended.
-    out: watch::Receiver<(Vec<String>, bool)>,
-}
-
-impl Host {
-    async fn start(
-        name: &'static str,
-        dir: &Path,
-        pass: &[u8],
-        peer: std::net::SocketAddr,
-        hook: &HookServer,
-    ) -> Host {
-        let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "move_tests::child_host",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("WAVAULT_E2E_MOVE_DIR", dir)
-        .env("WAVAULT_E2E_MOVE_PASS", std::str::from_utf8(pass).unwrap())
-        .env("WAVAULT_E2E_MOVE_PEER", peer.to_string())
-        .env("WAVAULT_E2E_MOVE_HOOK", &hook.url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn the child host");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, out) = watch::channel((Vec::new(), false));
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                tx.send_modify(|o| o.0.push(l));
-            }
-            tx.send_modify(|o| o.1 = true);
-        });
-        let stdin = child.stdin.take();
-        let h = Host {
-            name,
-            child,
-            stdin,
-            out,
-        };
-        h.wait_line("READY", LOGIN_DEADLINE * 2).await;
-        h
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.out.borrow().0.clone()
-    }
-
-    /// Waits until the child printed `line` (exactly).
-    async fn wait_line(&self, line: &str, deadline: Duration) {
-        let mut rx = self.out.clone();
-        let seen = tokio::time::timeout(
-            deadline,
-            rx.wait_for(|(l, end)| *end || l.iter().any(|x| x == line)),
-        )
-        .await;
-        if !matches!(seen, Ok(Ok(ref o)) if o.0.iter().any(|x| x == line)) {
-            panic!(
-                "host {} did not print {line:?} within {deadline:?}; it printed {:?}",
-                self.name,
-                self.lines()
-            );
-        }
-    }
-
-    /// Closes its stdin: the runner shuts down cleanly and the child exits.
-    async fn stop(mut self) {
-        drop(self.stdin.take());
-        let status = tokio::time::timeout(DEADLINE, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("host {} did not stop", self.name))
-            .unwrap();
-        assert!(
-            status.success(),
-            "host {} exited with {status}; it printed {:?}",
-            self.name,
-            self.lines()
-        );
-        self.wait_line("STOPPED", DEADLINE).await;
-    }
+    dir: &Path,
+    pass: &[u8],
+    peer: std::net::SocketAddr,
+    hook: &HookServer,
+) -> Host {
+    let env = [
+        ("WAVAULT_E2E_MOVE_DIR", dir.display().to_string()),
+        (
+            "WAVAULT_E2E_MOVE_PASS",
+            std::str::from_utf8(pass).unwrap().to_owned(),
+        ),
+        ("WAVAULT_E2E_MOVE_PEER", peer.to_string()),
+        ("WAVAULT_E2E_MOVE_HOOK", hook.url.clone()),
+    ];
+    Host::spawn(name, "move_tests::child_host", &env).await
 }
 
 /// The real `wavault` binary on `dir`; a runner holds that vault, so the
@@ -342,8 +244,8 @@ async fn live_move_through_a_pipe_loses_no_message_and_needs_no_qr() {
     let hook_a = HookServer::start(Mode::Reply("echo: ".into())).await;
     let hook_b = HookServer::start(Mode::Reply(String::new())).await;
     let (host_a, host_b) = tokio::join!(
-        Host::start("A", &dir_a, PASS, addr, &hook_a),
-        Host::start("B", &dir_b, PASS_B, addr, &hook_b),
+        start_host("A", &dir_a, PASS, addr, &hook_a),
+        start_host("B", &dir_b, PASS_B, addr, &hook_b),
     );
     host_a
         .wait_line(&format!("EVENT status {BOT} connected"), LOGIN_DEADLINE)

@@ -287,12 +287,56 @@ mod parsers {
                 listen.push("--listen-any");
             }
             run_plan(&listen);
+            for flag in ["--nats-owner-ttl", "--nats-prefix", "--host-id", "--nats-replicas", "--nats-max-age", "--sink"] {
+                run_plan(&["--nats", "nats://127.0.0.1:4222", flag, s.as_str()]);
+            }
             for cmd in [&["sweep", "--older-than"][..], &["stats", "--since"], &["send", "b", "4915112345678", "t", "--connect-timeout"]] {
                 let mut argv = cmd.to_vec();
                 argv.push(s.as_str());
                 let _ = cli(&argv);
             }
         }
+    }
+
+    /// The fleet's flags: absurd values and fleet options without `--nats`
+    /// are usage errors, found before the vault is opened.
+    #[test]
+    fn fleet_flags() {
+        let plan = |args: &[&str]| {
+            let mut argv = vec!["run"];
+            argv.extend_from_slice(args);
+            let Some(Command::Run(a)) = cli(&argv) else {
+                return Err(2);
+            };
+            (*a).plan().map_err(|e| e.exit_code())
+        };
+        let n = ["--nats", "nats://127.0.0.1:4222"];
+        let ok = plan(&[&n[..], &["--host-id", "h1", "--nats-owner-ttl", "9s"]].concat()).unwrap();
+        let f = ok.runner.fleet.expect("a fleet");
+        assert_eq!(
+            (f.host_id.as_str(), f.owner_ttl),
+            ("h1", Duration::from_secs(9))
+        );
+        assert_eq!(plan(&[]).unwrap().runner.fleet, None);
+        for bad in [
+            &["--nats-owner-ttl", "1s"][..],
+            &["--nats-owner-ttl", "2d"],
+            &["--nats-prefix", "a.b"],
+            &["--nats-replicas", "0"],
+            &["--nats-replicas", "6"],
+            &["--nats-max-age", "1s"],
+            &["--host-id", "a b"],
+            &["--nats-creds", "/nonexistent/creds"],
+        ] {
+            assert_eq!(plan(&[&n[..], bad].concat()).err(), Some(2), "{bad:?}");
+        }
+        assert_eq!(
+            plan(&["--host-id", "h1"]).err(),
+            Some(2),
+            "fleet options without --nats"
+        );
+        assert_eq!(plan(&["--sink", "kafka"]).err(), Some(2));
+        assert!(plan(&["--sink", "nats,webhook"]).is_ok());
     }
 
     /// The listen address: loopback accepted, others only with --listen-any.

@@ -198,6 +198,10 @@ impl Connection {
         self.shared.modify_log(|log| {
             if let Some(rec) = log.connections.iter_mut().find(|c| c.id == id) {
                 rec.open = false;
+                if rec.accepted {
+                    let closed = super::LoginSpan::closed(rec);
+                    log.login_spans.extend(closed);
+                }
             }
             if let Err(e) = outcome {
                 if !client_gone {
@@ -420,7 +424,12 @@ impl Connection {
                 } else {
                     let lid = format!("{}:{device}@lid", Shared::lid_for(&phone));
                     self.send(session, stanza::success(&lid))?;
-                    self.set_record(|r| r.accepted = true);
+                    self.shared.modify_log(|log| {
+                        if let Some(r) = log.connections.iter_mut().find(|c| c.id == self.id) {
+                            r.accepted = true;
+                            log.login_spans.extend(super::LoginSpan::opened(r));
+                        }
+                    });
                 }
                 Ok(())
             }

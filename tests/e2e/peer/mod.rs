@@ -33,6 +33,7 @@ mod group;
 mod login;
 mod media;
 mod noise;
+mod overlap;
 mod pairing;
 mod signal;
 mod stanza;
@@ -56,6 +57,7 @@ pub use contact::{Contact, ContactMessage, ReceiptRecord, NACK_UNKNOWN_RECIPIENT
 pub use group::GroupSend;
 pub use media::{MediaDownload, MediaKind, MediaUpload, OutMedia, ReceivedMedia, MEDIA_HOST};
 pub use noise::HandshakeKind;
+pub use overlap::LoginSpan;
 pub use pairing::QrCode;
 pub use stanza::{attr, child};
 pub use tcp::TcpTransportFactory;
@@ -196,6 +198,9 @@ pub struct PeerLog {
     /// Media of bot messages a contact could not fetch or decrypt (tests
     /// assert none).
     pub contact_media_errors: Vec<String>,
+    /// Accepted logins opening (`<success>` sent) and closing, in order
+    /// (see `overlap.rs`).
+    pub login_spans: Vec<LoginSpan>,
 }
 
 impl PeerLog {
