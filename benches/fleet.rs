@@ -161,12 +161,15 @@ impl Drop for NatsServer {
     }
 }
 
+/// When a contact started sending a text, and who waits for it.
+type Sent = HashMap<String, (Instant, Option<oneshot::Sender<()>>)>;
+
 /// What the receiver (webhook or stream consumer) saw, against what the
 /// contacts sent.
 #[derive(Default)]
 struct Track {
     /// text → when its contact started sending it, and who waits for it.
-    sent: Mutex<HashMap<String, (Instant, Option<oneshot::Sender<()>>)>>,
+    sent: Mutex<Sent>,
     lat: Mutex<Vec<Duration>>,
     last: Mutex<Option<Instant>>,
     /// Received events that were not (or no longer) expected: duplicates,
