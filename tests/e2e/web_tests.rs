@@ -879,3 +879,68 @@ async fn a_bot_that_keeps_failing_to_connect_shows_its_retries() {
     assert_eq!(dash[0]["status_text"], "connecting", "{body}");
     runner.shutdown().await.unwrap();
 }
+
+/// A fleet host (`run --nats`) names itself in `/metrics`
+/// (`wavault_host_info{host}`) and in the API's rows (`host`), and a bot
+/// that may not run because NATS cannot be reached shows
+/// `fleet_unreachable` there, with the reason, and never logs in. The
+/// "NATS server" is a listener that drops every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_host_names_itself_and_its_waiting_bot_in_metrics_and_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path(), &["waits"]);
+    synth_paired(&vault, "waits", 4_919_400_000_001).await;
+    let refuse = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nats = format!("nats://{}", refuse.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = refuse.accept().await {
+            drop(conn);
+        }
+    });
+    let peer = Peer::new();
+    let mut cfg = config(&peer);
+    let mut fleet = wavault::fleet::FleetConfig::new(nats, "web-host");
+    fleet.connect_backoff_max = Duration::from_millis(500);
+    cfg.fleet = Some(fleet);
+    let runner = Runner::start(vault.clone(), cfg).unwrap();
+    assert_eq!(runner.host_id(), Some("web-host"));
+    let mut rx = runner.subscribe();
+    next_event(&mut rx, LOGIN_DEADLINE, "waits: fleet_unreachable", |e| {
+        matches!(e, RunnerEvent::Status { bot, status: Status::FleetUnreachable, .. }
+            if bot.as_str() == "waits")
+        .then_some(())
+    })
+    .await;
+    let base = format!(
+        "http://{}",
+        crate::runner_tests::web(&runner, wavault::web::START_GRACE).await
+    );
+    let auth = wavault::web::token::load(&vault)
+        .unwrap()
+        .map(|t| t.to_string());
+    let (code, text) = get(format!("{base}/metrics"), auth.clone()).await;
+    assert_eq!(code, 200);
+    assert!(
+        text.lines()
+            .any(|l| l == "wavault_host_info{host=\"web-host\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "wavault_bot_status{bot=\"waits\",status=\"fleet_unreachable\"} 1"),
+        "{text}"
+    );
+    let (code, body) = get(format!("{base}/api/bots/waits"), auth).await;
+    assert_eq!(code, 200);
+    let row: StatusRow = serde_json::from_str(&body).unwrap();
+    assert_eq!(row.status, Status::FleetUnreachable);
+    assert_eq!(row.host.as_deref(), Some("web-host"));
+    assert!(
+        row.last_connection_error
+            .as_deref()
+            .is_some_and(|e| e.contains("NATS")),
+        "{row:?}"
+    );
+    assert_eq!(peer.seen().logins_total(), 0, "no login without ownership");
+    runner.shutdown().await.unwrap();
+}
