@@ -473,16 +473,20 @@ async fn sigkill_while_connected_then_restart_logs_in_without_qr() {
     let mut rx = runner.subscribe();
     let case = start_case(&mut rx).await;
     assert_eq!(case, StartCase::Reusing);
+    // The status rows may still show the killed child's last `connected`
+    // until the new run writes `connecting`: the login is waited for at
+    // the peer, not read from the rows.
+    let seen = peer
+        .wait_for("the paired phone's login", LOGIN_DEADLINE, |l| {
+            l.logins(&phone).any(|c| c.accepted)
+        })
+        .await
+        .expect("the paired phone logged in");
     wait_connected(&runner, "killme", "logs in after SIGKILL").await;
-    let seen = peer.seen();
     assert_eq!(
         seen.registrations().count(),
         0,
         "no registration after the restart"
-    );
-    assert!(
-        seen.logins(&phone).count() >= 1,
-        "the paired phone logged in"
     );
     runner.shutdown().await.unwrap();
 }
