@@ -34,6 +34,7 @@
 #[allow(dead_code)]
 #[path = "../tests/support/bench_runner.rs"]
 mod bench_runner;
+use bench_runner::{env_num, pct};
 #[path = "../tests/support/paired.rs"]
 mod paired;
 #[allow(dead_code, unused_imports)]
@@ -56,21 +57,6 @@ use wavault::sessions::Status;
 use wavault::vault::crypto::KdfParams;
 use wavault::vault::BotConfig;
 use wavault::{BotId, Vault};
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

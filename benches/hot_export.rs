@@ -17,6 +17,7 @@
 
 #[path = "../tests/support/bench_runner.rs"]
 mod bench_runner;
+use bench_runner::{env_num, pct};
 #[path = "../tests/support/paired.rs"]
 mod paired;
 #[allow(dead_code, unused_imports)]
@@ -39,21 +40,6 @@ use wavault::vault::BotConfig;
 use wavault::{BotId, Vault};
 
 const MB: f64 = 1_000_000.0;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn bot_id(i: u64) -> BotId {
     BotId::parse(&format!("bot-{i:04}")).unwrap()

@@ -13,8 +13,10 @@
 //!
 //! Run: `cargo bench --bench messaging` (about a minute).
 
+#[allow(dead_code)]
 #[path = "../tests/support/bench_runner.rs"]
 mod bench_runner;
+use bench_runner::pct;
 #[path = "../tests/support/paired.rs"]
 mod paired;
 #[allow(dead_code, unused_imports)]
@@ -30,11 +32,6 @@ use wavault::runner::Runner;
 use wavault::vault::crypto::KdfParams;
 use wavault::vault::BotConfig;
 use wavault::{BotId, Vault};
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn msg(i: usize) -> NewMessage {
     NewMessage {

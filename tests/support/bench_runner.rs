@@ -1,8 +1,10 @@
 //! What the runner benchmarks share (included with `#[path]` next to the
 //! in-process peer as `crate::peer`): a webhook that echoes every message
-//! and a runner configuration on the peer with that hook.
+//! and a runner configuration on the peer with that hook; environment
+//! knobs and percentiles.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wavault::messaging::hook::Target;
 use wavault::runner::net::Net;
@@ -36,4 +38,21 @@ pub fn config(peer: &crate::peer::Peer, hook: String) -> RunConfig {
     cfg.push_name = "wavault-bench".into();
     cfg.hooks.target = Some(Target::Webhook(hook));
     cfg
+}
+
+/// The environment knob `name` as a number, else `default`.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `p` quantile (0..=1) of `v` (sorted in place); zero when empty.
+pub fn pct(v: &mut [Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
