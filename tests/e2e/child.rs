@@ -203,3 +203,19 @@ pub(crate) async fn serve(runner: wavault::runner::Runner) {
     runner.shutdown().await.unwrap();
     println!("STOPPED");
 }
+
+/// The real `wavault` binary on `dir` with the vault passphrase `pass` and
+/// the backup passphrase `backup` (through the control socket of a runner
+/// that holds that vault); warnings only in its log, killed when dropped.
+pub(crate) fn wavault(dir: &std::path::Path, pass: &[u8], backup: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wavault"));
+    c.arg("--vault")
+        .arg(dir)
+        .env("WAVAULT_PASSPHRASE", std::str::from_utf8(pass).unwrap())
+        .env("WAVAULT_BACKUP_PASSPHRASE", backup)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}

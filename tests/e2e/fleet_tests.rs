@@ -116,16 +116,7 @@ impl HostSpec {
 /// The real `wavault` binary on `dir` (through its runner's control
 /// socket when a runner holds the vault).
 fn wavault(dir: &Path, pass: &[u8]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wavault"));
-    c.arg("--vault")
-        .arg(dir)
-        .env("WAVAULT_PASSPHRASE", std::str::from_utf8(pass).unwrap())
-        .env("WAVAULT_BACKUP_PASSPHRASE", BACKUP_PASS)
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    c
+    crate::child::wavault(dir, pass, BACKUP_PASS)
 }
 
 /// Runs `wavault --vault dir ARGS`, expects exit 0; its stdout.

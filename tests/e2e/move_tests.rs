@@ -104,16 +104,7 @@ async fn start_host(
 /// The real `wavault` binary on `dir`; a runner holds that vault, so the
 /// command is done by it, through its control socket.
 fn wavault(dir: &Path, pass: &[u8]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wavault"));
-    c.arg("--vault")
-        .arg(dir)
-        .env("WAVAULT_PASSPHRASE", std::str::from_utf8(pass).unwrap())
-        .env("WAVAULT_BACKUP_PASSPHRASE", BACKUP_PASS)
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    c
+    crate::child::wavault(dir, pass, BACKUP_PASS)
 }
 
 /// Runs `wavault --vault dir ARGS --json`, expects exit 0, parses stdout.
